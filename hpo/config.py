@@ -1,0 +1,323 @@
+"""Study and search-space files: YAML in, typed and validated objects out, once, at the edge.
+
+Every error names the file and the key, e.g.
+    studies/x.yaml: budget.threads: expected int, but got 'two'
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hpo.errors import ConfigError
+from hpo.space import Space
+
+ROOT = Path(__file__).resolve().parent.parent
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+OBJECTIVES = {"accuracy": "maximize", "params": "minimize", "latency": "minimize"}
+
+
+# --- YAML ---------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads 1e-3 as a float (YAML 1.1 wants 1.0e-3) and refuses duplicate keys."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def _construct_mapping(loader, node, deep=False):
+    keys = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in keys:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        keys.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: Path) -> tuple[object, str]:
+    """The parsed document and its leading comment block (the file's description)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(path, "", "no such file") from None
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot read ({e.strerror})") from None
+    try:
+        doc = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "yaml"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(path, where, f"malformed YAML: {problem}") from None
+    header = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("#").strip())
+    return doc, "\n".join(header).strip()
+
+
+def display(path: Path) -> str:
+    """A path as the user would write it: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def resolve_file(name_or_path: str, folder: str, what: str, source: str = "<command line>", key: str = "") -> Path:
+    """NAME → folder/NAME.yaml (in the working directory, then the project); or an existing path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if p.is_file():
+            return p
+        raise ConfigError(source if key else name_or_path, key, f"no such {what} file")
+    if not SAFE_NAME.match(name_or_path):
+        raise ConfigError(source, key or "name", f"{name_or_path!r} is not a safe {what} name (letters, digits, _ . -)")
+    for base in (Path.cwd(), ROOT):
+        candidate = base / folder / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in (ROOT / folder).glob("*.yaml"))
+    raise ConfigError(source, key or "name", f"no {what} named {name_or_path!r} in {folder}/; known: {', '.join(known)}")
+
+
+def load_space(name_or_path: str, source: str = "<command line>", key: str = "") -> Space:
+    path = resolve_file(name_or_path, "search_spaces", "search space", source, key)
+    doc, header = read_yaml(path)
+    return Space.parse(doc, display(path), header)
+
+
+# --- study --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budget:
+    device: str = "cpu"
+    threads: int = 2
+    trial_timeout: float | None = None  # seconds of wall time per trial
+    max_params: int | None = None
+    memory_mb: int | None = None
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    hp: dict  # TrainConfig keyword arguments
+    reported: float | None = None
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    source: str
+    description: str
+    dataset: str
+    space: Space
+    sampler: str = "tpe"
+    sampler_options: dict = field(default_factory=dict)
+    pruner: str = "median"
+    pruner_options: dict = field(default_factory=dict)
+    seed: int = 0
+    n_trials: int = 20
+    timeout: float | None = None
+    objectives: tuple[str, ...] = ("accuracy",)
+    val_size: int = 10000
+    split_seed: int = 0
+    budget: Budget = Budget()
+    paper: str | None = None
+    tables: tuple[int, ...] = ()
+    protocol: dict = field(default_factory=dict)
+    baselines: tuple[Baseline, ...] = ()
+    raw: dict = field(default_factory=dict)  # the file as read, for provenance
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o] for o in self.objectives]
+
+
+STUDY_KEYS = {"dataset", "space", "sampler", "sampler_options", "pruner", "pruner_options", "seed", "n_trials",
+              "timeout", "objectives", "split", "budget", "baselines"}
+BUDGET_KEYS = {"device", "threads", "trial_timeout", "max_params", "memory_mb"}
+SPLIT_KEYS = {"val_size", "seed"}
+BASELINE_KEYS = {"paper", "tables", "protocol"}
+
+
+def _typed(value, types, source, key, *, positive=False, allow_none=False):
+    if value is None and allow_none:
+        return None
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) or not isinstance(value, types):
+        want = " or ".join(t.__name__ for t in types)
+        raise ConfigError(source, key, f"expected {want}, but got {value!r}")
+    if positive and value <= 0:
+        raise ConfigError(source, key, f"`{key.rsplit('.', 1)[-1]} > 0` must hold, but got {value!r}")
+    return value
+
+
+def _mapping(value, source, key, allowed):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(source, key, f"expected a mapping, but got {value!r}")
+    for k in value:
+        if k not in allowed:
+            raise ConfigError(source, f"{key}.{k}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+    return value
+
+
+def check_options(factory, options: dict, source: str, key: str) -> None:
+    """Options for a sampler or pruner must be keyword arguments its constructor takes."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for k in options:
+        if k not in params or k in ("seed", "search_space"):
+            allowed = sorted(n for n in params if n not in ("seed", "search_space", "self"))
+            raise ConfigError(source, f"{key}.{k}", f"unknown option; allowed: {', '.join(allowed) or 'none'}")
+
+
+def load_study(name_or_path: str) -> StudyConfig:
+    # Imported here: study.py imports this module.
+    from hpo.data import DATASETS
+    from hpo.paper import PAPERS, protocol, row_config
+    from hpo.study import PRUNERS, SAMPLERS
+
+    path = resolve_file(name_or_path, "studies", "study")
+    src = display(path)
+    name = path.stem
+    if not SAFE_NAME.match(name):
+        raise ConfigError(src, "name", f"{name!r} is not a safe study name (letters, digits, _ . -)")
+    doc, header = read_yaml(path)
+    if not isinstance(doc, dict):
+        raise ConfigError(src, "", "a study file is a mapping of keys to values")
+    for k in doc:
+        if k not in STUDY_KEYS:
+            raise ConfigError(src, str(k), f"unknown key; allowed: {', '.join(sorted(STUDY_KEYS))}")
+    for required in ("dataset", "space"):
+        if required not in doc:
+            raise ConfigError(src, required, "missing")
+
+    dataset = _typed(doc["dataset"], str, src, "dataset")
+    if dataset not in DATASETS:
+        raise ConfigError(src, "dataset", f"unknown data set {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    space = load_space(_typed(doc["space"], str, src, "space"), src, "space")
+
+    sampler = _typed(doc.get("sampler", "tpe"), str, src, "sampler")
+    if sampler not in SAMPLERS:
+        raise ConfigError(src, "sampler", f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+    sampler_options = _mapping(doc.get("sampler_options"), src, "sampler_options", _AnyKey())
+    check_options(SAMPLERS[sampler], sampler_options, src, "sampler_options")
+    pruner = _typed(doc.get("pruner", "median"), str, src, "pruner")
+    if pruner not in PRUNERS:
+        raise ConfigError(src, "pruner", f"unknown pruner {pruner!r}; known: {', '.join(PRUNERS)}")
+    pruner_options = _mapping(doc.get("pruner_options"), src, "pruner_options", _AnyKey())
+    check_options(PRUNERS[pruner], pruner_options, src, "pruner_options")
+
+    objectives = doc.get("objectives", ["accuracy"])
+    if not isinstance(objectives, list) or not objectives:
+        raise ConfigError(src, "objectives", f"expected a non-empty list, but got {objectives!r}")
+    for i, o in enumerate(objectives):
+        if o not in OBJECTIVES:
+            raise ConfigError(src, f"objectives[{i}]", f"unknown objective {o!r}; known: {', '.join(OBJECTIVES)}")
+    if objectives[0] != "accuracy" or len(set(objectives)) != len(objectives):
+        raise ConfigError(src, "objectives", "the first objective must be accuracy, and none may repeat")
+    if len(objectives) > 1 and pruner != "none":
+        raise ConfigError(src, "pruner", "Optuna cannot prune multi-objective studies; use `pruner: none`")
+
+    split = _mapping(doc.get("split"), src, "split", SPLIT_KEYS)
+    val_size = _typed(split.get("val_size", 10000), int, src, "split.val_size", positive=True)
+    split_seed = _typed(split.get("seed", 0), int, src, "split.seed")
+
+    b = _mapping(doc.get("budget"), src, "budget", BUDGET_KEYS)
+    device = _typed(b.get("device", "cpu"), str, src, "budget.device")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(src, "budget.device", f"expected cpu or cuda, but got {device!r}")
+    budget = Budget(
+        device=device,
+        threads=_typed(b.get("threads", 2), int, src, "budget.threads", positive=True),
+        trial_timeout=_typed(b.get("trial_timeout"), (int, float), src, "budget.trial_timeout", positive=True, allow_none=True),
+        max_params=_typed(b.get("max_params"), int, src, "budget.max_params", positive=True, allow_none=True),
+        memory_mb=_typed(b.get("memory_mb"), int, src, "budget.memory_mb", positive=True, allow_none=True),
+    )
+
+    paper_key, tables, proto, baselines = None, (), {}, []
+    bl = _mapping(doc.get("baselines"), src, "baselines", BASELINE_KEYS)
+    if bl:
+        paper_key = _typed(bl.get("paper"), str, src, "baselines.paper")
+        if paper_key not in PAPERS:
+            raise ConfigError(src, "baselines.paper", f"unknown paper {paper_key!r}; known: {', '.join(PAPERS)}")
+        paper = PAPERS[paper_key]
+        tables = bl.get("tables", paper.tables)
+        if not isinstance(tables, list) or not all(isinstance(t, int) and t in paper.tables for t in tables):
+            raise ConfigError(src, "baselines.tables", f"expected a list of tables out of {paper.tables}, but got {tables!r}")
+        overrides = _mapping(bl.get("protocol"), src, "baselines.protocol", {a.key for a in paper.protocol})
+        proto = protocol(paper, overrides)
+        for t in tables:
+            for row in paper.table(t):
+                hp = row_config(row, proto)
+                problems = space.problems(hp) + _unsearched_mismatch(space, hp)
+                if problems:
+                    raise ConfigError(src, "baselines", f"paper configuration {row.name} lies outside the space "
+                                                        f"{space.source}: {problems[0]}")
+                baselines.append(Baseline(row.name, hp, row.reported))
+
+    return StudyConfig(
+        name=name, source=src, description=header, dataset=dataset, space=space,
+        sampler=sampler, sampler_options=sampler_options, pruner=pruner, pruner_options=pruner_options,
+        seed=_typed(doc.get("seed", 0), int, src, "seed"),
+        n_trials=_typed(doc.get("n_trials", 20), int, src, "n_trials", positive=True),
+        timeout=_typed(doc.get("timeout"), (int, float), src, "timeout", positive=True, allow_none=True),
+        objectives=tuple(objectives), val_size=val_size, split_seed=split_seed, budget=budget,
+        paper=paper_key, tables=tuple(tables), protocol=proto, baselines=tuple(baselines), raw=doc,
+    )
+
+
+def _unsearched_mismatch(space: Space, hp: dict) -> list[str]:
+    """A baseline value for a hyperparameter the space leaves out must be the default the trial will use."""
+    from hpo.space import PARAMS
+    from hpo.train import TrainConfig
+
+    covered = {PARAMS[n].field or n for n in space.params} | {"widths"}
+    default = TrainConfig()
+    return [f"{k}={v!r} but the space does not set {k}, so trials use {getattr(default, k)!r}"
+            for k, v in hp.items() if k not in covered and getattr(default, k) != v]
+
+
+class _AnyKey:
+    """Sampler and pruner options are checked against the constructor instead."""
+
+    def __contains__(self, _):
+        return True
+
+
+def check_file(path: str) -> str:
+    """Validate one study or search-space file; returns what it is. Raises ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(path, "", "no such file")
+    doc, _ = read_yaml(p)
+    if isinstance(doc, dict) and ("space" in doc or "dataset" in doc):
+        load_study(str(p))
+        return "study"
+    load_space(str(p))
+    return "search space"

@@ -1,0 +1,113 @@
+"""Trial ↔ train: the only place that knows both Optuna and the training loop.
+
+Outcomes, each recorded on the trial as user attributes `outcome` and `reason`:
+  complete     trained to the end; value = final validation accuracy
+  pruned       stopped by the pruner                      (state PRUNED)
+  diverged     loss became NaN/inf                         (state PRUNED: a bad region the sampler should learn)
+  time_cap     past the per-trial wall-time cap            (state PRUNED, with the curve so far)
+  param_cap    model over the parameter cap; not trained  (state PRUNED, no curve)
+  crashed      an unexpected exception                     (state FAIL, the study carries on)
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import optuna
+import torch
+
+from hpo.config import StudyConfig
+from hpo.data import Splits
+from hpo.models import count_params
+from hpo.train import TrainConfig, TrainResult, build_model, train
+
+
+def measure_latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 30) -> float:
+    """Median wall time of a batch-1 forward pass, after warm-up."""
+    model.eval()
+    with torch.inference_mode():
+        sample = x[:1]
+        for _ in range(5):
+            model(sample)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(sample)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+class Objective:
+    def __init__(self, cfg: StudyConfig, data: Splits, *, threads: int | None = None, space=None):
+        self.cfg, self.data = cfg, data
+        self.space = space or cfg.space
+        self.threads = threads or cfg.budget.threads
+
+    def __call__(self, trial: optuna.Trial):
+        hp = self.space.suggest(trial)
+        tc = TrainConfig(**{**hp, "seed": self.cfg.seed})
+        trial.set_user_attr("config", tc.to_dict())
+        try:
+            return self._run(trial, tc)
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:  # recorded, then re-raised so Optuna marks the trial FAIL and logs it
+            trial.set_user_attr("outcome", "crashed")
+            trial.set_user_attr("reason", f"{type(e).__name__}: {e}")
+            raise
+
+    def _stop(self, trial: optuna.Trial, outcome: str, reason: str):
+        trial.set_user_attr("outcome", outcome)
+        trial.set_user_attr("reason", reason)
+        raise optuna.TrialPruned(reason)
+
+    def _record(self, trial: optuna.Trial, r: TrainResult) -> None:
+        trial.set_user_attr("epochs_trained", r.epochs)
+        trial.set_user_attr("train_seconds", round(r.train_seconds, 3))
+        trial.set_user_attr("samples_per_sec", round(r.samples_per_sec, 1))
+        trial.set_user_attr("val_curve", [round(a, 5) for a in r.eval_curve])
+        trial.set_user_attr("loss_curve", [round(v, 5) for v in r.loss_curve])
+
+    def _run(self, trial: optuna.Trial, tc: TrainConfig):
+        budget = self.cfg.budget
+        model = build_model(tc, self.data.train_x.shape[1], int(self.data.train_y.max()) + 1)
+        n_params = count_params(model)
+        trial.set_user_attr("n_params", n_params)
+        if budget.max_params and n_params > budget.max_params:
+            self._stop(trial, "param_cap", f"{n_params} parameters exceed the cap of {budget.max_params}; not trained")
+
+        multi = len(self.cfg.objectives) > 1
+        curve: list[float] = []
+
+        def on_epoch(epoch: int, acc: float) -> None:
+            curve.append(acc)
+            if multi:  # Optuna does not prune multi-objective studies; keep the curve in user attrs
+                return
+            trial.report(acc, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} at {acc:.4f}")
+
+        t0 = time.perf_counter()
+        try:
+            r = train(tc, self.data, threads=self.threads, max_seconds=budget.trial_timeout, on_epoch=on_epoch,
+                      model=model)
+        except optuna.TrialPruned as e:
+            trial.set_user_attr("outcome", "pruned")
+            trial.set_user_attr("reason", str(e))
+            trial.set_user_attr("epochs_trained", len(curve))
+            trial.set_user_attr("val_curve", [round(a, 5) for a in curve])
+            trial.set_user_attr("train_seconds", round(time.perf_counter() - t0, 3))
+            raise
+        self._record(trial, r)
+        if r.status != "complete":
+            self._stop(trial, r.status, r.reason)
+        trial.set_user_attr("outcome", "complete")
+        trial.set_user_attr("reason", "")
+        values = {"accuracy": r.eval_acc, "params": float(n_params)}
+        if "latency" in self.cfg.objectives:
+            values["latency"] = measure_latency_ms(r.model, self.data.eval_x)
+            trial.set_user_attr("latency_ms", round(values["latency"], 4))
+        if not multi:
+            return values["accuracy"]
+        return tuple(values[o] for o in self.cfg.objectives)

@@ -1,0 +1,333 @@
+"""The search-space grammar and how it becomes Optuna suggestions.
+
+A space file maps hyperparameter names (a closed set, PARAMS) to one of:
+  a plain value                      fixed, e.g. `optimizer: adam`; per-layer names also take a list
+  {low, high, log?, step?}           an int or float range (the type comes from the hyperparameter)
+  {choices: [...]}                   a categorical
+and `per_layer: true` on `width` or `activation` draws one value per hidden layer, after `depth`.
+Anything else is an error naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+import optuna
+
+from hpo.activations import ACTIVATIONS
+from hpo.errors import ConfigError
+from hpo.models import INITS, MODELS
+from hpo.train import OPTIMIZERS, SCHEDULES, TrainConfig
+
+
+@dataclass(frozen=True)
+class Param:
+    """What a hyperparameter is: its type, whether it is per layer, which values are legal."""
+
+    kind: type
+    per_layer: bool = False
+    choices: Callable[[], Iterable] | None = None  # read live: later modules may extend a registry
+    check: Callable[[object], str | None] | None = None  # returns the violated condition, or None
+    field: str | None = None  # TrainConfig field, when it differs from the name
+
+
+def _at_least(lo):
+    return lambda v: None if v >= lo else f"`>= {lo}`"
+
+
+def _unit_interval(v):
+    return None if 0 <= v < 1 else "`0 <= value < 1`"
+
+
+PARAMS: dict[str, Param] = {
+    "model": Param(str, choices=lambda: MODELS),
+    "depth": Param(int, check=lambda v: None if 1 <= v <= 16 else "`1 <= depth <= 16`"),
+    "width": Param(int, per_layer=True, check=_at_least(1), field="widths"),
+    "activation": Param(str, per_layer=True, choices=lambda: ACTIVATIONS),
+    "negative_slope": Param(float, check=_at_least(0)),
+    "dropout": Param(float, check=_unit_interval),
+    "init": Param(str, choices=lambda: INITS),
+    "optimizer": Param(str, choices=lambda: OPTIMIZERS),
+    "lr": Param(float, check=lambda v: None if v > 0 else "`lr > 0`"),
+    "momentum": Param(float, check=_unit_interval),
+    "weight_decay": Param(float, check=_at_least(0)),
+    "batch_size": Param(int, check=_at_least(1)),
+    "epochs": Param(int, check=_at_least(1)),
+    "schedule": Param(str, choices=lambda: SCHEDULES),
+    "label_smoothing": Param(float, check=_unit_interval),
+}
+
+SPEC_KEYS = {"low", "high", "log", "step", "choices", "per_layer", "type"}
+
+
+@dataclass(frozen=True)
+class Dist:
+    name: str
+    kind: str  # "fixed" | "int" | "float" | "categorical"
+    value: object = None  # fixed: a scalar, or a tuple for a per-layer list
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+    per_layer: bool = False
+
+    def optuna(self) -> optuna.distributions.BaseDistribution:
+        if self.kind == "int":
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        if self.kind == "float":
+            return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+        if self.kind == "categorical":
+            return optuna.distributions.CategoricalDistribution(self.choices)
+        raise ValueError("a fixed value has no distribution")
+
+    def contains(self, v) -> bool:
+        """Whether one scalar value lies in this distribution."""
+        if self.kind == "fixed":
+            return v == self.value
+        if self.kind == "categorical":
+            return v in self.choices
+        return self.low <= v <= self.high
+
+    def suggest(self, trial: optuna.Trial, name: str):
+        if self.kind == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        if self.kind == "float":
+            return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
+        if self.kind == "categorical":
+            return trial.suggest_categorical(name, list(self.choices))
+        return self.value
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def _coerce(value, param: Param, source: str, key: str):
+    """Check a scalar's type against the hyperparameter's (ints are fine where floats are wanted)."""
+    if param.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, param.kind) or isinstance(value, bool):
+        raise ConfigError(source, key, f"expected {param.kind.__name__}, but got {value!r}")
+    if param.choices is not None:
+        legal = list(param.choices())
+        if value not in legal:
+            raise ConfigError(source, key, f"unknown value {value!r}; choose from {', '.join(map(str, legal))}")
+    if param.check is not None:
+        problem = param.check(value)
+        if problem:
+            raise ConfigError(source, key, f"{problem} must hold, but got {value!r}")
+    return value
+
+
+def parse_param(name: str, spec, source: str) -> Dist:
+    if name not in PARAMS:
+        raise ConfigError(source, name, f"unknown hyperparameter; known: {', '.join(PARAMS)}")
+    param = PARAMS[name]
+    if not isinstance(spec, dict):
+        if isinstance(spec, list):
+            if not param.per_layer:
+                raise ConfigError(source, name, "a list is only allowed for per-layer hyperparameters (width, activation)")
+            if not spec:
+                raise ConfigError(source, name, "a per-layer list must not be empty")
+            values = tuple(_coerce(v, param, source, f"{name}[{i}]") for i, v in enumerate(spec))
+            return Dist(name, "fixed", value=values, per_layer=True)
+        return Dist(name, "fixed", value=_coerce(spec, param, source, name))
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise ConfigError(source, f"{name}.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(SPEC_KEYS))}")
+    per_layer = spec.get("per_layer", False)
+    if not isinstance(per_layer, bool):
+        raise ConfigError(source, f"{name}.per_layer", f"expected true or false, but got {per_layer!r}")
+    if per_layer and not param.per_layer:
+        raise ConfigError(source, f"{name}.per_layer", "only width and activation can be drawn per layer")
+    if "type" in spec and spec["type"] not in ("int", "float", "categorical"):
+        raise ConfigError(source, f"{name}.type", f"expected int, float or categorical, but got {spec['type']!r}")
+    if "choices" in spec:
+        extra = {"low", "high", "log", "step"} & set(spec)
+        if extra:
+            raise ConfigError(source, f"{name}.{sorted(extra)[0]}", "a categorical takes `choices` only, not a range")
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(source, f"{name}.choices", f"expected a non-empty list, but got {choices!r}")
+        values = tuple(_coerce(v, param, source, f"{name}.choices[{i}]") for i, v in enumerate(choices))
+        if len(set(values)) != len(values):
+            raise ConfigError(source, f"{name}.choices", f"duplicate choices in {list(values)}")
+        return Dist(name, "categorical", choices=values, per_layer=per_layer)
+    if param.kind is str:
+        raise ConfigError(source, name, "a categorical hyperparameter takes `choices: [...]` or a fixed value, not a range")
+    for bound in ("low", "high"):
+        if bound not in spec:
+            raise ConfigError(source, f"{name}.{bound}", "missing: a range needs both `low` and `high`")
+    low = _coerce(spec["low"], param, source, f"{name}.low")
+    high = _coerce(spec["high"], param, source, f"{name}.high")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError(source, f"{name}.log", f"expected true or false, but got {log!r}")
+    if low > high:
+        raise ConfigError(source, f"{name}.low", f"`low <= high` must hold, but got low={low}, high={high}")
+    if log and low <= 0:
+        raise ConfigError(source, f"{name}.low", f"`low > 0` must hold for a log range, but got low={low}")
+    step = spec.get("step")
+    if step is not None:
+        step = _coerce(step, Param(param.kind), source, f"{name}.step")
+        if step <= 0:
+            raise ConfigError(source, f"{name}.step", f"`step > 0` must hold, but got step={step}")
+        if log:
+            raise ConfigError(source, f"{name}.step", "a log range cannot have a step (Optuna does not support both)")
+    kind = "int" if param.kind is int else "float"
+    return Dist(name, kind, low=low, high=high, log=log, step=step, per_layer=per_layer)
+
+
+# --- the space ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Space:
+    params: dict[str, Dist]
+    source: str = "<space>"
+    description: str = ""
+
+    @classmethod
+    def parse(cls, raw, source: str, description: str = "") -> "Space":
+        if not isinstance(raw, dict) or not raw:
+            raise ConfigError(source, "", "a search space is a mapping of hyperparameter names to values or ranges")
+        params = {name: parse_param(str(name), spec, source) for name, spec in raw.items()}
+        space = cls(params, source, description)
+        space._check_depth_consistency()
+        return space
+
+    def _check_depth_consistency(self) -> None:
+        depth = self.params.get("depth")
+        for name in ("width", "activation"):
+            d = self.params.get(name)
+            if d is None or d.kind != "fixed" or not isinstance(d.value, tuple):
+                continue
+            if depth is None or depth.kind != "fixed":
+                raise ConfigError(self.source, name, "a fixed per-layer list needs a fixed `depth`; use per_layer: true to search")
+            if len(d.value) != depth.value:
+                raise ConfigError(self.source, name, f"has {len(d.value)} entries but depth is {depth.value}")
+
+    # The names Optuna sees: per-layer values become width_1, width_2, …
+    def _layer_names(self, name: str, depth: int) -> list[str]:
+        return [f"{name}_{i}" for i in range(1, depth + 1)]
+
+    def suggest(self, trial: optuna.Trial) -> dict:
+        """Draw one configuration; returns TrainConfig keyword arguments."""
+        hp: dict = {}
+        depth_dist = self.params.get("depth")
+        depth = depth_dist.suggest(trial, "depth") if depth_dist else len(TrainConfig().widths)
+        for name, dist in self.params.items():
+            if name == "depth":
+                continue
+            field_name = PARAMS[name].field or name
+            if dist.per_layer and dist.kind != "fixed":
+                values = tuple(dist.suggest(trial, n) for n in self._layer_names(name, depth))
+                hp[field_name] = values
+            elif name == "width":
+                v = dist.suggest(trial, name)
+                hp[field_name] = v if isinstance(v, tuple) else (v,) * depth
+            else:
+                hp[field_name] = dist.suggest(trial, name)
+        if "widths" not in hp:
+            hp["widths"] = (TrainConfig().widths[0],) * depth
+        return hp
+
+    def trial_params(self, hp: dict) -> dict:
+        """The Optuna parameters that make `suggest` return `hp` (for enqueuing baselines)."""
+        out = {}
+        depth = len(hp.get("widths", TrainConfig().widths))
+        for name, dist in self.params.items():
+            if dist.kind == "fixed":
+                continue
+            field_name = PARAMS[name].field or name
+            if name == "depth":
+                out["depth"] = depth
+            elif dist.per_layer:
+                value = hp[field_name]
+                values = value if isinstance(value, tuple) else (value,) * depth
+                out.update(zip(self._layer_names(name, depth), values))
+            else:
+                value = hp[field_name]
+                out[name] = value[0] if isinstance(value, tuple) else value
+        return out
+
+    def problems(self, hp: dict) -> list[str]:
+        """Where a configuration lies outside this space (empty when it is inside)."""
+        probs = []
+        depth = len(hp.get("widths", TrainConfig().widths))
+        for name, dist in self.params.items():
+            field_name = PARAMS[name].field or name
+            value = depth if name == "depth" else hp.get(field_name)
+            if value is None:
+                continue
+            if PARAMS[name].per_layer:
+                layers = tuple(value) if isinstance(value, (tuple, list)) else (value,) * depth
+                if dist.kind == "fixed" and isinstance(dist.value, tuple):
+                    ok = layers == dist.value
+                elif not dist.per_layer and len(set(layers)) > 1:
+                    ok = False
+                else:
+                    ok = all(dist.contains(v) for v in layers)
+                shown = list(layers)
+            else:
+                ok, shown = dist.contains(value), value
+            if not ok:
+                probs.append(f"{name}={shown!r} is outside {describe_dist(dist)}")
+        return probs
+
+    def with_fixed(self, **values) -> "Space":
+        params = dict(self.params)
+        for name, value in values.items():
+            params[name] = Dist(name, "fixed", value=value)
+        return replace(self, params=params)
+
+    def distributions(self, max_depth: int | None = None) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Every Optuna parameter this space can produce (per-layer ones up to the largest depth)."""
+        depth_dist = self.params.get("depth")
+        if max_depth is None:
+            max_depth = int(depth_dist.high if depth_dist and depth_dist.kind == "int" else
+                            max(depth_dist.choices) if depth_dist and depth_dist.kind == "categorical" else
+                            depth_dist.value if depth_dist else 1)
+        out = {}
+        for name, dist in self.params.items():
+            if dist.kind == "fixed":
+                continue
+            if dist.per_layer:
+                for n in self._layer_names(name, max_depth):
+                    out[n] = dist.optuna()
+            else:
+                out[name] = dist.optuna()
+        return out
+
+    def dist_for(self, optuna_name: str) -> Dist | None:
+        base = optuna_name.rsplit("_", 1)[0] if optuna_name.rsplit("_", 1)[-1].isdigit() else optuna_name
+        d = self.params.get(base) or self.params.get(optuna_name)
+        return d
+
+
+def describe_dist(d: Dist) -> str:
+    if d.kind == "fixed":
+        return f"the fixed value {d.value!r}"
+    if d.kind == "categorical":
+        return f"choices {list(d.choices)}"
+    return f"[{d.low}, {d.high}]" + (" (log)" if d.log else "")
+
+
+def on_boundary(d: Dist, value, rel: float = 0.02) -> str | None:
+    """'low'/'high' when a numeric value sits at (within 2% of, on the sampling scale) an edge of its range."""
+    if d.kind not in ("int", "float"):
+        return None
+    lo, hi, v = d.low, d.high, value
+    if d.log:
+        lo, hi, v = math.log(lo), math.log(hi), math.log(v)
+    span = hi - lo
+    if span <= 0:
+        return None
+    tol = max(rel * span, (d.step or 1) if d.kind == "int" and not d.log else 0)
+    if v - lo <= tol:
+        return "low"
+    if hi - v <= tol:
+        return "high"
+    return None

@@ -1,0 +1,218 @@
+"""Study wiring: sampler, pruner and storage from their names; baselines; provenance; the run.
+
+Registries are plain dicts of whitelisted names. Storage is any Optuna storage URL; by default one
+SQLite file, runs/hpo.db, holding every study (readable by `optuna` CLI and optuna-dashboard).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.trial import TrialState
+
+from hpo.config import ROOT, StudyConfig
+from hpo.errors import StudyError
+
+SAMPLERS = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "grid": optuna.samplers.GridSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "qmc": optuna.samplers.QMCSampler,
+    "gp": optuna.samplers.GPSampler,
+}
+# Defaults a careful user would pick; a study's sampler_options override them.
+SAMPLER_DEFAULTS = {
+    # multivariate+group model the depth-conditional widths jointly; constant_liar keeps parallel workers apart.
+    "tpe": {"multivariate": True, "group": True, "constant_liar": True, "n_startup_trials": 10},
+}
+
+PRUNERS = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "none": optuna.pruners.NopPruner,
+}
+PRUNER_DEFAULTS = {
+    "median": {"n_startup_trials": 5, "n_warmup_steps": 2},
+    "percentile": {"percentile": 25.0, "n_startup_trials": 5, "n_warmup_steps": 2},
+    "hyperband": {"min_resource": 1, "reduction_factor": 3},
+    "successive_halving": {"min_resource": 1, "reduction_factor": 3},
+}
+
+DEFAULT_STORAGE = "sqlite:///runs/hpo.db"
+# Finished trials that count towards n_trials; failed ones (crashes, killed workers) are retried.
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def grid_space(space) -> dict[str, list]:
+    """GridSampler's search space: every categorical and small int range; float ranges cannot be gridded."""
+    grid = {}
+    for name, dist in space.distributions().items():
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            grid[name] = list(dist.choices)
+        elif isinstance(dist, optuna.distributions.IntDistribution) and not dist.log:
+            values = list(range(dist.low, dist.high + 1, dist.step))
+            if len(values) > 64:
+                raise StudyError(f"{space.source}: {name}: an int range of {len(values)} values is too large for the "
+                                 f"grid sampler; give it `step` or `choices`")
+            grid[name] = values
+        else:
+            raise StudyError(f"{space.source}: {name}: the grid sampler needs `choices` (or a small int range), "
+                             f"not a {'log ' if getattr(dist, 'log', False) else ''}range")
+    return grid
+
+
+def make_sampler(cfg: StudyConfig, space=None, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    options = {**SAMPLER_DEFAULTS.get(cfg.sampler, {}), **cfg.sampler_options}
+    seed = cfg.seed if seed is None else seed
+    if cfg.sampler == "grid":
+        return optuna.samplers.GridSampler(grid_space(space or cfg.space), seed=seed, **options)
+    return SAMPLERS[cfg.sampler](seed=seed, **options)
+
+
+def max_epochs(space) -> int:
+    d = space.params.get("epochs")
+    if d is None:
+        return 10
+    return int(d.value if d.kind == "fixed" else d.high if d.kind == "int" else max(d.choices))
+
+
+def make_pruner(cfg: StudyConfig, space=None) -> optuna.pruners.BasePruner:
+    options = dict(PRUNER_DEFAULTS.get(cfg.pruner, {}))
+    if cfg.pruner == "hyperband":
+        options["max_resource"] = max_epochs(space or cfg.space)
+    options.update(cfg.pruner_options)
+    return PRUNERS[cfg.pruner](**options)
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+def storage_url(arg: str | None = None) -> str:
+    url = arg or os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        # Relative SQLite paths are relative to the working directory; make the folder.
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
+    """An RDB storage with a heartbeat, so that a killed worker's trial is marked failed and retried."""
+    engine_kwargs = {}
+    if url.startswith("sqlite"):
+        # Wait for the write lock instead of failing with 'database is locked' when workers share the file.
+        engine_kwargs["connect_args"] = {"timeout": 120}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    kwargs = {}
+    if heartbeat:
+        kwargs = dict(heartbeat_interval=10, grace_period=30,
+                      failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except Exception as e:  # a wrong URL, a server that is down, a missing driver: the user's to fix
+        raise StudyError(f"cannot open storage {redact(url)}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+# --- provenance ---------------------------------------------------------------------------------
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("hpo", "optuna", "torch", "optuna-dashboard", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def config_hash(cfg: StudyConfig) -> str:
+    return hashlib.sha256(json.dumps([cfg.raw, repr(cfg.space.params)], sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# --- the study ----------------------------------------------------------------------------------
+
+
+def create_or_load(cfg: StudyConfig, storage, study_name: str, split_meta: dict, space=None,
+                   sampler: optuna.samplers.BaseSampler | None = None) -> tuple[optuna.Study, bool]:
+    """Create the study (recording its provenance) or load it to resume. Returns (study, created)."""
+    space = space or cfg.space
+    try:
+        optuna.load_study(study_name=study_name, storage=storage)
+        created = False
+    except KeyError:
+        created = True
+    study = optuna.create_study(
+        study_name=study_name, storage=storage, load_if_exists=True,
+        directions=cfg.directions, sampler=sampler or make_sampler(cfg, space), pruner=make_pruner(cfg, space),
+    )
+    if created:
+        study.set_metric_names([{"accuracy": "val_accuracy", "params": "n_params", "latency": "latency_ms"}[o]
+                                for o in cfg.objectives])
+        attrs = {
+            "hpo_study": cfg.name, "study_file": cfg.source, "study_yaml": cfg.raw, "description": cfg.description,
+            "space_file": space.source, "space": {n: repr(d) for n, d in space.params.items()},
+            "config_hash": config_hash(cfg), "objectives": list(cfg.objectives), "sampler": cfg.sampler,
+            "pruner": cfg.pruner, "seed": cfg.seed, "split": split_meta, "paper": cfg.paper,
+            "tables": list(cfg.tables), "protocol": cfg.protocol, "versions": versions(), "git_commit": git_commit(),
+        }
+        for k, v in attrs.items():
+            study.set_user_attr(k, v)
+    return study, created
+
+
+def enqueue_baselines(study: optuna.Study, cfg: StudyConfig, space=None, baselines=None) -> int:
+    """Enqueue the paper's configurations as real trials, once (skip_if_exists); returns how many are new."""
+    space = space or cfg.space
+    baselines = cfg.baselines if baselines is None else baselines
+    before = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    for b in baselines:
+        study.enqueue_trial(space.trial_params(b.hp), user_attrs={"baseline": b.name, "paper_reported": b.reported},
+                            skip_if_exists=True)
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) - before
+
+
+def counted(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+def smoke_variant(cfg: StudyConfig, space):
+    """The same study at tiny scale: one epoch, a few trials, two baselines, its own study name."""
+    space = space.with_fixed(epochs=1)
+    baselines = tuple(replace(b, hp={**b.hp, "epochs": 1}) for b in cfg.baselines[:2])
+    cfg = replace(cfg, n_trials=min(cfg.n_trials, 4), baselines=baselines)
+    return cfg, space

@@ -1,0 +1,56 @@
+"""Shared fixtures: small IDX data sets written by the tests, isolated storage and caches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpo import data as data_mod
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+def write_tiny_idx(directory: Path, n_train: int = 600, n_test: int = 200, seed: int = 0, gz: bool = True) -> Path:
+    """A learnable 10-class data set in MNIST's IDX layout: class k lights up a block of pixels."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, size=n).astype(np.uint8)
+        images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(labels):
+            r = 2 + (k // 5) * 12
+            c = 2 + (k % 5) * 5
+            images[i, r:r + 10, c:c + 4] = 200
+        data_mod.write_idx(directory / f"{split}-images-idx3-ubyte{suffix}", images)
+        data_mod.write_idx(directory / f"{split}-labels-idx1-ubyte{suffix}", labels)
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache dir and storage; nothing touches runs/ or ~/.cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("HPO_CACHE_DIR", str(cache))
+    monkeypatch.delenv("HPO_DATA_DIR", raising=False)
+    monkeypatch.setenv("HPO_STORAGE", f"sqlite:///{tmp_path_factory.mktemp('db') / 'hpo.db'}")
+    data_mod._LOADED.clear()
+    yield
+    data_mod._LOADED.clear()
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path, monkeypatch):
+    """A small data set registered under the name `mnist` via HPO_DATA_DIR (unverifiable: not the real files)."""
+    d = write_tiny_idx(tmp_path / "data" / "mnist", gz=False)
+    monkeypatch.setenv("HPO_DATA_DIR", str(tmp_path / "data"))
+    return d
+
+
+@pytest.fixture
+def fmnist_available():
+    if not FMNIST.exists() and not os.environ.get("HPO_DATA_DIR"):
+        pytest.skip("Fashion-MNIST is not installed (make data)")
