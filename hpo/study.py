@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hpo.config import ROOT, StudyConfig
@@ -118,7 +118,7 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
     kwargs = {}
     if heartbeat:
         kwargs = dict(heartbeat_interval=10, grace_period=30,
-                      failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
+                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as e:  # a wrong URL, a server that is down, a missing driver: the user's to fix

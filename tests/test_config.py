@@ -1,0 +1,128 @@
+"""Every shipped YAML validates; bad input gives one line naming the file and key, exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpo.cli import main
+from hpo.config import ROOT, load_space, load_study
+
+STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
+SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+
+
+def test_there_are_shipped_files():
+    names = {p.stem for p in STUDIES}
+    assert {"relu2_sgd", "relu3_sgd", "relu3_adam", "wide"} <= names
+    assert {"relu2_sgd", "relu3_sgd", "relu3_adam", "wide"} <= {p.stem for p in SPACES}
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_every_shipped_study_validates(path):
+    cfg = load_study(str(path))
+    assert cfg.description, f"{path.name} needs a header comment saying what it tests"
+    for b in cfg.baselines:  # the paper's configurations lie inside the space, so they can be trials
+        assert cfg.space.problems(b.hp) == []
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
+def test_every_shipped_space_validates_and_says_why(path):
+    space = load_space(str(path))
+    assert space.description, f"{path.name} needs a header comment"
+
+
+def test_paper_studies_hold_their_tables():
+    assert [b.name for b in load_study("relu3_adam").baselines] == [
+        "T3 784-50-30-10 adam lr=0.001", "T3 784-60-30-10 adam lr=0.001", "T3 784-60-40-10 adam lr=0.001"]
+    assert len(load_study("relu2_sgd").baselines) == 8
+    assert len(load_study("relu3_sgd").baselines) == 5
+    # widths up to 64: the paper's model size class
+    for name in ("relu2_sgd", "relu3_sgd", "relu3_adam"):
+        assert load_study(name).space.params["width"].high <= 64
+
+
+GOOD_SPACE = """\
+# a tiny space
+depth: 1
+width: {low: 8, high: 32}
+optimizer: adam
+lr: {low: 1e-4, high: 1e-1, log: true}
+epochs: 1
+"""
+
+GOOD_STUDY = """\
+# a tiny study
+dataset: fashion_mnist
+space: {space}
+sampler: random
+pruner: none
+n_trials: 2
+"""
+
+
+def _write(tmp_path: Path, study: str = GOOD_STUDY, space: str = GOOD_SPACE) -> Path:
+    sp = tmp_path / "space.yaml"
+    sp.write_text(space)
+    st = tmp_path / "tiny.yaml"
+    st.write_text(study.replace("{space}", str(sp)))
+    return st
+
+
+def test_good_files_pass_check(tmp_path, capsys):
+    st = _write(tmp_path)
+    assert main(["check", str(st), str(tmp_path / "space.yaml")]) == 0
+    assert "ok:" in capsys.readouterr().out
+
+
+BAD = [
+    # (study text, space text, key in message, fragment)
+    (GOOD_STUDY + "smapler: tpe\n", GOOD_SPACE, "smapler", "unknown key"),
+    (GOOD_STUDY.replace("n_trials: 2", "n_trials: two"), GOOD_SPACE, "n_trials", "expected int"),
+    (GOOD_STUDY.replace("sampler: random", "sampler: bayes"), GOOD_SPACE, "sampler", "unknown sampler 'bayes'"),
+    (GOOD_STUDY.replace("pruner: none", "pruner: early"), GOOD_SPACE, "pruner", "unknown pruner 'early'"),
+    (GOOD_STUDY.replace("fashion_mnist", "cifar10"), GOOD_SPACE, "dataset", "unknown data set 'cifar10'"),
+    (GOOD_STUDY + "budget: {threads: 0}\n", GOOD_SPACE, "budget.threads", "> 0"),
+    (GOOD_STUDY + "budget: {gpus: 1}\n", GOOD_SPACE, "budget.gpus", "unknown key"),
+    (GOOD_STUDY + "sampler_options: {n_startup: 3}\n", GOOD_SPACE, "sampler_options.n_startup", "unknown option"),
+    (GOOD_STUDY + "objectives: [params]\n", GOOD_SPACE, "objectives", "first objective must be accuracy"),
+    (GOOD_STUDY + "baselines: {paper: smith_2020}\n", GOOD_SPACE, "baselines.paper", "unknown paper"),
+    (GOOD_STUDY + "baselines: {paper: youn_hong_2024, tables: [3]}\n", GOOD_SPACE, "baselines", "lies outside the space"),
+    (GOOD_STUDY + "seed: 1\nseed: 2\n", GOOD_SPACE, "line", "duplicate key"),
+    (GOOD_STUDY + "n_trials: [\n", GOOD_SPACE, "line", "malformed YAML"),
+    (GOOD_STUDY, GOOD_SPACE.replace("optimizer: adam", "optimizer: adagrad"), "optimizer", "unknown value"),
+    (GOOD_STUDY, GOOD_SPACE + "activation: swish2\n", "activation", "unknown value"),
+    (GOOD_STUDY, GOOD_SPACE.replace("low: 8, high: 32", "low: 32, high: 8"), "width.low", "`low <= high`"),
+    (GOOD_STUDY, GOOD_SPACE.replace("low: 1e-4", "low: 0"), "lr.low", "must hold"),
+    (GOOD_STUDY, GOOD_SPACE + "momentun: 0.9\n", "momentun", "unknown hyperparameter"),
+]
+
+
+@pytest.mark.parametrize("study,space,key,fragment", BAD, ids=[b[3][:30] for b in BAD])
+@pytest.mark.parametrize("command", ["check", "study"])
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch, study, space, key, fragment, command):
+    db = tmp_path / "out.db"
+    monkeypatch.setenv("HPO_STORAGE", f"sqlite:///{db}")
+    st = _write(tmp_path, study, space)
+    assert main([command, str(st)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f": {key}" in err and fragment in err, err
+    assert "Traceback" not in err
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["study", "no_such_study"], "no study named 'no_such_study'"),
+    (["study", "../etc/passwd"], "no such study file"),
+    (["study", "bad name!"], "not a safe study name"),
+    (["check", "/nonexistent.yaml"], "no such file"),
+])
+def test_missing_files_and_unsafe_names(tmp_path, capsys, monkeypatch, args, fragment):
+    db = tmp_path / "out.db"
+    monkeypatch.setenv("HPO_STORAGE", f"sqlite:///{db}")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err, err
+    assert not db.exists()

@@ -1,0 +1,144 @@
+"""Sampler/pruner wiring (ask/tell, no training) and every trial outcome recorded with its reason."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo import data as data_mod
+from hpo import objective as objective_mod
+from hpo.config import load_study
+from hpo.objective import Objective
+from hpo.space import Space
+from hpo.study import PRUNERS, SAMPLERS, grid_space, make_pruner, make_sampler
+
+SPACE = """\
+# test space
+depth: {low: 1, high: 2}
+width: {low: 8, high: 32, per_layer: true}
+optimizer: {choices: [sgd, adam]}
+lr: {low: 1e-3, high: 1e-1, log: true}
+batch_size: {choices: [32, 64]}
+epochs: {low: 1, high: 3}
+"""
+
+
+def tiny_study(tmp_path, space: str = SPACE, **extra) -> str:
+    (tmp_path / "sp.yaml").write_text(space)
+    keys = {"dataset": "mnist", "space": str(tmp_path / "sp.yaml"), "sampler": "random", "n_trials": 3,
+            "split": "{val_size: 100, seed: 0}", **extra}
+    lines = ["# test study"] + [f"{k}: {v}" for k, v in keys.items()]
+    (tmp_path / "t.yaml").write_text("\n".join(lines) + "\n")
+    return str(tmp_path / "t.yaml")
+
+
+@pytest.mark.parametrize("sampler", [s for s in SAMPLERS if s != "grid"])
+@pytest.mark.parametrize("pruner", list(PRUNERS))
+def test_every_sampler_and_pruner_drives_the_space_with_ask_tell(tmp_path, sampler, pruner):
+    cfg = load_study(tiny_study(tmp_path, sampler=sampler, pruner=pruner))
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(cfg), pruner=make_pruner(cfg))
+    for i in range(4):
+        trial = study.ask()
+        hp = cfg.space.suggest(trial)
+        assert len(hp["widths"]) == trial.params["depth"]
+        for step in range(1, hp["epochs"] + 1):
+            trial.report(0.1 * i + 0.01 * step, step)
+            if trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, 0.1 * i)
+    assert len(study.trials) == 4
+
+
+def test_grid_sampler_enumerates_choices_and_small_int_ranges(tmp_path):
+    space = Space.parse({"depth": 1, "width": {"low": 8, "high": 32, "step": 8}, "optimizer": {"choices": ["sgd", "adam"]}}, "s")
+    assert grid_space(space) == {"width": [8, 16, 24, 32], "optimizer": ["sgd", "adam"]}
+    with pytest.raises(Exception, match="grid sampler needs `choices`"):
+        grid_space(Space.parse({"lr": {"low": 1e-3, "high": 1e-1, "log": True}}, "s"))
+
+
+def test_hyperband_uses_the_space_epoch_range(tmp_path):
+    cfg = load_study(tiny_study(tmp_path, pruner="hyperband"))
+    assert make_pruner(cfg)._max_resource == 3
+
+
+def _run(tmp_path, monkeypatch=None, space=SPACE, n=2, **extra):
+    cfg = load_study(tiny_study(tmp_path, space=space, **extra))
+    splits = data_mod.make_splits(data_mod.load("mnist"), val_size=100, seed=0)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(cfg), pruner=make_pruner(cfg))
+    study.optimize(Objective(cfg, splits, threads=1), n_trials=n, catch=(Exception,))
+    return study
+
+
+def test_complete_trial_records_what_it_did(tmp_path, tiny_mnist):
+    study = _run(tmp_path, pruner="none", n=1)
+    t = study.trials[0]
+    assert t.state == TrialState.COMPLETE and t.user_attrs["outcome"] == "complete"
+    for key in ("config", "n_params", "epochs_trained", "train_seconds", "samples_per_sec", "val_curve", "loss_curve"):
+        assert key in t.user_attrs
+    assert len(t.user_attrs["val_curve"]) == t.user_attrs["epochs_trained"] == t.user_attrs["config"]["epochs"]
+    assert list(t.intermediate_values.values()) == pytest.approx(t.user_attrs["val_curve"], abs=1e-5)
+    assert t.value == pytest.approx(t.user_attrs["val_curve"][-1], abs=1e-5)
+
+
+def test_parameter_cap_refuses_to_train(tmp_path, tiny_mnist):
+    study = _run(tmp_path, pruner="none", budget="{max_params: 100}")
+    for t in study.trials:
+        assert t.state == TrialState.PRUNED and t.user_attrs["outcome"] == "param_cap"
+        assert "exceed the cap of 100" in t.user_attrs["reason"] and t.user_attrs["n_params"] > 100
+        assert "val_curve" not in t.user_attrs and not t.intermediate_values
+
+
+def test_divergence_is_recorded_and_the_study_carries_on(tmp_path, tiny_mnist):
+    space = SPACE.replace("lr: {low: 1e-3, high: 1e-1, log: true}", "lr: 1e8").replace("{choices: [sgd, adam]}", "sgd")
+    study = _run(tmp_path, space=space, pruner="none", n=3)
+    assert len(study.trials) == 3
+    for t in study.trials:
+        assert t.state == TrialState.PRUNED and t.user_attrs["outcome"] == "diverged"
+        assert "loss became" in t.user_attrs["reason"]
+
+
+def test_time_cap_is_recorded(tmp_path, tiny_mnist):
+    study = _run(tmp_path, pruner="none", budget="{trial_timeout: 0.0001}")
+    for t in study.trials:
+        assert t.state == TrialState.PRUNED and t.user_attrs["outcome"] == "time_cap"
+        assert "time cap" in t.user_attrs["reason"]
+
+
+def test_pruned_trials_keep_their_curve(tmp_path, tiny_mnist):
+    cfg = load_study(tiny_study(tmp_path, pruner="none"))
+    splits = data_mod.make_splits(data_mod.load("mnist"), val_size=100, seed=0)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.01))
+    study.enqueue_trial({"epochs": 3})
+    study.optimize(Objective(cfg, splits, threads=1), n_trials=1)
+    t = study.trials[0]
+    assert t.state == TrialState.PRUNED and t.user_attrs["outcome"] == "pruned"
+    assert t.user_attrs["epochs_trained"] == 1 and len(t.user_attrs["val_curve"]) == 1
+
+
+def test_a_crash_is_recorded_and_the_study_carries_on(tmp_path, tiny_mnist, monkeypatch):
+    calls = {"n": 0}
+    real_train = objective_mod.train
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("out of cheese")
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(objective_mod, "train", flaky)
+    study = _run(tmp_path, pruner="none", n=2)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[0].user_attrs["outcome"] == "crashed"
+    assert "out of cheese" in study.trials[0].user_attrs["reason"]
+
+
+def test_multi_objective_returns_accuracy_and_params(tmp_path, tiny_mnist):
+    cfg = load_study(tiny_study(tmp_path, pruner="none", objectives="[accuracy, params, latency]"))
+    splits = data_mod.make_splits(data_mod.load("mnist"), val_size=100, seed=0)
+    study = optuna.create_study(directions=cfg.directions)
+    study.optimize(Objective(cfg, splits, threads=1), n_trials=1)
+    t = study.trials[0]
+    assert t.values[1] == t.user_attrs["n_params"] and t.values[2] == pytest.approx(t.user_attrs["latency_ms"], rel=1e-3)

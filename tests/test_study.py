@@ -1,0 +1,95 @@
+"""The whole path: `hpo study` end to end, provenance, baselines, resume and interruption."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo import objective as objective_mod
+from hpo.cli import main
+from hpo.study import COUNTED
+from tests.test_objective import tiny_study
+
+
+def _load(name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=os.environ["HPO_STORAGE"])
+
+
+def test_smoke_study_end_to_end_on_fashion_mnist(fmnist_available, capsys):
+    assert main(["study", "relu3_adam", "--smoke"]) == 0
+    out = capsys.readouterr().out
+    study = _load("relu3_adam-smoke")
+    counted = [t for t in study.trials if t.state in COUNTED]
+    assert len(counted) == 4
+    baselines = [t for t in study.trials if t.user_attrs.get("baseline")]
+    assert [t.user_attrs["baseline"] for t in baselines] == ["T3 784-50-30-10 adam lr=0.001",
+                                                             "T3 784-60-30-10 adam lr=0.001"]
+    assert baselines[0].params == {"width_1": 50, "width_2": 30, "lr": 0.001, "batch_size": 64, "schedule": "constant",
+                                   "weight_decay": 0.0, "dropout": 0.0, "label_smoothing": 0.0}
+    attrs = study.user_attrs
+    assert attrs["split"]["eval"] == "validation" and attrs["split"]["val_size"] == 10000
+    assert attrs["split"]["dataset"] == "fashion_mnist" and attrs["split"]["verified"] == "payload sha256"
+    assert attrs["versions"]["optuna"].startswith("5.") and attrs["protocol"]["epochs"] == 10
+    assert study.metric_names == ["val_accuracy"]
+    assert "top 4 trials" in out and "baseline" in out and "outcomes:" in out
+    # readable by optuna's own CLI
+    optuna_cli = Path(sys.executable).parent / "optuna"
+    r = subprocess.run([str(optuna_cli), "trials", "--study-name", "relu3_adam-smoke", "--storage",
+                        os.environ["HPO_STORAGE"], "-f", "json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert '"number": 3' in r.stdout
+
+
+def test_rerunning_continues_and_never_redoes_completed_trials(tmp_path, tiny_mnist):
+    path = tiny_study(tmp_path, pruner="none")
+    assert main(["study", path, "--trials", "2"]) == 0
+    first = {t.number: (t.params, t.value) for t in _load("t").trials}
+    assert main(["study", path, "--trials", "4"]) == 0
+    trials = _load("t").trials
+    assert len([t for t in trials if t.state in COUNTED]) == 4
+    assert {t.number: (t.params, t.value) for t in trials if t.number in first} == first
+    # already complete: nothing more runs
+    assert main(["study", path, "--trials", "4"]) == 0
+    assert len(_load("t").trials) == 4
+
+
+def test_ctrl_c_leaves_storage_consistent_and_the_study_resumes(tmp_path, tiny_mnist, monkeypatch, capsys):
+    path = tiny_study(tmp_path, pruner="none", n_trials=4)
+    calls = {"n": 0}
+    real_call = objective_mod.Objective.__call__
+
+    def interrupted_third(self, trial):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_call(self, trial)
+
+    monkeypatch.setattr(objective_mod.Objective, "__call__", interrupted_third)
+    assert main(["study", path]) == 130
+    assert "run the same command to continue" in capsys.readouterr().out
+    trials = _load("t").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    kept = {t.number: t.value for t in trials[:2]}
+    monkeypatch.setattr(objective_mod.Objective, "__call__", real_call)
+    assert main(["study", path]) == 0
+    trials = _load("t").trials
+    assert len([t for t in trials if t.state in COUNTED]) == 4
+    assert {t.number: t.value for t in trials[:2]} == kept
+
+
+def test_baselines_are_enqueued_once(tmp_path, fmnist_available):
+    assert main(["study", "relu2_sgd", "--smoke", "--trials", "2"]) == 0
+    assert main(["study", "relu2_sgd", "--smoke", "--trials", "3"]) == 0
+    names = [t.user_attrs.get("baseline") for t in _load("relu2_sgd-smoke").trials if t.user_attrs.get("baseline")]
+    assert names == ["T1 784-50-10 sgd lr=0.001", "T1 784-40-10 sgd lr=0.01"]
+
+
+def test_help_lists_the_commands(capsys):
+    assert main([]) == 0
+    assert "study" in capsys.readouterr().out
