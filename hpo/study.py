@@ -10,12 +10,16 @@ import hashlib
 import json
 import os
 import platform
+import secrets
+import sqlite3
 import subprocess
+import warnings
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -43,9 +47,13 @@ PRUNERS = {
     "hyperband": optuna.pruners.HyperbandPruner,
     "none": optuna.pruners.NopPruner,
 }
+# Warm-up of 4 epochs and 8 finished trials before pruning: Optuna's percentile pruners compare against
+# COMPLETE trials only, and pruning at epoch 2 kills every slow starter (low lr, long cosine schedules),
+# a short-horizon bias that left a study with its baselines and little else.
 PRUNER_DEFAULTS = {
-    "median": {"n_startup_trials": 5, "n_warmup_steps": 2},
-    "percentile": {"percentile": 25.0, "n_startup_trials": 5, "n_warmup_steps": 2},
+    "median": {"n_startup_trials": 8, "n_warmup_steps": 4},
+    # Optuna's `percentile` is the share of trials kept: 75 prunes only the bottom quarter.
+    "percentile": {"percentile": 75.0, "n_startup_trials": 8, "n_warmup_steps": 4},
     "hyperband": {"min_resource": 1, "reduction_factor": 3},
     "successive_halving": {"min_resource": 1, "reduction_factor": 3},
 }
@@ -99,12 +107,58 @@ def make_pruner(cfg: StudyConfig, space=None) -> optuna.pruners.BasePruner:
 # --- storage ------------------------------------------------------------------------------------
 
 
-def storage_url(arg: str | None = None) -> str:
+def storage_url(arg: str | None = None, mkdir: bool = True) -> str:
+    """The storage URL to use; readers (export, compare) pass mkdir=False so that they create nothing."""
     url = arg or os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+    if mkdir and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         # Relative SQLite paths are relative to the working directory; make the folder.
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     return url
+
+
+# Seconds between a running trial's heartbeats, and the silence after which its worker counts as dead:
+# the trial is then marked FAIL and re-enqueued. Tests shorten them through the environment.
+HEARTBEAT_ENV = {"HPO_HEARTBEAT_INTERVAL": 10, "HPO_HEARTBEAT_GRACE": 30}
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(interval, grace period) in seconds, from HPO_HEARTBEAT_INTERVAL / HPO_HEARTBEAT_GRACE or the defaults."""
+    values = []
+    for name, default in HEARTBEAT_ENV.items():
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            values.append(default)
+            continue
+        if not raw.isdigit() or int(raw) <= 0:
+            raise StudyError(f"{name}: expected a positive whole number of seconds, but got {raw!r}")
+        values.append(int(raw))
+    interval, grace = values
+    if grace <= interval:
+        raise StudyError(f"HPO_HEARTBEAT_GRACE ({grace}s) must exceed HPO_HEARTBEAT_INTERVAL ({interval}s), "
+                         f"or live trials would be taken for dead ones")
+    return interval, grace
+
+
+def _tune_sqlite(engine) -> None:
+    """Let several processes share one SQLite file.
+
+    SQLite's default deferred BEGIN takes the write lock only at a transaction's first write; two
+    processes that both read and then write deadlock, and one gets 'database is locked' at once, whatever
+    the busy timeout. BEGIN IMMEDIATE takes the lock up front, where the timeout makes it wait instead.
+    WAL lets readers that do not use this engine (optuna-dashboard, `optuna` CLI) read beside a writer.
+    """
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # pysqlite must not issue its own BEGIN; _begin does
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            pass  # the file is busy: WAL is an optimisation, retried on the next connection
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
@@ -117,12 +171,17 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
         engine_kwargs["pool_pre_ping"] = True
     kwargs = {}
     if heartbeat:
-        kwargs = dict(heartbeat_interval=10, grace_period=30,
+        interval, grace = heartbeat_settings()
+        kwargs = dict(heartbeat_interval=interval, grace_period=grace,
                       heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as e:  # a wrong URL, a server that is down, a missing driver: the user's to fix
         raise StudyError(f"cannot open storage {redact(url)}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if storage.engine.name == "sqlite":
+        storage.engine.dispose()  # drop the connections made while opening; new ones get the tuning
+        _tune_sqlite(storage.engine)
+    return storage
 
 
 def redact(url: str) -> str:
@@ -210,9 +269,67 @@ def counted(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED))
 
 
+# --- workers ------------------------------------------------------------------------------------
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Mark the running trials of dead workers (silent past the grace period) FAIL; the storage's
+    callback re-enqueues each as a WAITING trial with the same parameters."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def joining_seed() -> int:
+    """A sampler seed for a process that resumes or joins a study. The study's own seed would replay the
+    random start-up trials that the first process already drew; resumed and parallel runs cannot be
+    reproduced anyway, since their trials interleave by timing."""
+    return secrets.randbits(31)
+
+
+class SurplusTrial(Exception):
+    """A trial that started after the study's last slot was taken (see TrialBudget)."""
+
+
+class TrialBudget:
+    """Ends a study at exactly n_trials counted trials, however many workers (processes, machines) share it.
+
+    Optuna's MaxTrialsCallback stops a worker only after its own trial finishes, so N workers overshoot by
+    up to N-1. Here every counted or running trial holds a slot: a worker stops once no slot is left (use
+    the instance as a study callback), and a trial whose number puts it past the last slot, because two
+    workers asked at the same moment, is not run (`guard` ends it as FAIL with outcome `surplus`; FAIL
+    does not count). A killed worker's trial holds its slot until the heartbeat fails it; it is then
+    retried by whichever worker asks next.
+    """
+
+    def __init__(self, n_trials: int):
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial=None) -> None:
+        fail_stale(study)
+        if len(study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))) >= self.n_trials:
+            study.stop()
+
+    def guard(self, objective):
+        def guarded(trial: optuna.Trial):
+            ahead = [t for t in trial.study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
+                     if t.number < trial.number]
+            if len(ahead) >= self.n_trials:
+                reason = f"all {self.n_trials} trials were taken by other workers when it started; not run"
+                trial.set_user_attr("outcome", "surplus")
+                trial.set_user_attr("reason", reason)
+                trial.study.stop()
+                raise SurplusTrial(reason)
+            return objective(trial)
+
+        return guarded
+
+
 def smoke_variant(cfg: StudyConfig, space):
     """The same study at tiny scale: one epoch, a few trials, two baselines, its own study name."""
-    space = space.with_fixed(epochs=1)
+    # Under the three-cycle schedule `epochs` is 3 x cycle_epochs: one epoch per cycle is its smallest run.
+    cycles = {"cycle_epochs": 1} if any(space.possible("cycle_epochs", 0)) else {}
+    space = space.with_fixed(epochs=1, **cycles)
     baselines = tuple(replace(b, hp={**b.hp, "epochs": 1}) for b in cfg.baselines[:2])
     cfg = replace(cfg, n_trials=min(cfg.n_trials, 4), baselines=baselines)
     return cfg, space
