@@ -18,7 +18,7 @@ import optuna
 
 from hpo.activations import ACTIVATIONS
 from hpo.errors import ConfigError
-from hpo.models import INITS, MODELS
+from hpo.models import CNN_MAX_DEPTH, INITS, MODELS
 from hpo.train import OPTIMIZERS, SCHEDULES, TrainConfig
 
 
@@ -57,6 +57,12 @@ PARAMS: dict[str, Param] = {
     "epochs": Param(int, check=_at_least(1)),
     "schedule": Param(str, choices=lambda: SCHEDULES),
     "label_smoothing": Param(float, check=_unit_interval),
+    # Bansal 2022's three-cycle schedule (hpo/cycles.py): epochs per cycle (0: off) and the mixing weights' lr.
+    "cycle_epochs": Param(int, check=_at_least(0)),
+    "mix_lr": Param(float, check=lambda v: None if v > 0 else "`mix_lr > 0`"),
+    # A replicate factor: with the grid sampler, `seed: {choices: [0, 1, 2]}` trains every configuration under
+    # each seed (spread over seeds in one study). Absent, every trial uses the study's seed.
+    "seed": Param(int, check=_at_least(0)),
 }
 
 SPEC_KEYS = {"low", "high", "log", "step", "choices", "per_layer", "type"}
@@ -196,7 +202,38 @@ class Space:
         params = {name: parse_param(str(name), spec, source) for name, spec in raw.items()}
         space = cls(params, source, description)
         space._check_depth_consistency()
+        space._check_model_and_cycles()
         return space
+
+    def possible(self, name: str, default) -> tuple:
+        """The values a hyperparameter can take here: a fixed value, the choices, or a range's two ends."""
+        d = self.params.get(name)
+        if d is None:
+            return (default,)
+        if d.kind == "fixed":
+            return (d.value,)
+        return d.choices if d.kind == "categorical" else (d.low, d.high)
+
+    def _check_model_and_cycles(self) -> None:
+        if "cnn" in self.possible("model", "mlp"):
+            depths = self.possible("depth", len(TrainConfig().widths))
+            if min(depths) < 2 or max(depths) > CNN_MAX_DEPTH:
+                raise ConfigError(self.source, "depth" if "depth" in self.params else "model",
+                                  f"model cnn needs depth 2-{CNN_MAX_DEPTH} (conv layers, then one hidden fully "
+                                  f"connected layer; the paper's network is depth 3), but depth can be {min(depths)}"
+                                  + (f"-{max(depths)}" if max(depths) != min(depths) else ""))
+        if any(v != 0 for v in self.possible("cycle_epochs", 0)):
+            act = self.params.get("activation")
+            ok = act is not None and (
+                (act.kind == "fixed" and "mix" in (act.value if isinstance(act.value, tuple) else (act.value,)))
+                or (act.kind == "categorical" and set(act.choices) == {"mix"}))
+            if not ok:
+                raise ConfigError(self.source, "cycle_epochs", "the three-cycle schedule trains only the mixing "
+                                  "weights in cycle 2, so every trial needs a `mix` activation layer; fix "
+                                  "`activation: mix` (or a per-layer list that contains mix)")
+            if "epochs" in self.params and 0 not in self.possible("cycle_epochs", 0):
+                raise ConfigError(self.source, "epochs", "under the three-cycle schedule a run is 3 x cycle_epochs "
+                                  "epochs; leave `epochs` out")
 
     def _check_depth_consistency(self) -> None:
         depth = self.params.get("depth")
@@ -244,6 +281,8 @@ class Space:
             field_name = PARAMS[name].field or name
             if name == "depth":
                 out["depth"] = depth
+            elif field_name not in hp:  # e.g. a seed replicate: the sampler draws it for the enqueued trial
+                continue
             elif dist.per_layer:
                 value = hp[field_name]
                 values = value if isinstance(value, tuple) else (value,) * depth

@@ -1,0 +1,268 @@
+"""What a study finds, out of the storage: complete, re-trainable YAML configs with provenance.
+
+An exported config is one YAML document:
+
+    dataset: fashion_mnist
+    split: {val_size: 10000, seed: 0, n_train: 50000, n_eval: 10000}   # the study's validation split
+    train: {model: mlp, widths: [60, 40], activation: relu, optimizer: adam, lr: 0.001, ..., seed: 0}
+    provenance: {study: relu3_adam, trial: 17, val_accuracy: 0.89, sampler: tpe, versions: ..., ...}
+
+`train` holds every TrainConfig field, so `hpo train FILE` needs nothing else. A hand-written file may
+leave out the optional TrainConfig fields (they take TrainConfig's defaults), `split` and `provenance`.
+
+Files, in runs/NAME/ unless --out says otherwise:
+    single objective   best.yaml (the best trial), and with --top K also top2.yaml … topK.yaml
+    multi-objective    pareto1.yaml … paretoN.yaml: the Pareto set, most accurate first
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.config import SAFE_NAME, display, read_yaml
+from hpo.errors import ConfigError, HpoError, StudyError
+from hpo.space import PARAMS, Param, _coerce
+from hpo.train import TrainConfig
+
+CONFIG_KEYS = ("dataset", "split", "train", "provenance")
+SPLIT_KEYS = ("val_size", "seed", "n_train", "n_eval")
+# What defines a run; the other TrainConfig fields may be left out of a hand-written file.
+TRAIN_REQUIRED = ("widths", "activation", "optimizer", "lr", "batch_size", "epochs", "seed")
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
+STALE = re.compile(r"^(best|top\d+|pareto\d+)\.yaml$")
+
+
+@dataclass(frozen=True)
+class ExportedConfig:
+    source: str
+    dataset: str
+    train: TrainConfig
+    val_size: int = 10000
+    split_seed: int = 0
+    n_train: int | None = None  # what the study's trials trained on (smaller in a --smoke study)
+    n_eval: int | None = None
+    provenance: dict = field(default_factory=dict)
+
+
+# --- reading a config ---------------------------------------------------------------------------
+
+
+def _int(value, src, key, positive=False):
+    if isinstance(value, bool) or not isinstance(value, int) or (positive and value <= 0):
+        raise ConfigError(src, key, f"expected a{' positive' if positive else 'n'} int, but got {value!r}")
+    return value
+
+
+def _check_keys(doc, src, prefix, allowed, required):
+    if not isinstance(doc, dict):
+        raise ConfigError(src, prefix or "", f"expected a mapping, but got {doc!r}")
+    dot = f"{prefix}." if prefix else ""
+    for k in doc:
+        if k not in allowed:
+            raise ConfigError(src, f"{dot}{k}", f"unknown key; allowed: {', '.join(allowed)}")
+    for k in required:
+        if k not in doc:
+            raise ConfigError(src, f"{dot}{k}", "missing")
+
+
+def _train_values(doc: dict, src: str) -> dict:
+    """Each value checked with the search-space grammar's own rules for that hyperparameter."""
+    out = {}
+    for k, v in doc.items():
+        key = f"train.{k}"
+        if k == "seed":
+            out[k] = _int(v, src, key)
+        elif k == "widths":
+            if not isinstance(v, list) or not v:
+                raise ConfigError(src, key, f"expected a non-empty list of ints, but got {v!r}")
+            out[k] = tuple(_coerce(w, PARAMS["width"], src, f"{key}[{i}]") for i, w in enumerate(v))
+        elif k == "activation" and isinstance(v, list):
+            out[k] = tuple(_coerce(a, PARAMS["activation"], src, f"{key}[{i}]") for i, a in enumerate(v))
+        else:  # a TrainConfig field the grammar does not list is checked by its default's type
+            out[k] = _coerce(v, PARAMS.get(k) or Param(type(getattr(TrainConfig(), k))), src, key)
+    acts = out.get("activation")
+    if isinstance(acts, tuple) and len(acts) != len(out["widths"]):
+        raise ConfigError(src, "train.activation", f"has {len(acts)} entries but widths has {len(out['widths'])}")
+    return out
+
+
+def load_config(path: str | Path) -> ExportedConfig:
+    """Read and validate an exported (or hand-written) config; errors name the file and the key."""
+    from hpo.data import DATASETS
+
+    src = display(Path(path))
+    if not Path(path).is_file():
+        raise ConfigError(src, "", "no such file")
+    doc, _ = read_yaml(Path(path))
+    _check_keys(doc, src, "", CONFIG_KEYS, ("dataset", "train"))
+    dataset = doc["dataset"]
+    if not isinstance(dataset, str) or dataset not in DATASETS:
+        raise ConfigError(src, "dataset", f"unknown data set {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    split = doc.get("split") or {}
+    _check_keys(split, src, "split", SPLIT_KEYS, ())
+    _check_keys(doc["train"], src, "train", TRAIN_KEYS, TRAIN_REQUIRED)
+    prov = doc.get("provenance") or {}
+    if not isinstance(prov, dict):
+        raise ConfigError(src, "provenance", f"expected a mapping, but got {prov!r}")
+    opt = {k: _int(split[k], src, f"split.{k}", positive=True) if split.get(k) is not None else None
+           for k in ("n_train", "n_eval")}
+    return ExportedConfig(
+        source=src, dataset=dataset, train=TrainConfig(**_train_values(doc["train"], src)),
+        val_size=_int(split.get("val_size", 10000), src, "split.val_size", positive=True),
+        split_seed=_int(split.get("seed", 0), src, "split.seed"), provenance=prov, **opt,
+    )
+
+
+# --- reading a study ----------------------------------------------------------------------------
+
+
+def study_name(name: str, smoke: bool = False) -> str:
+    """A study's name in the storage: NAME, or the NAME-smoke study that `hpo study NAME --smoke` makes.
+    A study file's path is accepted too (its stem is the name)."""
+    if name.endswith((".yaml", ".yml")):
+        name = Path(name).stem
+    if not SAFE_NAME.match(name):
+        raise ConfigError("<command line>", "name", f"{name!r} is not a safe study name (letters, digits, _ . -)")
+    return name + ("-smoke" if smoke and not name.endswith("-smoke") else "")
+
+
+def open_study(name: str, storage: str | None = None, smoke: bool = False) -> optuna.Study:
+    """Load an existing study without creating anything: no storage file, no folder, no study."""
+    from hpo.study import open_storage, redact, storage_url
+
+    full = study_name(name, smoke)
+    url = storage_url(storage, mkdir=False)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):].split("?")[0]).is_file():
+        raise StudyError(f"no study {full!r}: storage {redact(url)} does not exist yet; run `hpo study {name}"
+                         f"{' --smoke' if smoke else ''}` first")
+    rdb = open_storage(url, heartbeat=False)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=full, storage=rdb)
+    except KeyError:
+        known = optuna.study.get_all_study_names(rdb)
+        raise StudyError(f"no study {full!r} in {redact(url)}; studies there: {', '.join(known) or 'none'}") from None
+
+
+def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not trials:
+        raise StudyError(f"study {study.study_name!r} has no completed trials yet "
+                         f"({len(study.trials)} trials in all); run more trials first")
+    return trials
+
+
+def metric_names(study: optuna.Study) -> list[str]:
+    return study.metric_names or [{"accuracy": "val_accuracy", "params": "n_params", "latency": "latency_ms"}[o]
+                                  for o in study.user_attrs.get("objectives", ["accuracy"])]
+
+
+def best_trials(study: optuna.Study, top: int | None = None) -> list[FrozenTrial]:
+    """Single objective: the top K (default 1) by value. Multi-objective: the Pareto set, most accurate first
+    (accuracy is always the first objective), cut to the top K when K is given."""
+    trials = complete_trials(study)
+    if len(study.directions) > 1:
+        chosen = sorted(study.best_trials, key=lambda t: (-t.values[0], t.number))
+    else:
+        sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+        chosen = sorted(trials, key=lambda t: (sign * t.values[0], t.number))[:top or 1]
+    return chosen[:top] if top else chosen
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def config_doc(study: optuna.Study, trial: FrozenTrial, rank: int, selection: str, storage: str) -> dict:
+    from hpo.study import git_commit, versions
+
+    attrs, s = trial.user_attrs, study.user_attrs
+    split = s.get("split", {})
+    train = TrainConfig.from_dict(attrs["config"]).to_dict()
+    prov = {
+        "study": study.study_name, "study_file": s.get("study_file"), "space_file": s.get("space_file"),
+        "storage": storage, "trial": trial.number, "rank": rank, "selection": selection,
+        "values": dict(zip(metric_names(study), trial.values)), "val_accuracy": trial.values[0],
+        "val_curve": attrs.get("val_curve"), "n_params": attrs.get("n_params"),
+        "epochs_trained": attrs.get("epochs_trained"), "train_seconds": attrs.get("train_seconds"),
+        "baseline": attrs.get("baseline"), "paper_reported": attrs.get("paper_reported"),
+        "sampler": s.get("sampler"), "pruner": s.get("pruner"), "study_seed": s.get("seed"),
+        "data": {k: split.get(k) for k in ("source", "verified", "mean", "std")},
+        "versions": s.get("versions"), "git_commit": s.get("git_commit"),
+        "exported_with": {"versions": versions(), "git_commit": git_commit()},
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return {
+        "dataset": split.get("dataset") or s.get("study_yaml", {}).get("dataset"),
+        "split": {"val_size": split.get("val_size"), "seed": split.get("split_seed"),
+                  "n_train": split.get("n_train"), "n_eval": split.get("n_eval")},
+        "train": train,
+        "provenance": {k: v for k, v in prov.items() if v is not None},
+    }
+
+
+def fmt(v: float) -> str:
+    """An objective value for people: counts as integers, accuracies and times with four digits."""
+    return f"{int(v):,}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.4f}"
+
+
+def dump(doc: dict, header: str) -> str:
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
+    return "".join(f"# {line}\n" for line in header.splitlines()) + body
+
+
+def export(name: str, *, top: int | None = None, out: str | Path | None = None, storage: str | None = None,
+           smoke: bool = False) -> list[tuple[Path, FrozenTrial]]:
+    """Write the chosen trials as configs; returns (path, trial) pairs. Everything is checked before the
+    first file or folder is made."""
+    from hpo.study import redact, storage_url
+
+    if top is not None and top <= 0:
+        raise HpoError("--top: must be a positive number")
+    study = open_study(name, storage, smoke)
+    chosen = best_trials(study, top)
+    missing = [t.number for t in chosen if "config" not in t.user_attrs]
+    if missing:
+        raise StudyError(f"study {study.study_name!r}: trial {missing[0]} records no config; cannot export it")
+    multi = len(study.directions) > 1
+    out = Path(out) if out else Path("runs") / study.study_name
+    if out.suffix in (".yaml", ".yml"):
+        if len(chosen) > 1:
+            raise HpoError(f"--out {out}: a .yaml file holds one config, but {len(chosen)} were chosen; give a folder")
+        paths = [out]
+    else:
+        if out.exists() and not out.is_dir():
+            raise HpoError(f"--out {out}: exists and is not a folder")
+        stems = [f"pareto{i}" for i in range(1, len(chosen) + 1)] if multi else \
+            ["best"] + [f"top{i}" for i in range(2, len(chosen) + 1)]
+        paths = [out / f"{s}.yaml" for s in stems]
+
+    url = redact(storage_url(storage, mkdir=False))
+    n_complete = len(complete_trials(study))
+    docs = []
+    for rank, t in enumerate(chosen, 1):
+        if multi:
+            selection = (f"Pareto set of {'/'.join(metric_names(study))}: member {rank} of "
+                         f"{len(study.best_trials)} (most accurate first)")
+        else:
+            selection = f"rank {rank} of {n_complete} complete trials by {metric_names(study)[0]}"
+        docs.append(config_doc(study, t, rank, selection, url))
+
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    if paths[0].parent == out:  # a fresh export replaces the previous one's files, never anything else
+        for old in out.iterdir():
+            if STALE.match(old.name):
+                old.unlink()
+    for path, doc, t in zip(paths, docs, chosen):
+        values = ", ".join(f"{k} {fmt(v)}" for k, v in doc["provenance"]["values"].items())
+        header = (f"{study.study_name} trial {t.number}: {doc['provenance']['selection']}; {values}\n"
+                  f"Re-train on the full training set, test on the test set: hpo train {path} --seeds 5\n"
+                  f"Reproduce the trial's validation accuracy:                 hpo train {path} --validation")
+        path.write_text(dump(doc, header))
+    return list(zip(paths, chosen))

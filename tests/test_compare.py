@@ -1,0 +1,123 @@
+"""Compare: every paper row, the optimum and the references re-run over the same seeds; the table, the words
+about gaps, compare.json and the report; re-runs over seeds."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from hpo import data as data_mod
+from hpo.cli import main
+from hpo.compare import findings, run_seeds, stats, table_rows
+from hpo.paper import PAPERS, REFERENCES
+from tests.conftest import write_tiny_idx
+from tests.test_export import smoke_study
+
+
+def test_compare_smoke_produces_every_row_and_a_report_with_pictures(tmp_path, monkeypatch, tiny_mnist, capsys):
+    smoke_study(tmp_path, monkeypatch)
+    capsys.readouterr()
+    assert main(["compare", "t", "--smoke"]) == 0
+    out = capsys.readouterr().out
+    folder = tmp_path / "runs" / "t-smoke"
+    result = json.loads((folder / "compare.json").read_text())
+
+    rows = PAPERS["youn_hong_2024"].table(3)
+    kinds = [e["kind"] for e in result["entries"]]
+    assert kinds == ["paper"] * len(rows) + ["optimum"] + ["reference"] * len(REFERENCES)
+    assert [e["name"] for e in result["entries"][:len(rows)]] == [r.name for r in rows]
+    assert result["seeds"] == [0, 1] and result["epochs_override"] == 1
+    for e in result["entries"]:
+        assert [r["seed"] for r in e["runs"]] == [0, 1] and all(r["epochs"] == 1 for r in e["runs"])
+        assert e["stats"]["n"] == 2
+    assert {p["key"] for p in result["protocol"]} >= {"epochs", "batch_size", "evaluated_on", "seeds", "data"}
+    assert result["data"]["eval"] == "test"
+
+    for r in rows:  # every row in the printed table, with its paper number
+        assert r.name in out and f"{100 * r.reported:.2f}%" in out
+    assert "automated optimum (trial" in out and "protocol assumptions" in out and "Xiao et al. 2017" in out
+
+    report = (folder / "report.md").read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert {"history.png", "params.png", "curves.png"} <= set(pictures)
+    for name in pictures:
+        assert (folder / name).stat().st_size > 1000 and (folder / name).read_bytes()[:4] == b"\x89PNG"
+    assert "| paper-reported (fashion_mnist) |" in report  # the paper measured Fashion-MNIST; this run is MNIST
+    assert all(line in report for line in result["findings"])
+    assert "### Protocol assumptions" in report
+
+
+def test_compare_on_a_missing_data_set_writes_nothing(tmp_path, monkeypatch, tiny_mnist, capsys):
+    smoke_study(tmp_path, monkeypatch)
+    before = sorted((tmp_path / "runs").rglob("*")) if (tmp_path / "runs").exists() else []
+    assert main(["compare", "t", "--smoke", "--dataset", "kmnist"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hpo: error: KMNIST not found") and "\n" not in err
+    after = sorted((tmp_path / "runs").rglob("*")) if (tmp_path / "runs").exists() else []
+    assert after == before
+
+
+def test_compare_on_another_data_set_writes_its_own_files(tmp_path, monkeypatch, tiny_mnist, capsys):
+    smoke_study(tmp_path, monkeypatch)
+    write_tiny_idx(tiny_mnist.parent / "kmnist", seed=1, gz=False)  # uncompressed: taken unverified
+    assert main(["compare", "t", "--smoke", "--dataset", "kmnist", "--seeds", "1"]) == 0
+    folder = tmp_path / "runs" / "t-smoke"
+    result = json.loads((folder / "compare-kmnist.json").read_text())
+    assert result["dataset"] == "kmnist" and result["seeds"] == [0] and result["data"]["dataset"] == "kmnist"
+    assert [e["reported"] for e in result["entries"] if e["kind"] == "reference"] == [None] * len(REFERENCES)
+    report = (folder / "report-kmnist.md").read_text()
+    assert "kmnist test accuracy" in report and not (folder / "report.md").exists()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert {"history-kmnist.png", "params-kmnist.png", "curves-kmnist.png"} <= set(pictures)
+    assert all((folder / name).is_file() for name in pictures)
+
+
+def test_run_seeds_keeps_a_diverged_run_scored_at_what_its_network_does(tiny_mnist):
+    splits = data_mod.make_splits(data_mod.load("mnist"), final=True)
+    hp = {"widths": (16,), "optimizer": "sgd", "lr": 1e4, "batch_size": 32, "epochs": 1}
+    runs = run_seeds(hp, splits, [0, 1])
+    assert [r["status"] for r in runs] == ["diverged", "diverged"] and all(r["reason"] for r in runs)
+    assert all(0 <= r["accuracy"] <= 0.3 for r in runs)  # a NaN network predicts one class: about chance
+    st = stats(runs)
+    assert st["diverged"] == 2 and st["n"] == 2
+
+
+def _entry(kind, name, reported, accs, diverged=0):
+    runs = [{"seed": i, "accuracy": a, "status": "diverged" if i < diverged else "complete"} for i, a in enumerate(accs)]
+    return {"kind": kind, "name": name, "reported": reported, "runs": runs, "stats": stats(runs),
+            "note": "784-60-40-10", "val_accuracy": 0.9}
+
+
+@pytest.fixture
+def result():
+    return {"study": "s", "dataset": "fashion_mnist", "paper_dataset": "fashion_mnist", "seeds": [0, 1, 2],
+            "entries": [
+                _entry("paper", "far above", 0.9707, [0.880, 0.884, 0.882]),
+                _entry("paper", "within", 0.8830, [0.880, 0.884, 0.882]),
+                _entry("paper", "below", 0.3313, [0.800, 0.810, 0.805]),
+                _entry("paper", "diverges", 0.9670, [0.1, 0.1, 0.1], diverged=3),
+                _entry("optimum", "automated optimum (trial 7)", None, [0.890, 0.892, 0.891]),
+                _entry("reference", "ref", 0.871, [0.875, 0.877, 0.876]),
+            ]}
+
+
+def test_findings_say_where_and_by_how_much_a_paper_number_lies_outside_its_re_run(result):
+    words = findings(result)
+    assert words[0] == "3 of 4 paper numbers lie outside what their re-run reaches on fashion_mnist under this protocol."
+    far = next(w for w in words if w.startswith("far above"))
+    assert "8.87 points above the re-run mean" in far and "8.67 points above its best seed" in far
+    assert "lies within" in next(w for w in words if w.startswith("within"))
+    assert "BELOW" in next(w for w in words if w.startswith("below"))
+    assert "diverged in 3 of 3 seeds" in next(w for w in words if w.startswith("diverges"))
+    assert any("0.90 points above the best re-run paper configuration, far above" in w for w in words)
+    assert any(w.startswith("ref: published 87.10%, re-created here 87.60 ± 0.10%") for w in words)
+
+
+def test_table_rows_hold_the_issue_columns_and_the_difference(result):
+    headers, rows = table_rows(result)
+    assert headers == ["configuration", "paper-reported", "paper config re-run", "automated optimum", "difference"]
+    assert rows[0] == ["far above", "97.07%", "88.20 ± 0.20%", "89.10 ± 0.10%", "+0.90 pts"]
+    assert rows[3][2].endswith("(3/3 diverged)")
+    assert rows[4][0].startswith("automated optimum (trial 7), validation 90.00%")

@@ -1,0 +1,169 @@
+"""Export: best trial, top K and Pareto set as re-trainable configs; the export → train round trip;
+validation of config files; bad input leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from hpo.cli import main
+from hpo.compare import train_file
+from hpo.errors import ConfigError
+from hpo.export import load_config
+from hpo.runner import run_study
+from hpo.train import TrainConfig
+from tests.test_objective import tiny_study
+
+# Wide enough to hold the paper's Table 1 and Table 3 configurations as baselines.
+SPACE = """\
+# test space
+depth: {low: 1, high: 2}
+width: {low: 8, high: 64, per_layer: true}
+optimizer: {choices: [sgd, adam]}
+lr: {low: 1e-3, high: 1.0, log: true}
+batch_size: {choices: [32, 64]}
+epochs: {low: 1, high: 10}
+"""
+
+
+def smoke_study(tmp_path, monkeypatch, **extra) -> optuna.Study:
+    """A --smoke study `t-smoke` on the tiny MNIST stand-in, run from tmp_path (so runs/ lands there)."""
+    monkeypatch.chdir(tmp_path)
+    keys = {"pruner": "none", "n_trials": 4, "baselines": "{paper: youn_hong_2024, tables: [3]}", **extra}
+    return run_study(tiny_study(tmp_path, space=SPACE, **keys), smoke=True)
+
+
+def _load(name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=os.environ["HPO_STORAGE"])
+
+
+def test_export_then_train_round_trip_on_fashion_mnist(fmnist_available, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = run_study("relu3_adam", smoke=True)
+    assert main(["export", "relu3_adam", "--smoke"]) == 0
+    path = tmp_path / "runs" / "relu3_adam-smoke" / "best.yaml"
+    best = max((t for t in study.trials if t.values), key=lambda t: (t.values[0], -t.number))
+
+    cfg = load_config(path)
+    assert cfg.dataset == "fashion_mnist" and (cfg.val_size, cfg.split_seed) == (10000, 0)
+    assert cfg.train == TrainConfig.from_dict(best.user_attrs["config"])
+    assert cfg.provenance["trial"] == best.number and cfg.provenance["val_accuracy"] == best.values[0]
+    assert cfg.provenance["sampler"] == "tpe" and cfg.provenance["versions"]["optuna"].startswith("5.")
+    assert "git_commit" in cfg.provenance["exported_with"] and cfg.provenance["exported_at"]
+
+    # Re-trained with the study's seed on the study's split, the trial's validation accuracy comes back.
+    r = train_file(str(path), seeds=1, validation=True)
+    assert r["reproduced"] is True
+    assert abs(r["runs"][0]["accuracy"] - best.values[0]) <= 0.005
+    assert r["meta"]["eval"] == "validation" and r["meta"]["n_train"] == cfg.n_train
+
+    # The test-set run: full training set in principle, a subset here; seeds are seed, seed+1.
+    r = train_file(str(path), seeds=2, train_limit=2000, eval_limit=500)
+    assert [x["seed"] for x in r["runs"]] == [cfg.train.seed, cfg.train.seed + 1]
+    assert r["meta"]["eval"] == "test" and r["meta"]["n_eval"] == 500
+    assert 0.3 < r["stats"]["mean"] <= 1 and r["stats"]["min"] <= r["stats"]["mean"] <= r["stats"]["max"]
+
+
+def test_top_k_files_ranked_and_a_new_export_replaces_the_old(tmp_path, monkeypatch, tiny_mnist, capsys):
+    study = smoke_study(tmp_path, monkeypatch)
+    assert main(["export", "t", "--smoke", "--top", "3"]) == 0
+    folder = tmp_path / "runs" / "t-smoke"
+    files = [folder / n for n in ("best.yaml", "top2.yaml", "top3.yaml")]
+    values = [load_config(f).provenance["val_accuracy"] for f in files]
+    assert values == sorted(values, reverse=True)
+    assert values[0] == max(t.values[0] for t in study.trials if t.values)
+    assert [load_config(f).provenance["rank"] for f in files] == [1, 2, 3]
+    assert "wrote runs/t-smoke/top3.yaml" in capsys.readouterr().out
+
+    assert main(["export", "t", "--smoke"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["best.yaml"]
+    assert main(["export", "t", "--smoke", "--out", "elsewhere/mine.yaml"]) == 0
+    assert load_config(tmp_path / "elsewhere" / "mine.yaml").provenance["rank"] == 1
+
+
+def test_multi_objective_export_writes_the_pareto_set(tmp_path, monkeypatch, tiny_mnist):
+    smoke_study(tmp_path, monkeypatch, objectives="[accuracy, params]", n_trials=6, sampler="random")
+    assert main(["export", "t", "--smoke"]) == 0
+    study = _load("t-smoke")
+    files = sorted((tmp_path / "runs" / "t-smoke").glob("pareto*.yaml"))
+    assert files and not (tmp_path / "runs" / "t-smoke" / "best.yaml").exists()
+    configs = [load_config(f) for f in files]
+    assert {c.provenance["trial"] for c in configs} == {t.number for t in study.best_trials}
+    points = [(c.provenance["values"]["val_accuracy"], c.provenance["values"]["n_params"]) for c in configs]
+    for a in points:  # no member dominates another: more accurate means more parameters
+        for b in points:
+            assert not (b[0] >= a[0] and b[1] <= a[1] and b != a)
+    assert [p[0] for p in points] == sorted((p[0] for p in points), reverse=True)  # pareto1 is the most accurate
+
+
+def test_hand_written_config_with_defaults_trains(tmp_path, tiny_mnist):
+    path = tmp_path / "mine.yaml"
+    path.write_text("dataset: mnist\ntrain: {widths: [16], activation: relu, optimizer: adam, lr: 0.01,\n"
+                    "  batch_size: 32, epochs: 1, seed: 3}\n")
+    cfg = load_config(path)
+    assert cfg.train.widths == (16,) and cfg.train.schedule == "constant" and cfg.val_size == 10000
+    r = train_file(str(path), seeds=2)
+    assert [x["seed"] for x in r["runs"]] == [3, 4] and r["meta"]["n_eval"] == 200
+
+
+GOOD = {"dataset": "mnist", "split": {"val_size": 100, "seed": 0},
+        "train": {"widths": [16], "activation": "relu", "optimizer": "adam", "lr": 0.01, "batch_size": 32,
+                  "epochs": 1, "seed": 0}}
+
+
+@pytest.mark.parametrize("change, key", [
+    (lambda d: d.pop("dataset"), "dataset"),
+    (lambda d: d.update(extra=1), "extra"),
+    (lambda d: d.update(dataset="cifar"), "dataset"),
+    (lambda d: d["train"].pop("lr"), "train.lr"),
+    (lambda d: d["train"].update(lrate=0.1), "train.lrate"),
+    (lambda d: d["train"].update(optimizer="lion"), "train.optimizer"),
+    (lambda d: d["train"].update(epochs="ten"), "train.epochs"),
+    (lambda d: d["train"].update(widths=[16, 0]), "train.widths[1]"),
+    (lambda d: d["train"].update(activation=["relu", "tanh"]), "train.activation"),
+    (lambda d: d["split"].update(val=3), "split.val"),
+    (lambda d: d["split"].update(seed=True), "split.seed"),
+    (lambda d: d.update(provenance=[1]), "provenance"),
+])
+def test_config_errors_name_the_file_and_the_key(tmp_path, change, key):
+    doc = yaml.safe_load(yaml.safe_dump(GOOD))
+    change(doc)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.key == key and "bad.yaml" in str(e.value)
+
+
+def _one_line_exit_2(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hpo: error:") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HPO_STORAGE", "sqlite:///runs/hpo.db")  # the default, relative: must not be created
+    assert "does not exist yet" in _one_line_exit_2(["export", "nosuch"], capsys)
+    assert "does not exist yet" in _one_line_exit_2(["compare", "nosuch", "--smoke"], capsys)
+    assert not (tmp_path / "runs").exists()
+
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    optuna.create_study(study_name="empty", storage=storage, direction="maximize")
+    assert "no study 'nosuch'" in _one_line_exit_2(["export", "nosuch", "--storage", storage], capsys)
+    assert "'empty' has no completed trials" in _one_line_exit_2(["export", "empty", "--storage", storage], capsys)
+    assert "no completed trials" in _one_line_exit_2(["compare", "empty", "--storage", storage], capsys)
+    assert "no completed trials" in _one_line_exit_2(["report", "empty", "--storage", storage], capsys)
+    assert "not a safe study name" in _one_line_exit_2(["export", "../x", "--storage", storage], capsys)
+    assert "--top" in _one_line_exit_2(["export", "empty", "--top", "0", "--storage", storage], capsys)
+
+    (tmp_path / "bad.yaml").write_text("dataset: mnist\ntrain: {widths: [8]}\n")
+    err = _one_line_exit_2(["train", "bad.yaml"], capsys)
+    assert "bad.yaml: train.activation: missing" in err
+    assert "no such file" in _one_line_exit_2(["train", "missing.yaml"], capsys)
+    assert sorted(p.name for p in Path(tmp_path).iterdir() if not p.name.startswith("db.sqlite")) == ["bad.yaml"]

@@ -1,0 +1,66 @@
+"""The report: pictures exist and are referenced, the Pareto front for a multi-objective study, boundary
+warnings, and a note instead of importances when there are too few trials."""
+
+from __future__ import annotations
+
+import re
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hpo.cli import main
+from hpo.report import boundary_warnings, plot_importances, write_report
+from tests.test_export import smoke_study
+
+
+def _pictures(report: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+
+
+def test_report_of_a_pareto_study_draws_the_front_without_a_compare(tmp_path, monkeypatch, tiny_mnist):
+    smoke_study(tmp_path, monkeypatch, objectives="[accuracy, params]", n_trials=6, sampler="random")
+    assert main(["report", "t", "--smoke"]) == 0
+    folder = tmp_path / "runs" / "t-smoke"
+    report = (folder / "report.md").read_text()
+    assert "### Pareto front: accuracy against parameter count" in report
+    assert "Not run yet: `hpo compare t`" in report
+    for name in _pictures(report):
+        assert (folder / name).read_bytes()[:4] == b"\x89PNG"
+    assert "params.png" in _pictures(report) and "Pareto front" in report
+
+
+def _study_with_best(tmp_path, space: str, params: dict, dists: dict) -> optuna.Study:
+    (tmp_path / "sp.yaml").write_text(space)
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("space_file", str(tmp_path / "sp.yaml"))
+    study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=0.9,
+                                              user_attrs={"config": {}, "n_params": 100, "val_curve": [0.8, 0.9]}))
+    return study
+
+
+def test_boundary_warnings_name_the_parameter_and_the_edge(tmp_path):
+    space = ("depth: 1\nwidth: {low: 8, high: 64}\nlr: {low: 1e-4, high: 1e-1, log: true}\n"
+             "dropout: {low: 0.0, high: 0.5}\nbatch_size: {choices: [32, 64, 128]}\n")
+    dists = {"width": IntDistribution(8, 64), "lr": FloatDistribution(1e-4, 1e-1, log=True),
+             "dropout": FloatDistribution(0.0, 0.5), "batch_size": CategoricalDistribution((32, 64, 128))}
+    study = _study_with_best(tmp_path, space, {"width": 30, "lr": 0.1, "dropout": 0.0, "batch_size": 128}, dists)
+    warnings = boundary_warnings(study)
+    assert len(warnings) == 2, warnings  # dropout 0 is "off", not an edge anything lies beyond
+    assert "`lr` = 0.1 sits at the high end of [0.0001, 0.1] (log)" in warnings[0]
+    assert "`batch_size` = 128 sits at the high end of choices [32, 64, 128]" in warnings[1]
+
+    inside = _study_with_best(tmp_path, space, {"width": 30, "lr": 0.003, "dropout": 0.2, "batch_size": 64}, dists)
+    assert boundary_warnings(inside) == []
+    report = write_report(inside, None, tmp_path / "r").read_text()
+    assert "inside its search space" in report
+
+
+def test_too_few_trials_give_a_note_instead_of_importances(tmp_path):
+    study = _study_with_best(tmp_path, "depth: 1\nlr: {low: 1e-4, high: 1e-1, log: true}\n", {"lr": 0.01},
+                             {"lr": FloatDistribution(1e-4, 1e-1, log=True)})
+    drawn, note = plot_importances(study, tmp_path / "imp.png")
+    assert not drawn and "at least 3 completed trials" in note and not (tmp_path / "imp.png").exists()
+    report = write_report(study, None, tmp_path / "r").read_text()
+    assert "at least 3 completed trials" in report and "importances.png" not in _pictures(report)
+    for name in _pictures(report):
+        assert (tmp_path / "r" / name).is_file()
