@@ -13,7 +13,7 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data study test check lint export compare dashboard bench activations clean
+.PHONY: help install data study test check lint export compare report dashboard bench activations clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ export: install ## export the best configs of a study: make export NAME=relu3_ad
 
 compare: install data ## re-run the paper's configs and the study's best on the test set: make compare NAME=relu3_adam
 	$(BIN)/hpo compare $(NAME) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
+
+report: install ## re-write runs/NAME/report.md from storage, re-running nothing: make report NAME=relu3_adam
+	$(BIN)/hpo report $(NAME) $(ARGS)
 
 dashboard: install ## serve optuna-dashboard on the project's storage (127.0.0.1:8080)
 	$(BIN)/hpo dashboard $(ARGS)

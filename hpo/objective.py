@@ -6,11 +6,16 @@ Outcomes, each recorded on the trial as user attributes `outcome` and `reason`:
   diverged     loss became NaN/inf                         (state PRUNED: a bad region the sampler should learn)
   time_cap     past the per-trial wall-time cap            (state PRUNED, with the curve so far)
   param_cap    model over the parameter cap; not trained  (state PRUNED, no curve)
+  memory_cap   over budget.memory_mb: refused on its estimate before training, or stopped when its
+               measured peak passes the cap after an epoch (state PRUNED: like param_cap, a property
+               of the configuration that the sampler should learn to avoid; the study goes on)
   crashed      an unexpected exception                     (state FAIL, the study carries on)
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import statistics
 import time
 
@@ -19,6 +24,8 @@ import torch
 
 from hpo.config import StudyConfig
 from hpo.data import Splits
+from hpo.diagnostics import trial_attrs
+from hpo.memory import PeakMemory, estimate_bytes
 from hpo.models import count_params
 from hpo.train import TrainConfig, TrainResult, build_model, train
 
@@ -38,6 +45,12 @@ def measure_latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3
     return statistics.median(times) * 1000
 
 
+class MemoryCap(optuna.TrialPruned):
+    """Raised from the epoch callback when a trial's measured memory passes budget.memory_mb."""
+
+    outcome = "memory_cap"
+
+
 class Objective:
     def __init__(self, cfg: StudyConfig, data: Splits, *, threads: int | None = None, space=None):
         self.cfg, self.data = cfg, data
@@ -46,11 +59,15 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial):
         hp = self.space.suggest(trial)
-        tc = TrainConfig(**{**hp, "seed": self.cfg.seed})
+        tc = TrainConfig(**{"seed": self.cfg.seed, **hp})  # a space may draw the seed (a replicate factor)
         trial.set_user_attr("config", tc.to_dict())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which machine and process ran it
         try:
             return self._run(trial, tc)
         except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:  # Ctrl-C or a stopped worker: Optuna marks the trial FAIL; say why
+            trial.set_user_attr("outcome", "interrupted")
             raise
         except Exception as e:  # recorded, then re-raised so Optuna marks the trial FAIL and logs it
             trial.set_user_attr("outcome", "crashed")
@@ -69,19 +86,37 @@ class Objective:
         trial.set_user_attr("val_curve", [round(a, 5) for a in r.eval_curve])
         trial.set_user_attr("loss_curve", [round(v, 5) for v in r.loss_curve])
 
+    def _diagnose(self, trial: optuna.Trial, model: torch.nn.Module) -> None:
+        """dead_units per hidden layer (one pass over the validation data) and, for mix layers, mix_p."""
+        for k, v in trial_attrs(model, self.data.eval_x).items():
+            trial.set_user_attr(k, v)
+
     def _run(self, trial: optuna.Trial, tc: TrainConfig):
         budget = self.cfg.budget
+        cap = budget.memory_mb * 2**20 if budget.memory_mb else None
+        meter = PeakMemory(budget.device).start() if cap else None  # before the model: it is the trial's too
         model = build_model(tc, self.data.train_x.shape[1], int(self.data.train_y.max()) + 1)
         n_params = count_params(model)
         trial.set_user_attr("n_params", n_params)
         if budget.max_params and n_params > budget.max_params:
             self._stop(trial, "param_cap", f"{n_params} parameters exceed the cap of {budget.max_params}; not trained")
+        if cap:
+            need = estimate_bytes(model, optimizer=tc.optimizer, batch_size=tc.batch_size,
+                                  in_features=self.data.train_x.shape[1], n_train=len(self.data.train_x),
+                                  n_eval=len(self.data.eval_x))
+            if need > cap:
+                self._stop(trial, "memory_cap", f"needs an estimated {need / 2**20:.1f} MiB (parameters, gradients, "
+                                                f"{tc.optimizer} state, batch-{tc.batch_size} activations), over the "
+                                                f"{budget.memory_mb} MiB cap; not trained")
 
         multi = len(self.cfg.objectives) > 1
         curve: list[float] = []
 
         def on_epoch(epoch: int, acc: float) -> None:
             curve.append(acc)
+            if meter is not None and meter.growth() > cap:
+                raise MemoryCap(f"memory grew by {meter.growth() / 2**20:.1f} MiB by the end of epoch {epoch}, "
+                                f"over the {budget.memory_mb} MiB cap")
             if multi:  # Optuna does not prune multi-objective studies; keep the curve in user attrs
                 return
             trial.report(acc, epoch)
@@ -93,13 +128,15 @@ class Objective:
             r = train(tc, self.data, threads=self.threads, max_seconds=budget.trial_timeout, on_epoch=on_epoch,
                       model=model)
         except optuna.TrialPruned as e:
-            trial.set_user_attr("outcome", "pruned")
+            trial.set_user_attr("outcome", getattr(e, "outcome", "pruned"))
             trial.set_user_attr("reason", str(e))
             trial.set_user_attr("epochs_trained", len(curve))
             trial.set_user_attr("val_curve", [round(a, 5) for a in curve])
             trial.set_user_attr("train_seconds", round(time.perf_counter() - t0, 3))
+            self._diagnose(trial, model)
             raise
         self._record(trial, r)
+        self._diagnose(trial, r.model)
         if r.status != "complete":
             self._stop(trial, r.status, r.reason)
         trial.set_user_attr("outcome", "complete")

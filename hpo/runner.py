@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import optuna
 import torch
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
@@ -18,11 +17,12 @@ from rich.table import Table
 
 from hpo import data as data_mod
 from hpo.config import StudyConfig, load_study
+from hpo.dashboard import hint as dashboard_hint
 from hpo.errors import HpoError
 from hpo.models import describe
 from hpo.objective import Objective
-from hpo.study import (COUNTED, config_hash, counted, create_or_load, enqueue_baselines, open_storage, redact,
-                       smoke_variant, storage_url)
+from hpo.study import (COUNTED, BudgetStudy, config_hash, counted, create_or_load, enqueue_baselines,
+                       heartbeat_settings, joining_seed, make_sampler, open_storage, redact, smoke_variant, storage_url)
 
 SMOKE_TRAIN, SMOKE_EVAL = 3000, 1000
 
@@ -47,7 +47,8 @@ def describe_config(c: dict) -> str:
     for k, label in (("weight_decay", "wd"), ("dropout", "drop"), ("label_smoothing", "ls")):
         if c.get(k):
             extras.append(f"{label}={c[k]:.2g}")
-    return (f"{describe(c.get('widths', []))} {act} {c.get('optimizer')} lr={c.get('lr', 0):.2e} "
+    arch = describe(c.get("widths", []), model=c.get("model", "mlp"))
+    return (f"{arch} {act} {c.get('optimizer')} lr={c.get('lr', 0):.2e} "
             f"bs={c.get('batch_size')} ep={c.get('epochs')} {c.get('schedule')}" + (" " + " ".join(extras) if extras else ""))
 
 
@@ -167,15 +168,31 @@ def make_console() -> Console:
 
 
 def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | None = None,
-              storage: str | None = None, smoke: bool = False, console: Console | None = None) -> optuna.Study:
+              storage: str | None = None, smoke: bool = False, console: Console | None = None,
+              workers: int = 1) -> optuna.Study:
     console = console or make_console()
+    if workers < 1:
+        raise HpoError(f"--workers: must be a positive number, but got {workers}")
     cfg, space = prepare(name_or_path, smoke=smoke, trials=trials, timeout=timeout)
+    if workers > 1:  # the parent of N worker processes trains nothing and loads no splits
+        from hpo.workers import run_parallel
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return run_parallel(name_or_path, cfg, space, workers=workers, url=storage_url(storage), smoke=smoke,
+                            console=console)
     splits = load_data(cfg, smoke)
     url = storage_url(storage)
     study_name = cfg.name + ("-smoke" if smoke else "")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rdb = open_storage(url)
     study, created = create_or_load(cfg, rdb, study_name, splits.meta, space)
+    # Resuming, or joining other workers: the study's seed would redraw the start-up trials already drawn.
+    sampler = study.sampler if created else make_sampler(cfg, space, seed=joining_seed())
+    # Exactly n_trials, also when workers on other machines share the study.
+    wait_note = (f"all {cfg.n_trials} trials are taken; waiting for the running ones (other workers', or a killed "
+                 f"worker's: that one is failed {heartbeat_settings()[1]}s after its last heartbeat, then retried here)")
+    study = BudgetStudy(study_name, rdb, cfg.n_trials, sampler=sampler, pruner=study.pruner,
+                        on_wait=lambda _: console.print(wait_note))
     if not created and study.user_attrs.get("config_hash") not in (None, config_hash(cfg)):
         console.print(f"[yellow]warning:[/] {cfg.source} changed since study {study_name!r} was created; "
                       f"resuming it with the new file")
@@ -185,7 +202,7 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
     console.print(f"[bold]{study_name}[/] ({cfg.source}): {cfg.dataset} {splits.meta['n_train']} train / "
                   f"{splits.meta['n_eval']} validation, space {space.source}, sampler {cfg.sampler}, pruner {cfg.pruner}")
     console.print(f"storage {redact(url)}; {'created' if created else f'resuming with {done} finished trials'}; "
-                  f"{new_baselines} paper baselines enqueued; watch live with `make dashboard`")
+                  f"{new_baselines} paper baselines enqueued; {dashboard_hint(url)}")
     if remaining <= 0:
         console.print(f"study already has {done} of {cfg.n_trials} trials; raise --trials to run more")
     else:
@@ -193,9 +210,7 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
         t0 = time.time()
         with LiveDisplay(console, cfg.n_trials, done, len(cfg.objectives) > 1) as live:
             try:
-                study.optimize(objective, n_trials=remaining, timeout=cfg.timeout, catch=(Exception,),
-                               callbacks=[MaxTrialsCallback(cfg.n_trials, states=COUNTED), live],
-                               gc_after_trial=False)
+                study.run(objective, max_trials=remaining, timeout=cfg.timeout, callbacks=[live])
             except KeyboardInterrupt:
                 live.progress.stop()
                 console.print(f"[yellow]interrupted[/]: {counted(study)} finished trials are kept in {redact(url)}; "

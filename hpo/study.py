@@ -7,12 +7,14 @@ SQLite file, runs/hpo.db, holding every study (readable by `optuna` CLI and optu
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import platform
 import secrets
 import sqlite3
 import subprocess
+import time
 import warnings
 from dataclasses import replace
 from importlib import metadata
@@ -172,12 +174,23 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
     kwargs = {}
     if heartbeat:
         interval, grace = heartbeat_settings()
-        kwargs = dict(heartbeat_interval=interval, grace_period=grace,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
-    try:
-        storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-    except Exception as e:  # a wrong URL, a server that is down, a missing driver: the user's to fix
-        raise StudyError(f"cannot open storage {redact(url)}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        kwargs = {"heartbeat_interval": interval, "grace_period": grace,
+                  "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=2)}
+    for attempt in range(3):
+        try:
+            storage = RDBStorage(with_driver(url), engine_kwargs=engine_kwargs, **kwargs)
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
+            # Processes that open a new database at the same moment all create its tables; the losers of
+            # that race fail with 'already exists' or a duplicate schema version, and find the tables next time.
+            if attempt < 2 and (isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in str(e)):
+                time.sleep(0.2)
+                continue
+            error = e
+        except Exception as e:  # a wrong URL, a server that is down, a missing driver: the user's to fix
+            error = e
+        raise StudyError(f"cannot open storage {redact(url)}: {type(error).__name__}: "
+                         f"{str(error).splitlines()[0]}") from None
     if storage.engine.name == "sqlite":
         storage.engine.dispose()  # drop the connections made while opening; new ones get the tuning
         _tune_sqlite(storage.engine)
@@ -189,8 +202,19 @@ def redact(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def with_driver(url: str) -> str:
+    """postgresql://... with the driver that is installed: SQLAlchemy 2.1 reads a bare postgresql:// as
+    psycopg 3, while hpo depends on psycopg2 (psycopg2-binary). An explicit postgresql+DRIVER:// is kept."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        for module in ("psycopg2", "psycopg"):
+            if importlib.util.find_spec(module) is not None:
+                return f"postgresql+{module}://{rest}"
     return url
 
 
@@ -230,15 +254,16 @@ def create_or_load(cfg: StudyConfig, storage, study_name: str, split_meta: dict,
                    sampler: optuna.samplers.BaseSampler | None = None) -> tuple[optuna.Study, bool]:
     """Create the study (recording its provenance) or load it to resume. Returns (study, created)."""
     space = space or cfg.space
-    try:
-        optuna.load_study(study_name=study_name, storage=storage)
-        created = False
-    except KeyError:
+    sampler = sampler or make_sampler(cfg, space)
+    try:  # exactly one of several processes starting at once creates it; the others load it
+        study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=False,
+                                    directions=cfg.directions, sampler=sampler, pruner=make_pruner(cfg, space))
         created = True
-    study = optuna.create_study(
-        study_name=study_name, storage=storage, load_if_exists=True,
-        directions=cfg.directions, sampler=sampler or make_sampler(cfg, space), pruner=make_pruner(cfg, space),
-    )
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
+                                  pruner=make_pruner(cfg, space))
+        created = False
+        wait_until_ready(study)
     if created:
         study.set_metric_names([{"accuracy": "val_accuracy", "params": "n_params", "latency": "latency_ms"}[o]
                                 for o in cfg.objectives])
@@ -262,7 +287,23 @@ def enqueue_baselines(study: optuna.Study, cfg: StudyConfig, space=None, baselin
     for b in baselines:
         study.enqueue_trial(space.trial_params(b.hp), user_attrs={"baseline": b.name, "paper_reported": b.reported},
                             skip_if_exists=True)
+    if not study.user_attrs.get(READY_ATTR):
+        study.set_user_attr(READY_ATTR, True)
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) - before
+
+
+# Set once the creator has recorded the study's provenance and enqueued its baselines.
+READY_ATTR = "baselines_enqueued"
+
+
+def wait_until_ready(study: optuna.Study, timeout: float = 30.0) -> None:
+    """A process that joins a study another one has just created waits until the creator has enqueued the
+    baselines: enqueuing them from both at the same moment could duplicate them (skip_if_exists only sees
+    what is already stored). A study with trials, or from before this attribute, is ready as it is."""
+    deadline = time.monotonic() + timeout
+    while (not study.user_attrs.get(READY_ATTR) and not study.get_trials(deepcopy=False)
+           and time.monotonic() < deadline):
+        time.sleep(0.2)
 
 
 def counted(study: optuna.Study) -> int:
@@ -287,42 +328,107 @@ def joining_seed() -> int:
     return secrets.randbits(31)
 
 
+class StudyFull(Exception):
+    """Raised by BudgetStudy.ask when every trial slot is taken: optimize() ends without a new trial."""
+
+
 class SurplusTrial(Exception):
-    """A trial that started after the study's last slot was taken (see TrialBudget)."""
+    """A trial that started after the study's last slot was taken (see BudgetStudy)."""
 
 
-class TrialBudget:
-    """Ends a study at exactly n_trials counted trials, however many workers (processes, machines) share it.
+def taken(study: optuna.Study) -> int:
+    """Trial slots in use: counted trials and running ones (a running trial may yet be counted)."""
+    return len(study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING)))
 
-    Optuna's MaxTrialsCallback stops a worker only after its own trial finishes, so N workers overshoot by
-    up to N-1. Here every counted or running trial holds a slot: a worker stops once no slot is left (use
-    the instance as a study callback), and a trial whose number puts it past the last slot, because two
-    workers asked at the same moment, is not run (`guard` ends it as FAIL with outcome `surplus`; FAIL
-    does not count). A killed worker's trial holds its slot until the heartbeat fails it; it is then
-    retried by whichever worker asks next.
+
+class BudgetStudy(optuna.Study):
+    """A study that ends at exactly n_trials counted trials, however many workers (processes, machines) share it.
+
+    Optuna's MaxTrialsCallback stops a worker only after its own trial has finished, so N workers overshoot
+    by up to N-1 trials. Here every counted or running trial holds a slot, and `ask`, which optimize calls
+    for each new trial just after failing stale ones, creates no trial while every slot is taken: it waits
+    as long as some of them are running (a running trial may still fail and free its slot: a killed
+    worker's trial is failed by the heartbeat after the grace period and re-enqueued, and this worker then
+    retries it), and ends the run once all of them are counted. Between that check and the new trial lie
+    a few milliseconds in which another worker may take the last slot; `guard` catches that trial: it is
+    not run, and ends FAIL (not counted) with outcome `surplus`.
+
+    Optuna never fails a running trial that has no heartbeat at all: a worker killed between creating a
+    trial and its heartbeat's first write leaves it RUNNING for good, and here it would hold its slot for
+    good. While waiting, such a trial that stays without a heartbeat for longer than the grace period
+    (by this worker's clock) is failed and re-enqueued as a stale one is.
     """
 
-    def __init__(self, n_trials: int):
-        self.n_trials = n_trials
+    poll_seconds = 1.0
 
-    def __call__(self, study: optuna.Study, trial=None) -> None:
-        fail_stale(study)
-        if len(study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))) >= self.n_trials:
-            study.stop()
+    def __init__(self, study_name: str, storage, n_trials: int, *, sampler=None, pruner=None, on_wait=None,
+                 should_stop=None):
+        super().__init__(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+        self.n_trials = n_trials
+        self._rdb = storage if isinstance(storage, RDBStorage) and storage.heartbeat_interval else None
+        self.on_wait = on_wait  # called with the number of running trials when this worker starts to wait
+        self.should_stop = should_stop  # polled while waiting: True ends the run (e.g. Ctrl-C)
+
+    def ask(self, fixed_distributions=None) -> optuna.Trial:
+        waiting, silent_since = False, {}
+        while taken(self) >= self.n_trials:
+            running = len(self.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if not running or (self.should_stop is not None and self.should_stop()):
+                raise StudyFull
+            if not waiting and self.on_wait is not None:
+                self.on_wait(running)
+            waiting = True
+            time.sleep(self.poll_seconds)
+            fail_stale(self)
+            self._fail_silent(silent_since)
+        return super().ask(fixed_distributions)
+
+    def _fail_silent(self, silent_since: dict[int, float]) -> None:
+        """Fail (and re-enqueue, through the storage's stale-trial callback) running trials that have had no
+        heartbeat at all for longer than the grace period; `silent_since` maps trial ids to when first seen."""
+        if self._rdb is None:
+            return
+        query = sqlalchemy.text(
+            "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+            "WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL")
+        with self._rdb.engine.connect() as connection:
+            silent = {row[0] for row in connection.execute(query, {"study": self._study_id})}
+        now = time.monotonic()
+        for trial_id in set(silent_since) - silent:
+            del silent_since[trial_id]
+        for trial_id in silent:
+            if now - silent_since.setdefault(trial_id, now) <= self._rdb.grace_period:
+                continue
+            try:
+                if not self._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # finished meanwhile, or failed by another worker
+            callback = self._rdb.get_heartbeat_stale_trial_callback()
+            if callback is not None:
+                callback(self, self._storage.get_trial(trial_id))
 
     def guard(self, objective):
         def guarded(trial: optuna.Trial):
-            ahead = [t for t in trial.study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
+            ahead = [t for t in self.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
                      if t.number < trial.number]
             if len(ahead) >= self.n_trials:
                 reason = f"all {self.n_trials} trials were taken by other workers when it started; not run"
                 trial.set_user_attr("outcome", "surplus")
                 trial.set_user_attr("reason", reason)
-                trial.study.stop()
                 raise SurplusTrial(reason)
             return objective(trial)
 
         return guarded
+
+    def run(self, objective, *, max_trials: int, timeout: float | None = None, callbacks=()) -> None:
+        """optimize() until every slot is taken, `max_trials` have run here (a bound for when trials keep
+        failing, which frees their slots), the timeout passes, or a callback calls stop()."""
+        try:
+            self.optimize(self.guard(objective), n_trials=max_trials, timeout=timeout, catch=(Exception,),
+                          callbacks=list(callbacks), gc_after_trial=False)
+        except StudyFull:
+            pass
 
 
 def smoke_variant(cfg: StudyConfig, space):

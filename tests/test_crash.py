@@ -1,0 +1,111 @@
+"""Crash safety: a worker killed with SIGKILL in the middle of a trial.
+
+Its trial is marked FAIL by the heartbeat (shortened here through HPO_HEARTBEAT_*) and retried with the
+same parameters, the trials that finished stay as they were, and the study still ends at exactly n_trials.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+from optuna.trial import TrialState
+from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, run_hpo, write_study
+
+# Long enough per trial (tens of epochs on the tiny data) that a poll sees it running before it ends.
+EPOCHS = 15
+
+
+@pytest.fixture
+def short_heartbeat(monkeypatch):
+    monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "2")
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _running_after_a_finished_one(url: str):
+    """(finished trials, a running trial) once at least one trial has finished and another is running."""
+    try:
+        study = load(url)
+    except KeyError:
+        return None
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    running = [t for t in trials if t.state == TrialState.RUNNING and t.params]
+    return (done, running[0]) if done and running else None
+
+
+def _check_retried(url: str, killed, finished_before) -> None:
+    study = load(url)
+    assert study.trials[killed.number].state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1
+    assert retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert killed.params.items() <= retries[0].params.items()  # the same configuration, tried again
+    assert retries[0].user_attrs.get("baseline") == killed.user_attrs.get("baseline")
+    for t in finished_before:  # kept exactly as they were
+        kept = study.trials[t.number]
+        assert (kept.state, kept.values, kept.datetime_complete) == (t.state, t.values, t.datetime_complete)
+    assert count(study) == 4
+    assert_no_duplicate_baselines(study)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_trial_is_failed_and_retried_when_the_study_is_rerun(tiny_mnist, tmp_path, short_heartbeat):
+    url = os.environ["HPO_STORAGE"]
+    study_file = str(write_study(tmp_path, n_trials=4, epochs=EPOCHS))
+    worker = subprocess.Popen(hpo_command("study", study_file), cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        finished, running = _wait_for(lambda: _running_after_a_finished_one(url), 90, "a trial to run")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == -signal.SIGKILL
+    killed = load(url).trials[running.number]
+    assert killed.state == TrialState.RUNNING  # killed mid-trial: nobody told the storage
+    assert count(load(url)) < 4
+
+    rerun = run_hpo("study", study_file, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming with" in rerun.stdout
+    _check_retried(url, killed, [load(url).trials[t.number] for t in finished])
+
+
+@pytest.mark.slow
+def test_a_parallel_run_retries_a_killed_worker_trial_itself(tiny_mnist, tmp_path, short_heartbeat):
+    """--workers 2, one worker killed: the parent says so, the other worker retries the trial once its
+    heartbeat has gone stale, and the same run ends with exactly n_trials."""
+    url = os.environ["HPO_STORAGE"]
+    study_file = str(write_study(tmp_path, n_trials=4, epochs=EPOCHS))
+    parent = subprocess.Popen(hpo_command("study", study_file, "--workers", "2"), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        finished, running = _wait_for(lambda: _running_after_a_finished_one(url), 90, "a trial to run")
+        pid = int(running.user_attrs["worker"].rsplit(":", 1)[1])
+        finished = [load(url).trials[t.number] for t in finished]
+        os.kill(pid, signal.SIGKILL)
+        out, _ = parent.communicate(timeout=120)
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+            parent.wait()
+    assert parent.returncode == 0, out
+    assert re.search(rf"worker w\d \(pid {pid}\) died: SIGKILL", out), out
+    _check_retried(url, load(url).trials[running.number], finished)

@@ -1,0 +1,161 @@
+"""`hpo dashboard`: optuna-dashboard on the project's storage, checked in a real headless browser.
+
+The browser test populates a small storage with a tiny study through the real objective, serves it with
+`hpo dashboard --port 0`, and has Debian's chromium render the study list and a study's trials. Screenshots
+are kept under $HPO_ARTIFACTS (default: artifacts/ at the repository root).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from html import unescape
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from studyfiles import ROOT, hpo_command, write_study
+
+from hpo.cli import build_parser, main
+from hpo.dashboard import address, hint
+from hpo.study import DEFAULT_STORAGE, open_storage
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def artifacts() -> Path:
+    d = Path(os.environ.get("HPO_ARTIFACTS") or ROOT / "artifacts")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def test_hint_names_the_command_and_the_address():
+    assert hint(DEFAULT_STORAGE) == "watch live: `make dashboard`, then open http://127.0.0.1:8080/dashboard"
+    assert "`hpo dashboard --storage postgresql://u:***@db.lan/hpo`" in hint("postgresql://u:pw@db.lan/hpo")
+    assert address("0.0.0.0", 9000) == "http://127.0.0.1:9000/dashboard"
+    assert address("::1", 9000) == "http://[::1]:9000/dashboard"
+
+
+def test_binds_to_loopback_unless_told():
+    args = build_parser().parse_args(["dashboard"])
+    assert (args.host, args.port) == ("127.0.0.1", 8080)
+
+
+def test_a_missing_storage_is_one_line_and_creates_nothing(tmp_path, capsys):
+    db = tmp_path / "none" / "hpo.db"
+    assert main(["dashboard", "--storage", f"sqlite:///{db}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"hpo: error: {db}: no such storage yet; run a study first (make study NAME=...) or pass --storage"]
+    assert not db.parent.exists()
+
+
+def test_a_busy_port_is_one_line(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    open_storage(url, heartbeat=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["dashboard", "--storage", url, "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"hpo: error: cannot listen on 127.0.0.1:{port}: ")
+
+
+# --- in the browser -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def populated(tiny_mnist, tmp_path):
+    """A storage holding one tiny study: three trials (the paper's baselines) of two epochs each."""
+    from hpo.runner import run_study
+
+    url = os.environ["HPO_STORAGE"]
+    run_study(str(write_study(tmp_path, n_trials=3, epochs=2)), console=Console(file=io.StringIO()))
+    return url
+
+
+def _first_line(proc: subprocess.Popen, timeout: float) -> str:
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        raise AssertionError(f"no output from {proc.args} within {timeout}s")
+    return proc.stdout.readline()
+
+
+@pytest.fixture
+def dashboard(populated):
+    """`hpo dashboard` on a free loopback port; yields its base URL; stopped as Ctrl-C would."""
+    proc = subprocess.Popen(hpo_command("dashboard", "--port", "0", "--storage", populated), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = _first_line(proc, 60)
+        m = re.search(r"open (http://127\.0\.0\.1:\d+)/dashboard", line)
+        assert m, line + proc.stderr.read() if proc.poll() is not None else line
+        assert "(1 study)" in line
+        yield m.group(1)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and "dashboard stopped" in out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def chromium(url: str, *args: str, timeout: float = 90) -> str:
+    """Run headless chromium on `url`; returns its stdout. Every process it starts is killed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="hpo-chromium-") as profile:
+        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={profile}", "--virtual-time-budget=15000", *args, url]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # renderer and zygote processes too
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    assert proc.returncode == 0, f"chromium exited with {proc.returncode}"
+    return out
+
+
+def text_of(dom: str) -> str:
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.DOTALL)
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", dom)).split())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does)")
+def test_the_dashboard_lists_studies_and_shows_trials_in_a_browser(dashboard, populated):
+    study_id = open_storage(populated, heartbeat=False).get_study_id_from_name("tiny")
+
+    home = text_of(chromium(f"{dashboard}/dashboard", "--dump-dom"))
+    assert "tiny" in home and "MAXIMIZE" in home.upper()
+
+    history = text_of(chromium(f"{dashboard}/dashboard/studies/{study_id}", "--dump-dom"))
+    assert "val_accuracy" in history  # the metric name the study sets
+
+    trials = text_of(chromium(f"{dashboard}/dashboard/studies/{study_id}/trials", "--dump-dom"))
+    for n in range(3):
+        assert f"Trial {n}" in trials
+    # What the objective recorded is there: per-epoch validation accuracy, the outcome, the baseline tag.
+    assert "Intermediate Values" in trials
+    assert "val_curve" in trials and "outcome complete" in trials and "samples_per_sec" in trials
+    assert "baseline T3 784-50-30-10 adam lr=0.001" in trials
+
+    for page, name in ((f"studies/{study_id}", "dashboard-study.png"),
+                       (f"studies/{study_id}/trials", "dashboard-trials.png")):
+        shot = artifacts() / name
+        shot.unlink(missing_ok=True)
+        chromium(f"{dashboard}/dashboard/{page}", f"--screenshot={shot}", "--window-size=1280,900")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert shot.stat().st_size > 20_000  # a rendered page, not a blank one

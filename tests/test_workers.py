@@ -1,0 +1,213 @@
+"""hpo.workers and the storage wiring it relies on: N processes on one study, exactly n_trials,
+no duplicated baselines, no 'database is locked', Ctrl-C stops them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, run_hpo, write_study
+
+from hpo.cli import main
+from hpo.errors import StudyError
+from hpo.study import BudgetStudy, SurplusTrial, heartbeat_settings, open_storage
+from hpo.workers import threads_per_worker
+
+
+@pytest.mark.parametrize("threads, workers, expected", [(8, 2, 4), (2, 2, 1), (3, 2, 1), (2, 4, 1), (4, 1, 4)])
+def test_threads_are_split_between_workers(threads, workers, expected):
+    assert threads_per_worker(threads, workers) == expected
+
+
+def test_heartbeat_settings_come_from_the_environment(monkeypatch):
+    assert heartbeat_settings() == (10, 30)
+    monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "3")
+    assert heartbeat_settings() == (1, 3)
+    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "1")
+    with pytest.raises(StudyError, match="must exceed HPO_HEARTBEAT_INTERVAL"):
+        heartbeat_settings()
+    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "soon")
+    with pytest.raises(StudyError, match="HPO_HEARTBEAT_GRACE: expected a positive whole number"):
+        heartbeat_settings()
+
+
+def test_sqlite_storage_uses_wal(tmp_path):
+    path = tmp_path / "s.db"
+    optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{path}"))
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _slow_objective(trial):
+    time.sleep(0.02)
+    return trial.suggest_float("x", 0, 1)
+
+
+def test_budget_is_exact_with_concurrent_workers(tmp_path):
+    """Four threads with separate storages (separate connections, as processes have) on one SQLite file:
+    exactly n counted trials, where MaxTrialsCallback would overshoot by up to three."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(study_name="s", storage=open_storage(url))
+
+    def worker():
+        BudgetStudy("s", open_storage(url), 10).run(_slow_objective, max_trials=10)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    study = optuna.load_study(study_name="s", storage=url)
+    assert count(study) == 10
+    for t in study.get_trials(states=(TrialState.FAIL,)):  # only a race may leave one, and it says why
+        assert t.user_attrs["outcome"] == "surplus"
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+@pytest.mark.parametrize("other_ends_as, runs_here", [(TrialState.COMPLETE, 0), (TrialState.FAIL, 1)])
+def test_a_full_study_waits_for_running_trials_before_it_ends(tmp_path, other_ends_as, runs_here):
+    """While the only slot is held by another worker's running trial, no trial is created: this worker waits;
+    if that trial completes, the run ends; if it fails (its slot is free again), this worker runs one."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    other = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat=False))
+    held = other.ask()
+    threading.Timer(0.5, lambda: other.tell(held, 0.5 if other_ends_as == TrialState.COMPLETE else None,
+                                            state=other_ends_as)).start()
+    calls, waits = [], []
+    study = BudgetStudy("s", open_storage(url, heartbeat=False), 1, on_wait=waits.append)
+    study.poll_seconds = 0.05
+    study.run(lambda t: calls.append(t.number) or 1.0, max_trials=5)
+    assert waits == [1]
+    assert len(calls) == runs_here and len(study.trials) == 1 + runs_here
+    assert count(study) == 1
+
+
+def test_a_trial_left_running_without_any_heartbeat_is_failed_and_retried(tmp_path, monkeypatch):
+    """A worker killed before its trial's first heartbeat leaves it RUNNING for good (Optuna only fails stale
+    heartbeats). A worker waiting for the slot fails it after the grace period, and retries it."""
+    monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "2")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    other = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat=False))
+    other.enqueue_trial({"x": 0.25})
+    killed = other.ask()  # popped, never told, never a heartbeat: its worker died right away
+    assert killed.suggest_float("x", 0, 1) == 0.25
+    calls = []
+    study = BudgetStudy("s", open_storage(url), 1)
+    study.poll_seconds = 0.1
+    study.run(lambda t: calls.append(t.suggest_float("x", 0, 1)) or 1.0, max_trials=3)
+    assert calls == [0.25]  # the same configuration, retried
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert trials[killed.number].state == TrialState.FAIL
+    assert trials[-1].system_attrs["failed_trial"] == killed.number and trials[-1].state == TrialState.COMPLETE
+    assert count(study) == 1
+
+
+def test_a_trial_that_races_past_the_last_slot_is_not_run(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    other = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat=False))
+    first, second = other.ask(), other.ask()  # two workers asked at the same moment for the last slot
+    calls = []
+    guarded = BudgetStudy("s", open_storage(url, heartbeat=False), 1).guard(lambda t: calls.append(t.number) or 1.0)
+    with pytest.raises(SurplusTrial, match="not run"):
+        guarded(second)
+    assert guarded(first) == 1.0 and calls == [first.number]
+    attrs = optuna.load_study(study_name="s", storage=url).trials[second.number].user_attrs
+    assert attrs["outcome"] == "surplus" and "taken by other workers" in attrs["reason"]
+
+
+def test_bad_worker_count_is_one_line(tiny_mnist, tmp_path, capsys):
+    assert main(["study", str(write_study(tmp_path)), "--workers", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "hpo: error: --workers: must be a positive number, but got 0"
+    assert not load_or_none(os.environ["HPO_STORAGE"])
+
+
+def load_or_none(url):
+    try:
+        return load(url)
+    except KeyError:
+        return None
+
+
+@pytest.mark.slow
+def test_two_workers_run_exactly_n_trials(tiny_mnist, tmp_path, capsys):
+    url = os.environ["HPO_STORAGE"]
+    study_file = str(write_study(tmp_path, n_trials=6, threads=2))
+    r = run_hpo("study", study_file, "--workers", "2", timeout=150)
+    assert r.returncode == 0, r.stderr
+    assert "database is locked" not in r.stdout + r.stderr
+    assert "2 workers x 1 threads" in r.stdout
+    assert "ran 6 trials" in r.stdout and "outcomes: 6 complete" in r.stdout
+    study = load(url)
+    assert count(study) == 6
+    assert len(study.trials) == 6  # no surplus, failed or waiting trials either
+    assert_no_duplicate_baselines(study)
+    assert study.user_attrs["split"]["n_eval"] == 100  # recorded by a worker: the parent loads no splits
+    workers = {t.user_attrs["worker"] for t in study.trials}
+    assert len(workers) == 2, workers  # both processes trained; neither is the parent
+    assert str(os.getpid()) not in " ".join(workers)
+
+    assert main(["study", study_file, "--workers", "2"]) == 0
+    assert "study already has 6 of 6 trials" in capsys.readouterr().out
+    assert len(load(url).trials) == 6
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_and_keeps_the_storage_consistent(tiny_mnist, tmp_path):
+    url = os.environ["HPO_STORAGE"]
+    study_file = str(write_study(tmp_path, n_trials=200, epochs=3))
+    # A terminal's Ctrl-C signals the whole foreground process group: parent and workers.
+    proc = subprocess.Popen(hpo_command("study", study_file, "--workers", "2"), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        def started():
+            study = load_or_none(url)
+            if study is None:
+                return None
+            trials = study.get_trials(deepcopy=False)
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            return done if len(done) >= 2 and any(t.state == TrialState.RUNNING for t in trials) else None
+
+        _wait_for(started, 90, "two finished trials and a running one")
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, out
+    assert "interrupted" in out and "run the same command to continue" in out
+    study = load(url)
+    worker_pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in study.trials if "worker" in t.user_attrs}
+    assert len(worker_pids) == 2
+    _wait_for(lambda: not any(_alive(p) for p in worker_pids), 10, "the workers to exit")
+    assert not study.get_trials(states=(TrialState.RUNNING,))  # interrupted trials are FAIL, not left running
+    for t in study.get_trials(states=(TrialState.FAIL,)):
+        assert t.user_attrs.get("outcome") in (None, "interrupted")
+    kept = count(study)
+    assert kept >= 2
