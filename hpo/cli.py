@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from hpo.errors import HpoError
 
@@ -12,7 +13,15 @@ from hpo.errors import HpoError
 def cmd_study(args) -> int:
     from hpo.runner import run_study
 
-    run_study(args.name, trials=args.trials, timeout=args.timeout, storage=args.storage, smoke=args.smoke)
+    run_study(args.name, trials=args.trials, timeout=args.timeout, storage=args.storage, smoke=args.smoke,
+              workers=args.workers)
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    from hpo.dashboard import serve
+
+    serve(args.storage, host=args.host, port=args.port, echo=lambda line: print(line, flush=True))
     return 0
 
 
@@ -30,6 +39,84 @@ def cmd_check(args) -> int:
     return 2 if failed else 0
 
 
+def cmd_activations(args) -> int:
+    from pathlib import Path
+
+    from hpo.runner import make_console
+
+    console = make_console()
+    if args.study or args.mix_seeds is not None:
+        if not args.study:
+            raise HpoError("--mix-seeds: needs --study NAME (the study whose best mix configuration to retrain)")
+        from hpo.diagnostics import run_mix_seeds
+
+        run_mix_seeds(args.study, 5 if args.mix_seeds is None else args.mix_seeds, storage=args.storage,
+                      smoke=args.smoke, console=console)
+        return 0
+    from hpo.activations import plot, properties, properties_markdown, properties_table, showcase
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise HpoError(f"--out: {out} exists and is not a folder")
+    fns = showcase()
+    props = [properties(name, fn) for name, fn in fns.items()]
+    console.print(properties_table(props))
+    try:
+        files = plot(fns, out)
+        (out / "properties.md").write_text(properties_markdown(props) + "\n")
+    except OSError as e:
+        raise HpoError(f"--out: cannot write to {out} ({e.strerror})") from None
+    console.print(f"wrote {len(files)} plots (each activation and its derivative; overview {out / 'activations.png'}) "
+                  f"and {out / 'properties.md'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from hpo.export import export, fmt
+
+    for path, t in export(args.name, top=args.top, out=args.out, storage=args.storage, smoke=args.smoke):
+        tag = f" [{t.user_attrs['baseline']}]" if t.user_attrs.get("baseline") else ""
+        print(f"wrote {path}: trial {t.number} ({', '.join(fmt(v) for v in t.values)}){tag}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from hpo.compare import train_file
+
+    r = train_file(args.config, seeds=args.seeds, validation=args.validation, epochs=args.epochs,
+                   train_limit=args.train_limit, eval_limit=args.eval_limit, threads=args.threads)
+    return 1 if r.get("reproduced") is False else 0
+
+
+def cmd_compare(args) -> int:
+    from hpo.compare import compare_study
+
+    compare_study(args.name, seeds=args.seeds, dataset=args.dataset, storage=args.storage, smoke=args.smoke,
+                  epochs=args.epochs, references=args.references, out=args.out)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from hpo.report import report_study
+
+    print(f"wrote {report_study(args.name, storage=args.storage, smoke=args.smoke, out=args.out)}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from hpo.bench import run_bench
+
+    only = [i.strip() for i in args.only.split(",") if i.strip()] if args.only else None
+    run_bench(quick=args.quick, out=args.out, only=only)
+    return 0
+
+
+def _study_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="the study's name (as `hpo study NAME` made it)")
+    parser.add_argument("--storage", help="Optuna storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
+    parser.add_argument("--smoke", action="store_true", help="use the NAME-smoke study that `hpo study NAME --smoke` made")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpo", description="Tune small networks with Optuna and hold the result "
                                                         "against hand-tuned configurations.")
@@ -41,15 +128,80 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     s.add_argument("--storage", help="Optuna storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
     s.add_argument("--smoke", action="store_true", help="tiny scale: a few trials, 1 epoch, a few thousand samples")
+    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine, sharing the study and "
+                                                          "budget.threads (default 1)")
     s.set_defaults(func=cmd_study)
+
+    d = sub.add_parser("dashboard", help="serve optuna-dashboard on the storage (http://127.0.0.1:8080/dashboard)")
+    d.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0 picks a free one)")
+    d.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
+                                                       "0.0.0.0 exposes it, without a login)")
+    d.add_argument("--storage", help="Optuna storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
+    d.set_defaults(func=cmd_dashboard)
 
     c = sub.add_parser("check", help="validate study and search-space files without running anything")
     c.add_argument("paths", nargs="+", metavar="PATH")
     c.set_defaults(func=cmd_check)
+
+    e = sub.add_parser("export", help="write the best trial(s), or the Pareto set, as re-trainable YAML configs")
+    _study_args(e)
+    e.add_argument("--top", type=int, help="the K best trials (default 1; a multi-objective study: its Pareto set)")
+    e.add_argument("--out", help="folder (default runs/NAME/), or a .yaml file for a single config")
+    e.set_defaults(func=cmd_export)
+
+    t = sub.add_parser("train", help="train an exported config on the full training set, test it over seeds")
+    t.add_argument("config", help="an exported (or hand-written) config, e.g. runs/relu3_adam/best.yaml")
+    t.add_argument("--seeds", type=int, default=1, help="runs with seeds seed, seed+1, ... (default 1)")
+    t.add_argument("--validation", action="store_true",
+                   help="train on the study's split and score on its validation set, to reproduce the trial")
+    t.add_argument("--epochs", type=int, help="override the config's epochs (a quick look)")
+    t.add_argument("--train-limit", type=int, help="train on the first N training images only (a quick look)")
+    t.add_argument("--eval-limit", type=int, help="score on the first N evaluation images only (a quick look)")
+    t.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    t.set_defaults(func=cmd_train)
+
+    m = sub.add_parser("compare", help="re-run the paper's configurations and the study's best on the test set; "
+                                       "write runs/NAME/report.md")
+    _study_args(m)
+    m.add_argument("--seeds", type=int, help="seeds per configuration (default 3; --smoke: 2)")
+    m.add_argument("--dataset", help="re-run on another data set, e.g. mnist (HPO_DATA_DIR)")
+    m.add_argument("--epochs", type=int, help="override every configuration's epochs (a quick look; --smoke: 1)")
+    m.add_argument("--references", action=argparse.BooleanOptionalAction, default=True,
+                   help="also re-run the Xiao et al. 2017 reference MLPs (default: yes)")
+    m.add_argument("--out", help="folder for report.md, compare.json and the pictures (default runs/NAME/)")
+    m.set_defaults(func=cmd_compare)
+
+    r = sub.add_parser("report", help="re-write runs/NAME/report.md from the storage and the last compare.json")
+    _study_args(r)
+    r.add_argument("--out", help="folder (default runs/NAME/)")
+    r.set_defaults(func=cmd_report)
+
+    a = sub.add_parser("activations", help="plot each activation with its derivative and print their properties; "
+                                           "with --study, retrain a study's best mix configuration over seeds")
+    a.add_argument("--out", default="runs/activations", help="folder for the plots (default: runs/activations)")
+    a.add_argument("--study", metavar="NAME", help="an Optuna study name in the storage (e.g. mixed_activation)")
+    a.add_argument("--mix-seeds", type=int, metavar="N", help="retrain the study's best mix configuration with seeds "
+                   "0..N-1 and compare its learned P per layer with the paper's (default 5; stored for the report)")
+    a.add_argument("--storage", help="Optuna storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
+    a.add_argument("--smoke", action="store_true", help="with --study: a few thousand samples, 1 epoch per cycle; "
+                                                        "printed, not stored")
+    a.set_defaults(func=cmd_activations)
+
+    b = sub.add_parser("bench", help="measure throughput, search efficiency, parallel scaling and overhead; "
+                                     "write BENCHMARKS.md")
+    b.add_argument("--quick", action="store_true", help="tiny sizes, about a minute (default --out "
+                                                        "runs/bench-quick.md, so BENCHMARKS.md is left alone)")
+    b.add_argument("--out", help="markdown file to write (default BENCHMARKS.md at the repository root)")
+    b.add_argument("--only", help="comma-separated items to run: throughput,search,scaling,overhead (default all)")
+    b.set_defaults(func=cmd_bench)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Optuna flags heartbeat, group-TPE and metric names as experimental; that is not news to a user.
+    from optuna.exceptions import ExperimentalWarning
+
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -16,14 +16,24 @@ import torch
 from torch import nn
 
 from hpo.data import Splits
-from hpo.models import accuracy, count_params, mlp
+from hpo.fastmlp import fast_step
+from hpo.models import accuracy, cnn, count_params, mlp
+
+
+def _kernel(params: list) -> dict:
+    """Fused optimizer kernels where torch has them (CPU and CUDA): one kernel per parameter for the whole
+    update instead of a dozen small ops. Measured for 784-60-40-10 on one CPU thread: an Adam step takes
+    120 us fused, 330 us foreach, 420 us for-loop; SGD with momentum 60, 125, 110 us. Elsewhere: foreach.
+    `params` must be a list (a generator would be used up here)."""
+    return {"fused": True} if all(p.device.type in ("cpu", "cuda") for p in params) else {"foreach": True}
+
 
 OPTIMIZERS: dict[str, Callable[[list, "TrainConfig"], torch.optim.Optimizer]] = {
-    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=0.0, weight_decay=c.weight_decay, foreach=True),
+    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=0.0, weight_decay=c.weight_decay, **_kernel(p)),
     "sgd_momentum": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, nesterov=False,
-                                                 weight_decay=c.weight_decay, foreach=True),
-    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay, foreach=True),
-    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay, foreach=True),
+                                                 weight_decay=c.weight_decay, **_kernel(p)),
+    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay, **_kernel(p)),
+    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay, **_kernel(p)),
 }
 
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -48,6 +58,15 @@ class TrainConfig:
     schedule: str = "constant"
     label_smoothing: float = 0.0
     seed: int = 0
+    # Bansal 2022's three-cycle schedule (hpo/cycles.py): when > 0, training is three cycles of this many epochs
+    # each (network only at `lr`, then mixing weights only at `mix_lr`, then network only); `epochs` is then
+    # set to the total, 3 x cycle_epochs, so that records show what was trained.
+    cycle_epochs: int = 0
+    mix_lr: float = 1e-2
+
+    def __post_init__(self):
+        if self.cycle_epochs > 0:
+            object.__setattr__(self, "epochs", 3 * self.cycle_epochs)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -94,6 +113,8 @@ def build_model(cfg: TrainConfig, in_features: int = 784, n_classes: int = 10) -
     torch.manual_seed(cfg.seed)
     if cfg.model == "mlp":
         return mlp(in_features, cfg.widths, n_classes, cfg.activation, cfg.dropout, cfg.init, cfg.negative_slope)
+    if cfg.model == "cnn":
+        return cnn(in_features, cfg.widths, n_classes, cfg.activation, cfg.dropout, cfg.init, cfg.negative_slope)
     raise ValueError(f"unknown model {cfg.model!r}")
 
 
@@ -111,6 +132,11 @@ def train(cfg: TrainConfig, data: Splits, *, threads: int | None = None, max_sec
           on_epoch: Callable[[int, float], None] | None = None, check_every: int = 50,
           model: nn.Module | None = None) -> TrainResult:
     """Train `cfg` on data.train_*, evaluating on data.eval_* after every epoch."""
+    if cfg.cycle_epochs:  # three calls back into train() with the right parameters frozen
+        from hpo.cycles import train_cycles  # imported here: cycles.py imports this module
+
+        return train_cycles(cfg, data, threads=threads, max_seconds=max_seconds, on_epoch=on_epoch,
+                            check_every=check_every, model=model)
     if threads:
         torch.set_num_threads(threads)
     model = model if model is not None else build_model(cfg, data.train_x.shape[1], int(data.train_y.max()) + 1)
@@ -122,6 +148,9 @@ def train(cfg: TrainConfig, data: Splits, *, threads: int | None = None, max_sec
     steps_per_epoch = math.ceil(n / bs)
     sched = _scheduler(opt, cfg, steps_per_epoch * cfg.epochs)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    # A plain ReLU MLP gets a hand-written forward/backward (hpo/fastmlp.py): the same computation without
+    # autograd's per-operation overhead, which dominates at these sizes. None for any other model.
+    fast = fast_step(model, loss_fn)
     gen = torch.Generator().manual_seed(cfg.seed)
     result = TrainResult(model, "complete", "", n_params, 0)
     start = time.perf_counter()
@@ -133,9 +162,14 @@ def train(cfg: TrainConfig, data: Splits, *, threads: int | None = None, max_sec
         loss_sum = torch.zeros((), device=data.train_x.device)
         for step, i in enumerate(range(0, n, bs), 1):
             idx = perm[i:i + bs]
-            loss = loss_fn(model(data.train_x[idx]), data.train_y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # index_select on the contiguous data: one gather, cheaper than advanced indexing's x[idx].
+            xb, yb = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
+            if fast is not None:
+                loss = fast(xb, yb)  # writes every parameter's .grad
+            else:
+                loss = loss_fn(model(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()

@@ -1,0 +1,102 @@
+"""`hpo bench`: the quick run writes its table; the measuring parts measure what they say. No speed is asserted."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from hpo.bench import matmul_epoch
+from hpo.bench_parallel import TimedPruner, TimedSampler
+from hpo.bench_search import expected_first_hit, median_bound
+from hpo.cli import main
+
+
+@pytest.mark.parametrize("costs, hits, expected", [
+    ([5, 5, 5], [False, True, False], 5 + 10 / 2),  # each miss precedes the hit half the time
+    ([1, 2, 3, 4], [True, True, True, True], 2.5),  # every point hits: the mean cost of one point
+    ([10, 1], [False, True], 1 + 10 / 2),
+    ([3, 3], [False, False], math.inf),  # never reached
+])
+def test_expected_first_hit_of_a_randomly_ordered_grid(costs, hits, expected):
+    assert expected_first_hit(costs, hits) == pytest.approx(expected)
+
+
+def test_expected_first_hit_matches_enumerating_every_order():
+    import itertools
+
+    costs, hits = [2, 7, 1, 4], [False, True, False, True]
+    paid = []
+    for order in itertools.permutations(range(4)):
+        total = 0
+        for i in order:
+            total += costs[i]
+            if hits[i]:
+                break
+        paid.append(total)
+    assert expected_first_hit(costs, hits) == pytest.approx(sum(paid) / len(paid))
+
+
+def test_timed_sampler_and_pruner_change_nothing_but_the_clock():
+    def run(wrap: bool):
+        sampler = optuna.samplers.TPESampler(seed=3, n_startup_trials=3)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=1)
+        if wrap:
+            sampler, pruner = TimedSampler(sampler), TimedPruner(pruner)
+        study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+        for _ in range(8):
+            t = study.ask()
+            x, k = t.suggest_float("x", -3, 3), t.suggest_categorical("k", ["a", "b"])
+            t.report(-x * x, 1)
+            study.tell(t, -(x - 1) ** 2 + (k == "b"))
+        return [t.params for t in study.trials], sampler, pruner
+
+    plain, _, _ = run(False)
+    timed, sampler, pruner = run(True)
+    assert timed == plain
+    assert sampler.seconds > 0 and pruner.seconds >= 0
+
+
+def test_matmul_lower_bound_counts_every_sample():
+    assert matmul_epoch(100, 64) > 0  # two steps: 128 samples in a positive time
+
+
+def test_quick_bench_writes_its_table(tmp_path, fmnist_available, capsys):
+    out = tmp_path / "bench.md"
+    assert main(["bench", "--quick", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Written by `hpo bench --quick`" in text and "torch" in text and "cores" in text
+    for heading in ("## 1. Objective throughput", "## 2. Search efficiency on relu3_adam", "## 3. Parallel scaling",
+                    "## 4. Overhead"):
+        assert heading in text
+    summary = text.split("| item | measure | target | result | met |")[1].split("\n\n")[0]
+    rows = [line for line in summary.splitlines() if line.startswith("| ") and not line.startswith("|---")]
+    # every target of the issue has its row, met or not: 2 batch sizes x 2 for throughput, 2, 1, 1
+    assert [r.split(" | ")[0][2] for r in rows] == ["1"] * 4 + ["2"] * 2 + ["3", "4"]
+    assert all(r.endswith(("| **yes** |", "| no |")) for r in rows)
+    assert "nan" not in text
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_unknown_item_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "bench.md"
+    assert main(["bench", "--quick", "--only", "throughput,speed", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "speed" in err[0] and "throughput" in err[0]
+    assert not out.exists()
+
+
+def _seed(epochs: float, spent: float) -> dict:
+    return {"random": {"epochs": epochs, "total_epochs": spent}}
+
+
+@pytest.mark.parametrize("runs, expected", [
+    ([(10, 10), (20, 20), (30, 30)], (20, True)),
+    ([(10, 10), (20, 20), (math.inf, 300)], (20, True)),  # the unreached seed lies above the median anyway
+    ([(10, 10), (math.inf, 15), (math.inf, 300)], (15, False)),  # the median is what one seed spent: a bound
+    ([(math.inf, 50), (math.inf, 60), (math.inf, 70)], (60, False)),
+])
+def test_median_over_seeds_is_a_lower_bound_when_a_search_did_not_reach(runs, expected):
+    seeds = [_seed(e, s) for e, s in runs]
+    assert median_bound(seeds, "random", "epochs") == expected
