@@ -249,7 +249,7 @@ def _accuracy_section(study, trials, outdir: Path, link: str) -> str | None:
                      f"{' / '.join(f'{d:.1%}' for d in dead_mean) or '-'} |")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(rows) + 2), 3.8))
-    for i, (label, accs, _, _) in enumerate(rows):
+    for i, (_, accs, _, _) in enumerate(rows):
         jitter = [i + 0.08 * ((j % 5) - 2) for j in range(len(accs))]
         ax.scatter(jitter, accs, s=14, color="tab:blue", alpha=0.7, zorder=3)
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0

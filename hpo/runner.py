@@ -3,7 +3,6 @@ and end with a summary of the top trials and the baselines."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import replace
 
@@ -11,8 +10,15 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from hpo import data as data_mod
@@ -21,8 +27,21 @@ from hpo.dashboard import hint as dashboard_hint
 from hpo.errors import HpoError
 from hpo.models import describe
 from hpo.objective import Objective
-from hpo.study import (COUNTED, BudgetStudy, config_hash, counted, create_or_load, enqueue_baselines,
-                       heartbeat_settings, joining_seed, make_sampler, open_storage, redact, smoke_variant, storage_url)
+from hpo.study import (
+    COUNTED,
+    BudgetStudy,
+    config_hash,
+    counted,
+    create_or_load,
+    enqueue_baselines,
+    heartbeat_settings,
+    joining_seed,
+    make_sampler,
+    open_storage,
+    redact,
+    smoke_variant,
+    storage_url,
+)
 
 SMOKE_TRAIN, SMOKE_EVAL = 3000, 1000
 

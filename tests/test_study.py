@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
 from hpo import objective as objective_mod
