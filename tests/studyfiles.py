@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -67,3 +68,14 @@ def assert_no_duplicate_baselines(study: optuna.Study, expected: int = 3) -> Non
     assert len(names) == expected, names
     params = [tuple(sorted(t.params.items())) for t in alive]
     assert len(set(params)) == len(params), params
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.05):
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -10,11 +10,10 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
 from optuna.trial import TrialState
-from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, run_hpo, write_study
+from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, run_hpo, wait_for, write_study
 
 # Long enough per trial (tens of epochs on the tiny data) that a poll sees it running before it ends.
 EPOCHS = 15
@@ -24,16 +23,6 @@ EPOCHS = 15
 def short_heartbeat(monkeypatch):
     monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
     monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "2")
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _running_after_a_finished_one(url: str):
@@ -70,7 +59,7 @@ def test_a_killed_worker_trial_is_failed_and_retried_when_the_study_is_rerun(tin
     worker = subprocess.Popen(hpo_command("study", study_file), cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        finished, running = _wait_for(lambda: _running_after_a_finished_one(url), 90, "a trial to run")
+        finished, running = wait_for(lambda: _running_after_a_finished_one(url), 90, "a trial to run")
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
     finally:
@@ -97,7 +86,7 @@ def test_a_parallel_run_retries_a_killed_worker_trial_itself(tiny_mnist, tmp_pat
     parent = subprocess.Popen(hpo_command("study", study_file, "--workers", "2"), cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        finished, running = _wait_for(lambda: _running_after_a_finished_one(url), 90, "a trial to run")
+        finished, running = wait_for(lambda: _running_after_a_finished_one(url), 90, "a trial to run")
         pid = int(running.user_attrs["worker"].rsplit(":", 1)[1])
         finished = [load(url).trials[t.number] for t in finished]
         os.kill(pid, signal.SIGKILL)

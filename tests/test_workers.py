@@ -13,7 +13,7 @@ import time
 import optuna
 import pytest
 from optuna.trial import TrialState
-from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, run_hpo, write_study
+from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, run_hpo, wait_for, write_study
 
 from hpo.cli import main
 from hpo.errors import StudyError
@@ -159,16 +159,6 @@ def test_two_workers_run_exactly_n_trials(tiny_mnist, tmp_path, capsys):
     assert len(load(url).trials) == 6
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -193,7 +183,7 @@ def test_ctrl_c_stops_every_worker_and_keeps_the_storage_consistent(tiny_mnist, 
             done = [t for t in trials if t.state == TrialState.COMPLETE]
             return done if len(done) >= 2 and any(t.state == TrialState.RUNNING for t in trials) else None
 
-        _wait_for(started, 90, "two finished trials and a running one")
+        wait_for(started, 90, "two finished trials and a running one")
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -205,7 +195,7 @@ def test_ctrl_c_stops_every_worker_and_keeps_the_storage_consistent(tiny_mnist, 
     study = load(url)
     worker_pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in study.trials if "worker" in t.user_attrs}
     assert len(worker_pids) == 2
-    _wait_for(lambda: not any(_alive(p) for p in worker_pids), 10, "the workers to exit")
+    wait_for(lambda: not any(_alive(p) for p in worker_pids), 10, "the workers to exit")
     assert not study.get_trials(states=(TrialState.RUNNING,))  # interrupted trials are FAIL, not left running
     for t in study.get_trials(states=(TrialState.FAIL,)):
         assert t.user_attrs.get("outcome") in (None, "interrupted")
