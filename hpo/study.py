@@ -336,9 +336,12 @@ class SurplusTrial(Exception):
     """A trial that started after the study's last slot was taken (see BudgetStudy)."""
 
 
-def taken(study: optuna.Study) -> int:
-    """Trial slots in use: counted trials and running ones (a running trial may yet be counted)."""
-    return len(study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING)))
+def taken(study: optuna.Study) -> tuple[int, int]:
+    """(trial slots in use, running trials), from one read of the storage: counted trials and running ones
+    hold a slot (a running trial may yet be counted). One snapshot, so that a trial finishing between two
+    reads cannot look like "every slot taken, none running"."""
+    states = [t.state for t in study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))]
+    return len(states), states.count(TrialState.RUNNING)
 
 
 class BudgetStudy(optuna.Study):
@@ -371,8 +374,10 @@ class BudgetStudy(optuna.Study):
 
     def ask(self, fixed_distributions=None) -> optuna.Trial:
         waiting, silent_since = False, {}
-        while taken(self) >= self.n_trials:
-            running = len(self.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        while True:
+            in_use, running = taken(self)
+            if in_use < self.n_trials:
+                break
             if not running or (self.should_stop is not None and self.should_stop()):
                 raise StudyFull
             if not waiting and self.on_wait is not None:
