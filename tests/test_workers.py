@@ -17,7 +17,7 @@ from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, 
 
 from hpo.cli import main
 from hpo.errors import StudyError
-from hpo.study import BudgetStudy, SurplusTrial, heartbeat_settings, open_storage
+from hpo.study import COUNTED, BudgetStudy, SurplusTrial, heartbeat_settings, open_storage
 from hpo.workers import threads_per_worker
 
 
@@ -147,7 +147,12 @@ def test_two_workers_run_exactly_n_trials(tiny_mnist, tmp_path, capsys):
     assert "ran 6 trials" in r.stdout and "outcomes: 6 complete" in r.stdout
     study = load(url)
     assert count(study) == 6
-    assert len(study.trials) == 6  # no surplus, failed or waiting trials either
+    # Nothing failed or waiting; the only extra trial allowed is the documented race where two workers take the
+    # last slot at the same moment: the second trial is not run and ends FAIL with outcome `surplus`.
+    extra = [t for t in study.trials if t.state not in COUNTED]
+    assert all(t.state == TrialState.FAIL and t.user_attrs.get("outcome") == "surplus"
+               and "val_curve" not in t.user_attrs for t in extra), extra
+    assert len(extra) <= 1
     assert_no_duplicate_baselines(study)
     assert study.user_attrs["split"]["n_eval"] == 100  # recorded by a worker: the parent loads no splits
     workers = {t.user_attrs["worker"] for t in study.trials}
@@ -156,7 +161,7 @@ def test_two_workers_run_exactly_n_trials(tiny_mnist, tmp_path, capsys):
 
     assert main(["study", study_file, "--workers", "2"]) == 0
     assert "study already has 6 of 6 trials" in capsys.readouterr().out
-    assert len(load(url).trials) == 6
+    assert len(load(url).trials) == 6 + len(extra)  # the re-run adds nothing
 
 
 def _alive(pid: int) -> bool:
