@@ -1,17 +1,22 @@
 """The `hpo` command. Every HpoError becomes one line on stderr and exit status 2;
-a traceback means a bug of ours."""
+a traceback means a bug of ours.
+
+Each command imports its module when it runs, not at start-up: `hpo check` and `hpo --help` should not wait
+for torch, optuna and matplotlib to load. These are the package's only imports inside functions (besides
+hpo/__init__.py's, for the same reason)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 from hpo.errors import HpoError
 
 
 def cmd_study(args) -> int:
-    from hpo.runner import run_study
+    from hpo.search.runner import run_study
 
     run_study(args.name, trials=args.trials, timeout=args.timeout, storage=args.storage, smoke=args.smoke,
               workers=args.workers)
@@ -19,14 +24,14 @@ def cmd_study(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
-    from hpo.dashboard import serve
+    from hpo.tools.dashboard import serve
 
     serve(args.storage, host=args.host, port=args.port, echo=lambda line: print(line, flush=True))
     return 0
 
 
 def cmd_check(args) -> int:
-    from hpo.config import check_file
+    from hpo.search.config import check_file
 
     failed = 0
     for path in args.paths:
@@ -40,20 +45,18 @@ def cmd_check(args) -> int:
 
 
 def cmd_activations(args) -> int:
-    from pathlib import Path
-
-    from hpo.runner import make_console
+    from hpo.display import make_console
 
     console = make_console()
     if args.study or args.mix_seeds is not None:
         if not args.study:
             raise HpoError("--mix-seeds: needs --study NAME (the study whose best mix configuration to retrain)")
-        from hpo.diagnostics import run_mix_seeds
+        from hpo.results.mix_seeds import run_mix_seeds
 
         run_mix_seeds(args.study, 5 if args.mix_seeds is None else args.mix_seeds, storage=args.storage,
-                      smoke=args.smoke, console=console)
+                      smoke=args.smoke, device=args.device, console=console)
         return 0
-    from hpo.activations import plot, properties, properties_markdown, properties_table, showcase
+    from hpo.tools.activations import plot, properties, properties_markdown, properties_table, showcase
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -72,42 +75,44 @@ def cmd_activations(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from hpo.export import export, fmt
+    from hpo.display import number
+    from hpo.results.export import export
 
     for path, t in export(args.name, top=args.top, out=args.out, storage=args.storage, smoke=args.smoke):
         tag = f" [{t.user_attrs['baseline']}]" if t.user_attrs.get("baseline") else ""
-        print(f"wrote {path}: trial {t.number} ({', '.join(fmt(v) for v in t.values)}){tag}")
+        print(f"wrote {path}: trial {t.number} ({', '.join(number(v) for v in t.values)}){tag}")
     return 0
 
 
 def cmd_train(args) -> int:
-    from hpo.compare import train_file
+    from hpo.results.evaluate import train_file
 
     r = train_file(args.config, seeds=args.seeds, validation=args.validation, epochs=args.epochs,
-                   train_limit=args.train_limit, eval_limit=args.eval_limit, threads=args.threads)
+                   train_limit=args.train_limit, eval_limit=args.eval_limit, threads=args.threads,
+                   device=args.device)
     return 1 if r.get("reproduced") is False else 0
 
 
 def cmd_compare(args) -> int:
-    from hpo.compare import compare_study
+    from hpo.results.compare import compare_study
 
     compare_study(args.name, seeds=args.seeds, dataset=args.dataset, storage=args.storage, smoke=args.smoke,
-                  epochs=args.epochs, references=args.references, out=args.out)
+                  epochs=args.epochs, references=args.references, out=args.out, device=args.device)
     return 0
 
 
 def cmd_report(args) -> int:
-    from hpo.report import report_study
+    from hpo.results.report import report_study
 
     print(f"wrote {report_study(args.name, storage=args.storage, smoke=args.smoke, out=args.out)}")
     return 0
 
 
 def cmd_bench(args) -> int:
-    from hpo.bench import run_bench
+    from hpo.bench.run import run_bench
 
     only = [i.strip() for i in args.only.split(",") if i.strip()] if args.only else None
-    run_bench(quick=args.quick, out=args.out, only=only)
+    run_bench(quick=args.quick, out=args.out, only=only, device=args.device)
     return 0
 
 
@@ -158,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-limit", type=int, help="train on the first N training images only (a quick look)")
     t.add_argument("--eval-limit", type=int, help="score on the first N evaluation images only (a quick look)")
     t.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    t.add_argument("--device", help="cpu or cuda (default cpu)")
     t.set_defaults(func=cmd_train)
 
     m = sub.add_parser("compare", help="re-run the paper's configurations and the study's best on the test set; "
@@ -168,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--epochs", type=int, help="override every configuration's epochs (a quick look; --smoke: 1)")
     m.add_argument("--references", action=argparse.BooleanOptionalAction, default=True,
                    help="also re-run the Xiao et al. 2017 reference MLPs (default: yes)")
+    m.add_argument("--device", help="cpu or cuda (default: the study's budget.device)")
     m.add_argument("--out", help="folder for report.md, compare.json and the pictures (default runs/NAME/)")
     m.set_defaults(func=cmd_compare)
 
@@ -185,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--storage", help="Optuna storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
     a.add_argument("--smoke", action="store_true", help="with --study: a few thousand samples, 1 epoch per cycle; "
                                                         "printed, not stored")
+    a.add_argument("--device", help="with --study: cpu or cuda (default: the study's budget.device)")
     a.set_defaults(func=cmd_activations)
 
     b = sub.add_parser("bench", help="measure throughput, search efficiency, parallel scaling and overhead; "
@@ -193,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "runs/bench-quick.md, so BENCHMARKS.md is left alone)")
     b.add_argument("--out", help="markdown file to write (default BENCHMARKS.md at the repository root)")
     b.add_argument("--only", help="comma-separated items to run: throughput,search,scaling,overhead (default all)")
+    b.add_argument("--device", help="cpu or cuda: where the trials train (default cpu)")
     b.set_defaults(func=cmd_bench)
     return p
 

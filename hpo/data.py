@@ -115,6 +115,14 @@ class Splits:
     eval_y: torch.Tensor
     meta: dict = field(default_factory=dict)
 
+    def to(self, device: str | torch.device) -> "Splits":
+        """The same splits on `device`: moved once, before training (itself when it is there already)."""
+        target = torch.device(device)
+        here = self.train_x.device
+        if here == target or (target.index is None and here.type == target.type):
+            return self
+        return Splits(*(t.to(target) for t in (self.train_x, self.train_y, self.eval_x, self.eval_y)), meta=self.meta)
+
 
 # --- IDX decoding -------------------------------------------------------------------------------
 

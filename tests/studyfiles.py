@@ -15,7 +15,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from hpo.study import COUNTED, open_storage
+from hpo.search.storage import open_storage
+from hpo.trials import COUNTED
 
 ROOT = Path(__file__).resolve().parent.parent
 

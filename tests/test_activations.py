@@ -7,14 +7,17 @@ import math
 import pytest
 import torch
 
-from hpo import activations as act
-from hpo.activations import ACTIVATIONS, PAPER_MIX_FMNIST, Mix, make_activation, mix_p, value_and_grad
 from hpo.cli import main
 from hpo.data import Splits
 from hpo.errors import ConfigError
-from hpo.models import mlp
-from hpo.space import Space
-from hpo.train import TrainConfig, train
+from hpo.paper import PAPER_MIX_FMNIST
+from hpo.search.space import Space
+from hpo.tools import activations as act
+from hpo.tools.activations import value_and_grad
+from hpo.training.activations import ACTIVATIONS, Mix, make_activation, mix_p
+from hpo.training.config import TrainConfig
+from hpo.training.loop import train
+from hpo.training.models import mlp
 
 X = torch.linspace(-6, 6, 1000, dtype=torch.float64)  # even count: no point lands on a kink at 0
 

@@ -7,9 +7,9 @@ import math
 import optuna
 import pytest
 
-from hpo.bench import matmul_epoch
-from hpo.bench_parallel import TimedPruner, TimedSampler
-from hpo.bench_search import expected_first_hit, median_bound
+from hpo.bench.parallel import TimedPruner, TimedSampler
+from hpo.bench.search import expected_first_hit, median_bound
+from hpo.bench.throughput import matmul_epoch
 from hpo.cli import main
 
 

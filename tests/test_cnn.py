@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from hpo import data as data_mod
-from hpo.activations import Mix, activation_layers
 from hpo.errors import ConfigError
-from hpo.models import MODELS, accuracy, cnn, count_params
-from hpo.space import Space
-from hpo.train import TrainConfig, build_model, train
+from hpo.search.space import Space
+from hpo.training.activations import Mix, activation_layers
+from hpo.training.config import TrainConfig
+from hpo.training.loop import train
+from hpo.training.models import MODELS, accuracy, build_model, cnn, count_params
 
 
 def test_the_paper_s_shape_from_flat_inputs():

@@ -10,8 +10,10 @@ import pytest
 
 from hpo import data as data_mod
 from hpo.cli import main
-from hpo.compare import findings, run_seeds, stats, table_rows
 from hpo.paper import PAPERS, REFERENCES
+from hpo.results.compare import findings
+from hpo.results.evaluate import run_seeds, stats
+from hpo.results.report import table_rows
 from tests.conftest import write_tiny_idx
 from tests.test_export import smoke_study
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from hpo.cli import main
-from hpo.config import ROOT, load_space, load_study
+from hpo.provenance import ROOT
+from hpo.search.config import load_space, load_study
 
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))

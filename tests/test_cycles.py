@@ -6,14 +6,15 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from hpo.activations import mixing_parameters
-from hpo.cycles import train_cycles
 from hpo.data import Splits
 from hpo.errors import ConfigError
-from hpo.models import mlp
-from hpo.runner import run_study
-from hpo.space import Space
-from hpo.train import TrainConfig, train
+from hpo.search.runner import run_study
+from hpo.search.space import Space
+from hpo.training.activations import mixing_parameters
+from hpo.training.config import TrainConfig
+from hpo.training.cycles import train_cycles
+from hpo.training.loop import train
+from hpo.training.models import mlp
 
 
 def _blobs(n=300, seed=0) -> Splits:
@@ -88,7 +89,7 @@ def test_one_time_cap_covers_all_cycles():
 
 def test_cycles_need_a_mix_layer():
     with pytest.raises(ValueError, match="needs at least one `mix`"):
-        train_cycles(CFG.replace(activation="relu"), _blobs(), threads=1)
+        train_cycles(CFG.replace(activation="relu"), _blobs(), run=train, threads=1)
 
 
 @pytest.mark.parametrize("raw, key", [

@@ -24,8 +24,9 @@ from rich.console import Console
 from studyfiles import ROOT, hpo_command, write_study
 
 from hpo.cli import build_parser, main
-from hpo.dashboard import address, hint
-from hpo.study import DEFAULT_STORAGE, open_storage
+from hpo.search.storage import DEFAULT_STORAGE, open_storage
+from hpo.search.storage import dashboard_address as address
+from hpo.search.storage import dashboard_hint as hint
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -74,7 +75,7 @@ def test_a_busy_port_is_one_line(tmp_path, capsys):
 @pytest.fixture
 def populated(tiny_mnist, tmp_path):
     """A storage holding one tiny study: three trials (the paper's baselines) of two epochs each."""
-    from hpo.runner import run_study
+    from hpo.search.runner import run_study
 
     url = os.environ["HPO_STORAGE"]
     run_study(str(write_study(tmp_path, n_trials=3, epochs=2)), console=Console(file=io.StringIO()))

@@ -9,11 +9,14 @@ from optuna.distributions import CategoricalDistribution
 from torch import nn
 
 from hpo import data as data_mod
-from hpo.activations import PAPER_MIX_FMNIST, Mix
 from hpo.cli import main
-from hpo.diagnostics import dead_units, mix_over_seeds, p_summary, report_sections, trial_attrs
-from hpo.models import cnn
-from hpo.study import open_storage, storage_url
+from hpo.paper import PAPER_MIX_FMNIST
+from hpo.results.activations import p_summary, report_sections
+from hpo.results.mix_seeds import mix_over_seeds
+from hpo.search.storage import open_storage, storage_url
+from hpo.training.activations import Mix
+from hpo.training.diagnostics import dead_units, trial_attrs
+from hpo.training.models import cnn
 
 
 def _set(layer: nn.Module, weight: list, bias: list) -> None:
@@ -158,7 +161,7 @@ def test_cli_retrains_a_study_s_best_mix_config_over_seeds(tiny_mnist, capsys):
 
 def test_cli_mix_seeds_refuses_unknown_studies_and_studies_without_mix(tiny_mnist, capsys):
     assert main(["activations", "--study", "nope", "--mix-seeds", "2"]) == 2
-    assert "no study named 'nope'" in capsys.readouterr().err
+    assert "no study 'nope'" in capsys.readouterr().err  # the shared open_study message
     study = optuna.create_study(study_name="plain", storage=open_storage(storage_url(), heartbeat=False))
     study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"config": {"widths": [8]}}))
     assert main(["activations", "--study", "plain"]) == 2

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from hpo.cli import main
-from hpo.compare import train_file
 from hpo.errors import ConfigError
-from hpo.export import load_config
-from hpo.runner import run_study
-from hpo.train import TrainConfig
+from hpo.results.evaluate import train_file
+from hpo.results.export import load_config
+from hpo.search.runner import run_study
+from hpo.training.config import TrainConfig
 from tests.test_objective import tiny_study
 
 # Wide enough to hold the paper's Table 1 and Table 3 configurations as baselines.

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from hpo import data as data_mod
-from hpo import fastmlp
-from hpo.models import mlp
-from hpo.train import TrainConfig, train
+from hpo.training import fastmlp
+from hpo.training.config import TrainConfig
+from hpo.training.loop import train
+from hpo.training.models import mlp
 
 
 def autograd_step(model, loss_fn, x, y):
@@ -72,13 +73,12 @@ def test_frozen_parameters_hooks_and_other_losses_decline():
     assert fastmlp.fast_step(hooked, nn.CrossEntropyLoss()) is None
 
 
-def test_train_learns_the_same_with_and_without_the_fast_path(tiny_mnist, monkeypatch):
+def test_train_learns_the_same_with_and_without_the_fast_path(tiny_mnist):
     splits = data_mod.make_splits(data_mod.load("mnist"), val_size=100, seed=0)
     cfg = TrainConfig(widths=(32, 16), optimizer="adam", lr=3e-3, epochs=2, batch_size=32, dropout=0.1,
                       label_smoothing=0.05)
     fast = train(cfg, splits, threads=1)
-    monkeypatch.setattr(fastmlp, "ENABLED", False)
-    slow = train(cfg, splits, threads=1)
+    slow = train(cfg, splits, threads=1, fast=False)
     assert fast.status == slow.status == "complete"
     # Same computation up to floating-point summation order.
     assert fast.loss_curve == pytest.approx(slow.loss_curve, rel=1e-3)

@@ -16,11 +16,13 @@ from optuna.trial import TrialState
 from rich.console import Console
 from studyfiles import load, write_study
 
-import hpo.objective as objective_mod
-from hpo.config import load_study
-from hpo.memory import OPTIMIZER_STATE, PeakMemory, current_rss, estimate_bytes
-from hpo.runner import load_data, prepare, run_study
-from hpo.train import TrainConfig, build_model
+import hpo.search.objective as objective_mod
+from hpo.search.config import load_study
+from hpo.search.runner import run_study
+from hpo.search.study import load_data, prepare
+from hpo.training.config import TrainConfig
+from hpo.training.memory import OPTIMIZER_STATE, PeakMemory, current_rss, estimate_bytes
+from hpo.training.models import build_model
 
 STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.yaml"))
 

@@ -7,11 +7,11 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo import data as data_mod
-from hpo import objective as objective_mod
-from hpo.config import load_study
-from hpo.objective import Objective
-from hpo.space import Space
-from hpo.study import PRUNERS, SAMPLERS, grid_space, make_pruner, make_sampler
+from hpo.search import objective as objective_mod
+from hpo.search.config import load_study
+from hpo.search.objective import Objective
+from hpo.search.samplers import PRUNERS, SAMPLERS, grid_space, make_pruner, make_sampler
+from hpo.search.space import Space
 
 SPACE = """\
 # test space

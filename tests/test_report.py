@@ -9,7 +9,8 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hpo.cli import main
-from hpo.report import boundary_warnings, plot_importances, write_report
+from hpo.results.plots import plot_importances
+from hpo.results.report import boundary_warnings, write_report
 from tests.test_export import smoke_study
 
 

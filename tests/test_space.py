@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from hpo.errors import ConfigError
-from hpo.space import Space, on_boundary, parse_param
+from hpo.search.space import Space, on_boundary, parse_param
 
 # (name, spec, expected kind, expected attributes)
 VALID = [

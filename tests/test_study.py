@@ -10,9 +10,9 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from hpo import objective as objective_mod
 from hpo.cli import main
-from hpo.study import COUNTED
+from hpo.search import objective as objective_mod
+from hpo.trials import COUNTED
 from tests.test_objective import tiny_study
 
 

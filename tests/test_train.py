@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hpo import data as data_mod
-from hpo.train import TrainConfig, train
+from hpo.training.config import TrainConfig
+from hpo.training.loop import train
 
 
 @pytest.fixture

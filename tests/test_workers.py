@@ -17,8 +17,10 @@ from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, 
 
 from hpo.cli import main
 from hpo.errors import StudyError
-from hpo.study import COUNTED, BudgetStudy, SurplusTrial, heartbeat_settings, open_storage
-from hpo.workers import threads_per_worker
+from hpo.search.budget import BudgetStudy, SurplusTrial
+from hpo.search.storage import heartbeat_settings, open_storage
+from hpo.search.workers import threads_per_worker
+from hpo.trials import COUNTED
 
 
 @pytest.mark.parametrize("threads, workers, expected", [(8, 2, 4), (2, 2, 1), (3, 2, 1), (2, 4, 1), (4, 1, 4)])

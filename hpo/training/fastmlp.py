@@ -9,8 +9,10 @@ softmax minus the (smoothed) one-hot target. This module does that, writing the 
 
 It is the same computation: dropout draws its noise exactly as `nn.Dropout` does on CPU (same generator calls,
 same order), and tests/test_fastmlp.py holds losses and gradients against autograd's. Anything else (other
-activations, frozen parameters, hooks, other losses) returns None from `fast_step` and trains through autograd.
-`ENABLED = False` switches it off (the benchmark measures both).
+activations, frozen parameters, hooks, other losses) returns None from `fast_step` and trains through autograd;
+`train(..., fast=False)` trains through autograd anyway (the benchmark measures both). It runs on whatever device
+the model and the batch are on, and writes a gradient that is missing (None, e.g. after
+`zero_grad(set_to_none=True)`) or of the wrong shape, layout or device afresh.
 """
 
 from __future__ import annotations
@@ -21,8 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ENABLED = True
 _threshold_backward = torch.ops.aten.threshold_backward
+
+
+def _grad(p: nn.Parameter) -> torch.Tensor:
+    """p's gradient buffer, to be written in place with out=: it must exist and be plain (p's shape, contiguous,
+    on p's device); anything else is replaced by zeros."""
+    g = p.grad
+    if g is None or g.shape != p.shape or g.device != p.device or not g.is_contiguous():
+        g = p.grad = torch.zeros_like(p, memory_format=torch.contiguous_format)
+    return g
 
 
 class FastMLPStep:
@@ -32,10 +42,9 @@ class FastMLPStep:
                  is_training: Callable[[], bool]):
         self.linears, self.dropouts, self.eps = linears, dropouts, label_smoothing
         self.is_training = is_training
-        for lin in linears:  # gradients are written in place with out=, so they must exist and be plain
-            for p in (lin.weight, lin.bias):
-                if p.grad is None or p.grad.shape != p.shape or not p.grad.is_contiguous():
-                    p.grad = torch.zeros_like(p, memory_format=torch.contiguous_format)
+        for lin in linears:
+            _grad(lin.weight)
+            _grad(lin.bias)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -63,8 +72,8 @@ class FastMLPStep:
         g.div_(len(y))
         for i in range(last, -1, -1):
             lin = self.linears[i]
-            torch.mm(g.t(), inputs[i], out=lin.weight.grad)
-            torch.sum(g, 0, out=lin.bias.grad)
+            torch.mm(g.t(), inputs[i], out=_grad(lin.weight))
+            torch.sum(g, 0, out=_grad(lin.bias))
             if i > 0:
                 g = torch.mm(g, lin.weight)
                 # The layer below's output is relu(a) * noise: nonzero exactly where gradient flows through both.
@@ -83,7 +92,7 @@ def _no_hooks(m: nn.Module) -> bool:
 def fast_step(model: nn.Module, loss_fn: nn.Module) -> FastMLPStep | None:
     """The hand-written step for `model` and `loss_fn`, or None when they are anything but a plain ReLU MLP
     (exact module types, biases, every parameter trainable, float32, no hooks) and a plain cross-entropy."""
-    if not ENABLED or type(model) is not nn.Sequential or type(loss_fn) is not nn.CrossEntropyLoss:
+    if type(model) is not nn.Sequential or type(loss_fn) is not nn.CrossEntropyLoss:
         return None
     if loss_fn.weight is not None or loss_fn.reduction != "mean":
         return None

@@ -24,12 +24,17 @@ from pathlib import Path
 
 import optuna
 import yaml
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from hpo.config import SAFE_NAME, display, read_yaml
+from hpo.data import DATASETS
+from hpo.display import number
 from hpo.errors import ConfigError, HpoError, StudyError
-from hpo.space import PARAMS, Param, _coerce
-from hpo.train import TrainConfig
+from hpo.provenance import git_commit, versions
+from hpo.search.config import display, read_yaml
+from hpo.search.space import PARAMS, Param, _coerce
+from hpo.search.storage import open_study, redact, storage_url
+from hpo.training.config import TrainConfig
+from hpo.trials import best_trials, complete_trials, metric_names
 
 CONFIG_KEYS = ("dataset", "split", "train", "provenance")
 SPLIT_KEYS = ("val_size", "seed", "n_train", "n_eval")
@@ -95,8 +100,6 @@ def _train_values(doc: dict, src: str) -> dict:
 
 def load_config(path: str | Path) -> ExportedConfig:
     """Read and validate an exported (or hand-written) config; errors name the file and the key."""
-    from hpo.data import DATASETS
-
     src = display(Path(path))
     if not Path(path).is_file():
         raise ConfigError(src, "", "no such file")
@@ -120,68 +123,10 @@ def load_config(path: str | Path) -> ExportedConfig:
     )
 
 
-# --- reading a study ----------------------------------------------------------------------------
-
-
-def study_name(name: str, smoke: bool = False) -> str:
-    """A study's name in the storage: NAME, or the NAME-smoke study that `hpo study NAME --smoke` makes.
-    A study file's path is accepted too (its stem is the name)."""
-    if name.endswith((".yaml", ".yml")):
-        name = Path(name).stem
-    if not SAFE_NAME.match(name):
-        raise ConfigError("<command line>", "name", f"{name!r} is not a safe study name (letters, digits, _ . -)")
-    return name + ("-smoke" if smoke and not name.endswith("-smoke") else "")
-
-
-def open_study(name: str, storage: str | None = None, smoke: bool = False) -> optuna.Study:
-    """Load an existing study without creating anything: no storage file, no folder, no study."""
-    from hpo.study import open_storage, redact, storage_url
-
-    full = study_name(name, smoke)
-    url = storage_url(storage, mkdir=False)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):].split("?")[0]).is_file():
-        raise StudyError(f"no study {full!r}: storage {redact(url)} does not exist yet; run `hpo study {name}"
-                         f"{' --smoke' if smoke else ''}` first")
-    rdb = open_storage(url, heartbeat=False)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.load_study(study_name=full, storage=rdb)
-    except KeyError:
-        known = optuna.study.get_all_study_names(rdb)
-        raise StudyError(f"no study {full!r} in {redact(url)}; studies there: {', '.join(known) or 'none'}") from None
-
-
-def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not trials:
-        raise StudyError(f"study {study.study_name!r} has no completed trials yet "
-                         f"({len(study.trials)} trials in all); run more trials first")
-    return trials
-
-
-def metric_names(study: optuna.Study) -> list[str]:
-    return study.metric_names or [{"accuracy": "val_accuracy", "params": "n_params", "latency": "latency_ms"}[o]
-                                  for o in study.user_attrs.get("objectives", ["accuracy"])]
-
-
-def best_trials(study: optuna.Study, top: int | None = None) -> list[FrozenTrial]:
-    """Single objective: the top K (default 1) by value. Multi-objective: the Pareto set, most accurate first
-    (accuracy is always the first objective), cut to the top K when K is given."""
-    trials = complete_trials(study)
-    if len(study.directions) > 1:
-        chosen = sorted(study.best_trials, key=lambda t: (-t.values[0], t.number))
-    else:
-        sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
-        chosen = sorted(trials, key=lambda t: (sign * t.values[0], t.number))[:top or 1]
-    return chosen[:top] if top else chosen
-
-
 # --- writing ------------------------------------------------------------------------------------
 
 
 def config_doc(study: optuna.Study, trial: FrozenTrial, rank: int, selection: str, storage: str) -> dict:
-    from hpo.study import git_commit, versions
-
     attrs, s = trial.user_attrs, study.user_attrs
     split = s.get("split", {})
     train = TrainConfig.from_dict(attrs["config"]).to_dict()
@@ -207,11 +152,6 @@ def config_doc(study: optuna.Study, trial: FrozenTrial, rank: int, selection: st
     }
 
 
-def fmt(v: float) -> str:
-    """An objective value for people: counts as integers, accuracies and times with four digits."""
-    return f"{int(v):,}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.4f}"
-
-
 def dump(doc: dict, header: str) -> str:
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
     return "".join(f"# {line}\n" for line in header.splitlines()) + body
@@ -221,8 +161,6 @@ def export(name: str, *, top: int | None = None, out: str | Path | None = None, 
            smoke: bool = False) -> list[tuple[Path, FrozenTrial]]:
     """Write the chosen trials as configs; returns (path, trial) pairs. Everything is checked before the
     first file or folder is made."""
-    from hpo.study import redact, storage_url
-
     if top is not None and top <= 0:
         raise HpoError("--top: must be a positive number")
     study = open_study(name, storage, smoke)
@@ -260,7 +198,7 @@ def export(name: str, *, top: int | None = None, out: str | Path | None = None, 
             if STALE.match(old.name):
                 old.unlink()
     for path, doc, t in zip(paths, docs, chosen):
-        values = ", ".join(f"{k} {fmt(v)}" for k, v in doc["provenance"]["values"].items())
+        values = ", ".join(f"{k} {number(v)}" for k, v in doc["provenance"]["values"].items())
         header = (f"{study.study_name} trial {t.number}: {doc['provenance']['selection']}; {values}\n"
                   f"Re-train on the full training set, test on the test set: hpo train {path} --seeds 5\n"
                   f"Reproduce the trial's validation accuracy:                 hpo train {path} --validation")

@@ -10,16 +10,16 @@ and the study's metric names.
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from hpo.errors import StudyError
-from hpo.study import DEFAULT_STORAGE, open_storage, redact, storage_url
+import optuna_dashboard
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
+from hpo.errors import StudyError
+from hpo.search.storage import DASHBOARD_HOST, DASHBOARD_PORT, dashboard_address, open_storage, redact, storage_url
+
+DEFAULT_HOST, DEFAULT_PORT = DASHBOARD_HOST, DASHBOARD_PORT
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -29,21 +29,6 @@ class _Server(ThreadingMixIn, WSGIServer):
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format, *args):
         pass  # the dashboard polls every few seconds; a line per request would bury everything else
-
-
-def address(host: str, port: int) -> str:
-    """The URL a browser opens; a wildcard bind is reached through loopback."""
-    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    if ":" in shown:
-        shown = f"[{shown}]"
-    return f"http://{shown}:{port}/dashboard"
-
-
-def hint(url: str) -> str:
-    """How to watch a study on `url`, for `hpo study` to print."""
-    if url == DEFAULT_STORAGE or url == os.environ.get("HPO_STORAGE"):
-        return f"watch live: `make dashboard`, then open {address(DEFAULT_HOST, DEFAULT_PORT)}"
-    return f"watch live: `hpo dashboard --storage {redact(url)}`, then open {address(DEFAULT_HOST, DEFAULT_PORT)}"
 
 
 def is_loopback(host: str) -> bool:
@@ -63,8 +48,6 @@ def sqlite_path(url: str) -> Path | None:
 
 def make_app(url: str):
     """optuna-dashboard's WSGI app on `url`, and the number of studies there."""
-    import optuna_dashboard  # imported here: only this command needs it
-
     path = sqlite_path(url)
     if path is not None and not path.is_file():
         raise StudyError(f"{path}: no such storage yet; run a study first (make study NAME=...) or pass --storage")
@@ -84,7 +67,7 @@ def serve(storage: str | None = None, host: str = DEFAULT_HOST, port: int = DEFA
         raise StudyError(f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --port or --host") from None
     with server:
         echo(f"optuna-dashboard on {redact(url)} ({n_studies} {'study' if n_studies == 1 else 'studies'}): "
-             f"open {address(host, server.server_port)}  (Ctrl-C stops)")
+             f"open {dashboard_address(host, server.server_port)}  (Ctrl-C stops)")
         if not is_loopback(host):
             echo(f"warning: listening on {host}: anyone who can reach this machine can see, rename and delete "
                  f"studies; the dashboard has no login")

@@ -4,7 +4,8 @@
   cycle 2  mixing weights trained, network weights frozen     lr = cfg.mix_lr  (paper: Adam, 1e-2, 10 epochs)
   cycle 3  as cycle 1                                         lr = cfg.lr      (paper: Adam, 1e-3, 10 epochs)
 
-Each cycle is one call of `train()` on the same model: `train()` builds its optimizer over the parameters
+Each cycle is one run of the plain loop (`run`, passed in by hpo.training.loop.train, which calls this
+module for a config with cycle_epochs > 0) on the same model: it builds its optimizer over the parameters
 with requires_grad=True only, so a frozen parameter is not even handed to the optimizer and stays
 bit-identical (no weight decay or momentum can touch it). Each cycle starts a fresh optimizer and learning
 rate schedule, as three separate runs would. Curves, epochs, samples and the `on_epoch` step numbers are
@@ -18,17 +19,20 @@ from collections.abc import Callable
 
 from torch import nn
 
-from hpo.activations import mixing_parameters
 from hpo.data import Splits
-from hpo.models import count_params
-from hpo.train import TrainConfig, TrainResult, build_model, train
+from hpo.training.activations import mixing_parameters
+from hpo.training.config import TrainConfig, TrainResult
+from hpo.training.models import build_model, count_params
+
+# One run of the plain training loop (hpo.training.loop's), called once per cycle.
+RunFn = Callable[..., TrainResult]
 
 CYCLES = ("network", "mixing", "network")  # what each cycle trains
 
 
-def train_cycles(cfg: TrainConfig, data: Splits, *, threads: int | None = None, max_seconds: float | None = None,
-                 on_epoch: Callable[[int, float], None] | None = None, check_every: int = 50,
-                 model: nn.Module | None = None) -> TrainResult:
+def train_cycles(cfg: TrainConfig, data: Splits, *, run: RunFn, threads: int | None = None,
+                 max_seconds: float | None = None, on_epoch: Callable[[int, float], None] | None = None,
+                 check_every: int = 50, model: nn.Module | None = None, fast: bool = True) -> TrainResult:
     """Three cycles of cfg.cycle_epochs epochs each; the time cap (if any) covers all three together."""
     n = cfg.cycle_epochs
     if n <= 0:
@@ -56,8 +60,8 @@ def train_cycles(cfg: TrainConfig, data: Splits, *, threads: int | None = None, 
             offset = k * n
             step = None if on_epoch is None else (lambda epoch, acc, offset=offset: on_epoch(offset + epoch, acc))
             left = None if not max_seconds else max(max_seconds - (time.perf_counter() - start), 1e-3)
-            r = train(sub, data, threads=threads, max_seconds=left, on_epoch=step, check_every=check_every,
-                      model=model)
+            r = run(sub, data, threads=threads, max_seconds=left, on_epoch=step, check_every=check_every,
+                    model=model, fast=fast)
             result.epochs += r.epochs
             result.eval_curve += r.eval_curve
             result.loss_curve += r.loss_curve

@@ -1,4 +1,4 @@
-"""Model builders: plain PyTorch modules from plain values."""
+"""Model builders: plain PyTorch modules from plain values, and what a model scores."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hpo.activations import make_activation
+from hpo.training.activations import make_activation
+from hpo.training.config import TrainConfig
 
 MODELS = ("mlp", "cnn")
 INITS = ("default", "kaiming", "xavier")
@@ -100,22 +101,25 @@ def mlp_param_count(in_features: int, widths: Sequence[int], n_classes: int = 10
     return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
 
 
-def describe(widths: Sequence[int], in_features: int = 784, n_classes: int = 10, model: str = "mlp") -> str:
-    """The paper's way of writing an architecture, input side first: 784-60-40-10; a cnn's conv layers are
-    marked by their channels: cnn 784-c16-c32-64-10."""
-    if model == "cnn":
-        inner = [f"c{w}" for w in widths[:-1]] + [str(w) for w in widths[-1:]]
-        return "cnn " + "-".join([str(in_features), *inner, str(n_classes)])
-    return "-".join(str(d) for d in (in_features, *widths, n_classes))
-
-
 @torch.inference_mode()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> float:
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), dtype=torch.long)
+    correct = torch.zeros((), dtype=torch.long, device=x.device)  # summed where the data is: no sync per chunk
     chunk = min(chunk, getattr(model, "eval_chunk", chunk))
     for i in range(0, len(x), chunk):
         correct += (model(x[i:i + chunk]).argmax(1) == y[i:i + chunk]).sum()
     model.train(was_training)
     return correct.item() / max(len(x), 1)
+
+
+def build_model(cfg: TrainConfig, in_features: int = 784, n_classes: int = 10) -> nn.Module:
+    """The network `cfg` names, initialised from cfg.seed on the CPU (whatever the default device): a seed then
+    gives the same initial weights on any device; training moves the model to its data's device."""
+    torch.manual_seed(cfg.seed)
+    with torch.device("cpu"):
+        if cfg.model == "mlp":
+            return mlp(in_features, cfg.widths, n_classes, cfg.activation, cfg.dropout, cfg.init, cfg.negative_slope)
+        if cfg.model == "cnn":
+            return cnn(in_features, cfg.widths, n_classes, cfg.activation, cfg.dropout, cfg.init, cfg.negative_slope)
+    raise ValueError(f"unknown model {cfg.model!r}")

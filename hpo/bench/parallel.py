@@ -18,12 +18,18 @@ import torch
 import yaml
 from rich.console import Console
 
-import hpo.objective as objective_mod
 from hpo import data as data_mod
-from hpo.config import ROOT, load_study, read_yaml
-from hpo.objective import Objective
-from hpo.study import COUNTED, make_pruner, make_sampler, open_storage
-from hpo.train import TrainConfig, train
+from hpo.display import pm_of
+from hpo.provenance import ROOT
+from hpo.search.config import load_study, read_yaml
+from hpo.search.objective import Objective
+from hpo.search.runner import run_study
+from hpo.search.samplers import make_pruner, make_sampler
+from hpo.search.storage import open_storage
+from hpo.search.study import create_or_load, prepare
+from hpo.training.config import TrainConfig
+from hpo.training.loop import train
+from hpo.trials import COUNTED
 
 STUDY = "relu3_adam"
 
@@ -34,7 +40,7 @@ def setup(scale, epochs: int, n_train: int, n_eval: int):
     space = cfg.space.with_fixed(epochs=epochs)
     cfg = replace(cfg, space=space, baselines=(), budget=replace(cfg.budget, threads=scale.threads))
     splits = data_mod.make_splits(data_mod.load(cfg.dataset), val_size=cfg.val_size, seed=cfg.split_seed,
-                                  train_limit=n_train, eval_limit=n_eval)
+                                  train_limit=n_train, eval_limit=n_eval).to(scale.device)
     return cfg, space, splits
 
 
@@ -77,17 +83,15 @@ def scaling_study_file(scale, workdir: Path) -> Path:
     space_path.write_text(yaml.safe_dump(space_doc, sort_keys=False))
     study = {"dataset": src.dataset, "space": str(space_path), "sampler": "random", "pruner": "none", "seed": 0,
              "n_trials": scale.sc_trials, "split": {"val_size": src.val_size, "seed": src.split_seed},
-             "budget": {"device": "cpu", "threads": scale.cores, "max_params": src.budget.max_params}}
+             "budget": {"device": scale.device, "threads": scale.cores, "max_params": src.budget.max_params}}
     path = workdir / "scaling.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
 
 
 def bench_scaling(scale, log: Callable[[str], None], workdir: Path) -> dict:
-    """`hpo study FILE --workers N` itself (hpo/workers.py; N=1 runs in-process) on the same enqueued trials."""
-    from hpo.runner import prepare, run_study
-    from hpo.study import create_or_load
-
+    """`hpo study FILE --workers N` itself (hpo/search/runner.py; N=1 runs in-process) on the same enqueued
+    trials."""
     path = scaling_study_file(scale, workdir)
     smoke = scale.name != "full"  # quick: the --smoke data subset (and at most 4 trials)
     cfg, space = prepare(str(path), smoke=smoke)
@@ -166,7 +170,7 @@ class TimedPruner(optuna.pruners.BasePruner):
 
 
 class TimedTrain:
-    """Stands in for train() inside hpo.objective during the overhead study, adding up the time spent in it."""
+    """train(), adding up the time spent in it: handed to the overhead study's Objective as its train_fn."""
 
     def __init__(self):
         self.per_trial: list[float] = []
@@ -186,15 +190,10 @@ def bench_overhead(scale, log: Callable[[str], None], workdir: Path) -> dict:
     study = optuna.create_study(study_name="overhead", storage=open_storage(f"sqlite:///{workdir / 'overhead.db'}"),
                                 direction="maximize", sampler=sampler, pruner=pruner)
     timed, ends = TimedTrain(), []
-    saved = objective_mod.train
-    objective_mod.train = timed  # the objective calls train() through its module's name; restored below
-    try:
-        t0 = time.perf_counter()
-        study.optimize(Objective(cfg, splits, space=space), n_trials=scale.oh_trials, gc_after_trial=False,
-                       callbacks=[lambda s, t: ends.append(time.perf_counter())])
-        wall = time.perf_counter() - t0
-    finally:
-        objective_mod.train = saved
+    t0 = time.perf_counter()
+    study.optimize(Objective(cfg, splits, space=space, train_fn=timed), n_trials=scale.oh_trials,
+                   gc_after_trial=False, callbacks=[lambda s, t: ends.append(time.perf_counter())])
+    wall = time.perf_counter() - t0
     n, inside = len(timed.per_trial), sum(timed.per_trial)
     tail = max(n // 6, 1)  # the last sixth: TPE's cost grows with the number of trials it models
     tail_outside = (ends[-1] - ends[-tail - 1] if n > tail else ends[-1] - t0) - sum(timed.per_trial[-tail:])
@@ -215,7 +214,7 @@ def realistic_trial_seconds(scale) -> tuple[float, str]:
     """Wall time of one trial of the paper's protocol (784-60-40-10, Adam, batch 64, 10 epochs) on the study's
     training split (a subset at quick scale): one epoch timed after a warm-up epoch, times ten."""
     splits = data_mod.make_splits(data_mod.load("fashion_mnist"), val_size=10000, seed=0,
-                                  train_limit=None if scale.name == "full" else scale.tp_samples)
+                                  train_limit=None if scale.name == "full" else scale.tp_samples).to(scale.device)
     tc = TrainConfig(widths=(60, 40), optimizer="adam", lr=1e-3, batch_size=64, epochs=1)
     train(tc, splits, threads=scale.threads)
     t0 = time.perf_counter()
@@ -232,7 +231,7 @@ def markdown_scaling(r: dict) -> tuple[list[str], list[tuple]]:
     lines = [
         "## 3. Parallel scaling",
         "",
-        (f"`hpo study FILE --workers N` (hpo/workers.py; N = 1 runs in-process) on a fresh SQLite file, with the "
+        (f"`hpo study FILE --workers N` (hpo/search/runner.py; N = 1 runs in-process) on a fresh SQLite file, with the "
          f"same {r['n_trials']} trials enqueued before each run: drawn once at random from relu3_adam's space with "
          f"epochs fixed at {r['epochs']}, {r['n_train']:,} training images, random sampler, no pruner, budget.threads "
          f"{t1} split between the workers. Trials per hour in the steady state (per worker, its trials over the "
@@ -245,14 +244,9 @@ def markdown_scaling(r: dict) -> tuple[list[str], list[tuple]]:
     ]
     for w, t in r["setups"]:
         m = statistics.fmean(r["per_hour"][w])
-        lines.append(f"| {w} × {t} | {fmt(r['per_hour'][w])} | {m / m1:.2f}x | {fmt(r['overall'][w])} |")
+        lines.append(f"| {w} × {t} | {pm_of(r['per_hour'][w])} | {m / m1:.2f}x | {pm_of(r['overall'][w])} |")
     return lines, [("3 scaling", f"trials per hour, {w2} workers × {t2} thread vs {w1} worker × {t1} threads",
                     "≥ 1.7x", f"{r['speedup']:.2f}x", r["speedup"] >= 1.7)]
-
-
-def fmt(xs: list[float]) -> str:
-    m, s = statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-    return f"{m:,.0f} ± {s:,.0f}"
 
 
 def markdown_overhead(r: dict) -> tuple[list[str], list[tuple]]:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 
 import optuna
 
-from hpo.activations import ACTIVATIONS
 from hpo.errors import ConfigError
-from hpo.models import CNN_MAX_DEPTH, INITS, MODELS
-from hpo.train import OPTIMIZERS, SCHEDULES, TrainConfig
+from hpo.training.activations import ACTIVATIONS
+from hpo.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from hpo.training.models import CNN_MAX_DEPTH, INITS, MODELS
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ import optuna
 import torch
 
 from hpo import data as data_mod
-from hpo.config import load_study
-from hpo.objective import Objective
-from hpo.space import Dist, describe_dist
-from hpo.study import make_pruner, make_sampler
-from hpo.train import TrainConfig, train
+from hpo.search.config import load_study
+from hpo.search.objective import Objective
+from hpo.search.samplers import make_pruner, make_sampler
+from hpo.search.space import Dist, describe_dist
+from hpo.training.config import TrainConfig
+from hpo.training.loop import train
 
 STUDY = "relu3_adam"
 SEARCHES = {  # name: (sampler, pruner), both from the project's registries with the project's defaults
@@ -40,7 +41,7 @@ def setup(scale):
     space = replace(cfg.space, params={**cfg.space.params, "epochs": Dist("epochs", "int", low=lo, high=hi)})
     cfg = replace(cfg, space=space, budget=replace(cfg.budget, threads=scale.threads))
     splits = data_mod.make_splits(data_mod.load(cfg.dataset), val_size=cfg.val_size, seed=cfg.split_seed,
-                                  train_limit=scale.search_train, eval_limit=scale.search_eval)
+                                  train_limit=scale.search_train, eval_limit=scale.search_eval).to(scale.device)
     return cfg, space, splits
 
 

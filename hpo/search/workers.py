@@ -1,10 +1,10 @@
 """`hpo study NAME --workers N`: N worker processes on one study, on one machine.
 
-The parent validates, creates the study and enqueues the paper's baselines once, before any worker
-starts (enqueuing from several processes at once could duplicate them); Optuna hands each WAITING
+The parent (hpo.search.runner: the same path as one process) validates, creates the study and enqueues
+the paper's baselines once, before any worker starts (enqueuing from several processes at once could duplicate them); Optuna hands each WAITING
 trial to exactly one worker. Each worker (a fresh 'spawn' process: no forked torch or SQLite state)
 loads the data and the study and optimizes until the study holds n_trials counted trials
-(hpo.study.BudgetStudy), with budget.threads split between the workers. The parent trains nothing:
+(hpo.search.budget.BudgetStudy), with budget.threads split between the workers. The parent trains nothing:
 it polls the storage for the live display, fails the trials of workers that died (heartbeat), and on
 Ctrl-C stops the workers, whose running trials are marked FAIL and not counted.
 
@@ -23,14 +23,18 @@ import time
 import warnings
 
 import optuna
+import torch
 from optuna.trial import TrialState
 from rich.console import Console
 
-from hpo import data as data_mod
-from hpo import study as study_mod
-from hpo.config import StudyConfig
-from hpo.runner import LiveDisplay, counts_line, load_data, prepare, summary_table
-from hpo.study import BudgetStudy, counted, fail_stale, open_storage, redact
+from hpo.display import LiveDisplay
+from hpo.search.budget import BudgetStudy
+from hpo.search.config import StudyConfig
+from hpo.search.objective import Objective
+from hpo.search.samplers import joining_seed, make_pruner, make_sampler
+from hpo.search.storage import fail_stale, open_storage, redact
+from hpo.search.study import load_data, prepare
+from hpo.trials import counted
 
 POLL_SECONDS = 1.0
 STOP_SECONDS = 20  # how long stopped workers get to mark their trials before they are terminated
@@ -98,10 +102,6 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
     interrupts = _Interrupts()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the parent shows every trial and its reason
-    import torch
-
-    from hpo.objective import Objective
-
     torch.set_num_threads(threads)
     storage = None
     try:
@@ -109,9 +109,8 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
             cfg, space = prepare(name_or_path, smoke=smoke, trials=n_trials, timeout=timeout)
             splits = load_data(cfg, smoke)
             storage = open_storage(url)
-            sampler = study_mod.make_sampler(cfg, space, seed=study_mod.joining_seed())  # not the parent's draws
-            study = BudgetStudy(study_name, storage, cfg.n_trials, sampler=sampler,
-                                pruner=study_mod.make_pruner(cfg, space))
+            sampler = make_sampler(cfg, space, seed=joining_seed())  # not the parent's draws
+            study = BudgetStudy(study_name, storage, cfg.n_trials, sampler=sampler, pruner=make_pruner(cfg, space))
             if study.user_attrs.get("split") is None:  # the parent created the study without loading the data
                 study.set_user_attr("split", splits.meta)
         except BaseException:
@@ -171,47 +170,9 @@ def _stop(procs: list, console: Console) -> None:
             p.join()
 
 
-def run_parallel(name_or_path: str, cfg: StudyConfig, space, *, workers: int, url: str, smoke: bool,
-                 console: Console) -> optuna.Study:
-    """The parent: create the study once, start the workers, show their trials, end with the summary."""
-    # Decoded (and cached) once here: a missing data set fails before any worker starts, and the workers
-    # read the cache instead of decoding it N times. The splits themselves are made in the workers.
-    data_mod.load(cfg.dataset)
-    study_name = cfg.name + ("-smoke" if smoke else "")
-    rdb = open_storage(url)
-    study, created = study_mod.create_or_load(cfg, rdb, study_name, None, space)
-    if not created and study.user_attrs.get("config_hash") not in (None, study_mod.config_hash(cfg)):
-        console.print(f"[yellow]warning:[/] {cfg.source} changed since study {study_name!r} was created; "
-                      f"resuming it with the new file")
-    new_baselines = study_mod.enqueue_baselines(study, cfg, space)
-    fail_stale(study)
-    done = counted(study)
-    remaining = cfg.n_trials - done
-    n_procs = min(workers, max(remaining, 0))
-    threads = threads_per_worker(cfg.budget.threads, n_procs or workers)
-    from hpo.dashboard import hint
-
-    console.print(f"[bold]{study_name}[/] ({cfg.source}): {cfg.dataset}, space {space.source}, sampler {cfg.sampler}, "
-                  f"pruner {cfg.pruner}; {n_procs or workers} workers x {threads} threads")
-    console.print(f"storage {redact(url)}; {'created' if created else f'resuming with {done} finished trials'}; "
-                  f"{new_baselines} paper baselines enqueued; {hint(url)}")
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    if running:
-        _, grace = study_mod.heartbeat_settings()
-        console.print(f"[yellow]{len(running)} trials are marked running[/] (other workers, or killed ones: those "
-                      f"are failed and retried {grace}s after their last heartbeat)")
-    if remaining <= 0:
-        console.print(f"study already has {done} of {cfg.n_trials} trials; raise --trials to run more")
-    else:
-        _run_workers(name_or_path, study, cfg, url=url, smoke=smoke, n_procs=n_procs, threads=threads,
-                     done=done, console=console)
-    console.print(summary_table(study))
-    console.print(f"outcomes: {counts_line(study)}")
-    return study
-
-
-def _run_workers(name_or_path: str, study: optuna.Study, cfg: StudyConfig, *, url: str, smoke: bool, n_procs: int,
-                 threads: int, done: int, console: Console) -> None:
+def run_workers(name_or_path: str, study: optuna.Study, cfg: StudyConfig, *, url: str, smoke: bool, n_procs: int,
+                threads: int, done: int, console: Console) -> None:
+    """Start `n_procs` worker processes on the study, show their trials as they finish, stop them on Ctrl-C."""
     ctx = mp.get_context("spawn")
     kwargs = {"smoke": smoke, "n_trials": cfg.n_trials, "timeout": cfg.timeout, "threads": threads,
               "ready": ctx.Barrier(n_procs)}

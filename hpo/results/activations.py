@@ -1,83 +1,23 @@
-"""What a trained network's activations did: dead units, learned mixing weights, and the report sections.
-
-Dead units (the dying-ReLU problem): per activation layer, the fraction of units whose output is exactly zero
-for every validation sample. A unit is a feature of a fully connected layer and a channel (over all positions)
-of a conv layer. Only rectifiers produce exact zeros; smooth activations are essentially never dead.
-
-Learned mixing weights: per `mix` layer, P = (P_relu, P_tanh, P_sin), compared with Bansal 2022's
-Fashion-MNIST rows over several seeds.
-"""
+"""The report's activation sections: accuracy by activation (when a study varies it), learned mixing weights
+against Bansal 2022's (when a trial has a mix layer), and dead units per layer; markdown with PNGs."""
 
 from __future__ import annotations
 
 import json
 import math
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-from torch import nn
+from rich.table import Table
 
-from hpo.activations import PAPER_MIX_FMNIST, Mix, activation_layers, mix_p
-from hpo.data import Splits
-from hpo.errors import StudyError
-from hpo.train import TrainConfig, train
+from hpo.display import describe_config, pm
+from hpo.paper import PAPER_MIX_FMNIST
+from hpo.plotting import plt
+from hpo.training.activations import Mix
+from hpo.trials import completed
 
 BASIS = Mix.BASIS
-
-
-@torch.inference_mode()
-def dead_units(model: nn.Module, x: torch.Tensor, chunk: int = 1024) -> list[float]:
-    """Per activation layer, in forward order: the fraction of units that output 0 for every row of x."""
-    layers = activation_layers(model)
-    alive: list[torch.Tensor | None] = [None] * len(layers)
-
-    def hook(i: int):
-        def record(module, inputs, out):
-            # units: features of (N, F); channels of (N, C, H, W), over every position
-            nonzero = out.transpose(0, 1).reshape(out.shape[1], -1).ne(0).any(1)
-            alive[i] = nonzero if alive[i] is None else alive[i] | nonzero
-        return record
-
-    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(layers)]
-    was_training = model.training
-    model.eval()
-    try:
-        for i in range(0, len(x), chunk):
-            model(x[i:i + chunk])
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return [round(1.0 - a.float().mean().item(), 5) if a is not None else 0.0 for a in alive]
-
-
-def trial_attrs(model: nn.Module, x: torch.Tensor) -> dict:
-    """What the objective records on every trial: dead_units, and mix_p when any layer is a mix."""
-    attrs: dict = {"dead_units": dead_units(model, x)}
-    p = mix_p(model)
-    if any(v is not None for v in p):
-        attrs["mix_p"] = p
-    return attrs
-
-
-# --- learned P over several seeds ---------------------------------------------------------------
-
-
-def mix_over_seeds(config: dict, splits: Splits, seeds: Iterable[int], *, threads: int | None = None,
-                   on_run: Callable[[dict], None] | None = None) -> list[dict]:
-    """Train one configuration once per seed; per run: seed, status, accuracy, mix_p, dead_units."""
-    runs = []
-    for seed in seeds:
-        tc = TrainConfig.from_dict({**config, "seed": seed})
-        r = train(tc, splits, threads=threads)
-        run = {"seed": seed, "status": r.status, "accuracy": round(r.eval_acc, 5), "mix_p": mix_p(r.model),
-               "dead_units": dead_units(r.model, splits.eval_x)}
-        runs.append(run)
-        if on_run is not None:
-            on_run(run)
-    return runs
 
 
 def p_summary(runs: Sequence[dict]) -> list[dict]:
@@ -100,14 +40,9 @@ def p_summary(runs: Sequence[dict]) -> list[dict]:
     return rows
 
 
-def _pm(mean: float, std: float) -> str:
-    return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
-
 
 def p_table(summary: list[dict], title: str):
     """The P comparison as a rich table (for the terminal)."""
-    from rich.table import Table
-
     table = Table(title=title, title_justify="left")
     table.add_column("layer", justify="right")
     table.add_column("runs", justify="right")
@@ -117,67 +52,10 @@ def p_table(summary: list[dict], title: str):
     for row in summary:
         cells = []
         for i in range(3):
-            cells += [_pm(row["mean"][i], row["std"][i]), f"{row['paper'][i]:.4f}" if row["paper"] else "-"]
+            cells += [pm(row["mean"][i], row["std"][i]), f"{row['paper'][i]:.4f}" if row["paper"] else "-"]
         table.add_row(str(row["layer"]), str(row["n"]), *cells)
     return table
 
-
-def best_mix_trial(study):
-    """The best complete trial that has a mix layer; StudyError when there is none."""
-    from optuna.trial import TrialState
-
-    candidates = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                  if any(p is not None for p in t.user_attrs.get("mix_p") or [])]
-    if not candidates:
-        raise StudyError(f"study {study.study_name!r} has no complete trial with a `mix` activation layer")
-    return max(candidates, key=lambda t: t.values[0])
-
-
-def run_mix_seeds(study_name: str, n_seeds: int, *, storage: str | None = None, smoke: bool = False,
-                  console=None) -> list[dict]:
-    """`hpo activations --study NAME --mix-seeds N`: retrain the study's best mix configuration with seeds
-    0..N-1 on the study's own split and store the runs on the study (user attr `mix_seed_runs`) for the report.
-    --smoke: a few thousand samples and one epoch per cycle, printed but not stored."""
-    import optuna
-
-    from hpo import data as data_mod
-    from hpo.runner import SMOKE_EVAL, SMOKE_TRAIN
-    from hpo.study import open_storage, redact, storage_url
-
-    if n_seeds < 1:
-        raise StudyError("--mix-seeds: must be a positive number")
-    url = storage_url(storage)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(url, heartbeat=False))
-    except KeyError:
-        raise StudyError(f"no study named {study_name!r} in {redact(url)}; run `hpo study NAME` first") from None
-    best = best_mix_trial(study)
-    config = dict(best.user_attrs["config"])
-    split = study.user_attrs.get("split") or {}
-    if not split.get("dataset"):
-        raise StudyError(f"study {study_name!r} does not record its data split (user attr `split`)")
-    if smoke:
-        config.update(epochs=1, cycle_epochs=min(config.get("cycle_epochs", 0), 1))
-    threads = ((study.user_attrs.get("study_yaml") or {}).get("budget") or {}).get("threads")
-    splits = data_mod.make_splits(data_mod.load(split["dataset"]), val_size=split.get("val_size") or 10000,
-                                  seed=split.get("split_seed") or 0, train_limit=SMOKE_TRAIN if smoke else None,
-                                  eval_limit=SMOKE_EVAL if smoke else None)
-
-    def show(run: dict) -> None:
-        if console is not None:
-            p = "  ".join("-" if v is None else "/".join(f"{x:.3f}" for x in v) for v in run["mix_p"])
-            console.print(f"seed {run['seed']}: {run['status']} val acc {run['accuracy']:.4f}  P per layer {p}")
-
-    if console is not None:
-        console.print(f"retraining trial {best.number} of {study_name} (val acc {best.values[0]:.4f}) with "
-                      f"seeds 0..{n_seeds - 1}{' at smoke scale' if smoke else ''}")
-    runs = mix_over_seeds(config, splits, range(n_seeds), threads=threads, on_run=show)
-    if console is not None:
-        console.print(p_table(p_summary(runs), f"{study_name}: learned P per layer over {n_seeds} seeds "
-                                               f"vs Bansal 2022 (Fashion-MNIST)"))
-    if not smoke:
-        study.set_user_attr("mix_seed_runs", {"trial": best.number, "config": config, "runs": runs})
-    return runs
 
 
 # --- report sections ----------------------------------------------------------------------------
@@ -194,28 +72,13 @@ def _key(config: dict, drop: Sequence[str]) -> str:
     return json.dumps({k: v for k, v in config.items() if k not in drop}, sort_keys=True)
 
 
-def _complete(study):
-    from optuna.trial import TrialState
-
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def report_sections(study, outdir: str | Path, link_prefix: str = "") -> list[str]:
     """Markdown sections for runs/NAME/report.md: accuracy by activation (when the study varies it), learned
     mixing weights vs the paper (when any trial has a mix layer), dead units per layer. PNGs go to outdir;
     image links are `link_prefix + file name` (relative to where the report is written)."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    trials = _complete(study)
+    trials = completed(study)
     sections = [_accuracy_section(study, trials, outdir, link_prefix), _mix_section(study, trials, outdir, link_prefix),
                 _dead_section(study, trials, outdir, link_prefix)]
     return [s for s in sections if s]
@@ -244,10 +107,9 @@ def _accuracy_section(study, trials, outdir: Path, link: str) -> str | None:
              "|---|---:|---:|---:|---:|---|---|"]
     for label, accs, same, dead_mean in rows:
         std = statistics.stdev(accs) if len(accs) > 1 else float("nan")
-        lines.append(f"| {label} | {len(accs)} | {_pm(statistics.fmean(accs), std)} | {min(accs):.4f} | "
+        lines.append(f"| {label} | {len(accs)} | {pm(statistics.fmean(accs), std)} | {min(accs):.4f} | "
                      f"{max(accs):.4f} | {'-' if len(accs) == 1 else 'seeds' if same else 'trials'} | "
                      f"{' / '.join(f'{d:.1%}' for d in dead_mean) or '-'} |")
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(rows) + 2), 3.8))
     for i, (_, accs, _, _) in enumerate(rows):
         jitter = [i + 0.08 * ((j % 5) - 2) for j in range(len(accs))]
@@ -315,16 +177,15 @@ def _mix_section(study, trials, outdir: Path, link: str) -> str | None:
     for row in summary:
         cells = []
         for i in range(3):
-            cells += [_pm(row["mean"][i], row["std"][i]), f"{row['paper'][i]:.4f}" if row["paper"] else "-"]
+            cells += [pm(row["mean"][i], row["std"][i]), f"{row['paper'][i]:.4f}" if row["paper"] else "-"]
         ours = BASIS[max(range(3), key=lambda i: row["mean"][i])]
         paper = BASIS[max(range(3), key=lambda i: row["paper"][i])] if row["paper"] else "-"
         lines.append(f"| {row['layer']} | {row['n']} | " + " | ".join(cells) + f" | {ours} / {paper} |")
     accs = [r["accuracy"] for r in runs if r.get("accuracy") is not None]
     if accs:
         spread = statistics.stdev(accs) if len(accs) > 1 else float("nan")
-        lines += ["", f"Validation accuracy of these runs: {_pm(statistics.fmean(accs), spread)}."]
+        lines += ["", f"Validation accuracy of these runs: {pm(statistics.fmean(accs), spread)}."]
 
-    plt = _plt()
     fig, axes = plt.subplots(1, len(summary), figsize=(3.4 * len(summary), 3.2), squeeze=False, sharey=True)
     for ax, row in zip(axes.flat, summary):
         xs = range(3)
@@ -372,8 +233,6 @@ def _dead_section(study, trials, outdir: Path, link: str) -> str | None:
                      + f" | {any_dead} |")
     worst = sorted(with_dead, key=lambda t: -max(t.user_attrs["dead_units"]))[:5]
     if worst and max(worst[0].user_attrs["dead_units"]) > 0:
-        from hpo.runner import describe_config
-
         lines += ["", "Trials with the most dead units:", "", "| trial | configuration | val acc | dead per layer |",
                   "|---:|---|---:|---|"]
         for t in worst:
@@ -381,7 +240,6 @@ def _dead_section(study, trials, outdir: Path, link: str) -> str | None:
                 break
             lines.append(f"| {t.number} | {describe_config(t.user_attrs.get('config', {}))} | {t.values[0]:.4f} | "
                          + " / ".join(f"{v:.1%}" for v in t.user_attrs["dead_units"]) + " |")
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(means) * depth / 2 + 3), 3.4))
     width = 0.8 / depth
     labels = list(means)
@@ -398,3 +256,4 @@ def _dead_section(study, trials, outdir: Path, link: str) -> str | None:
     plt.close(fig)
     lines += ["", f"![dead units]({link}dead_units.png)"]
     return "\n".join(lines)
+

@@ -1,5 +1,5 @@
-"""Re-run configurations on the test set over several seeds: `hpo train FILE` for one exported config,
-`hpo compare NAME` for the paper's hand-tuned rows, reference MLPs and the study's best, side by side.
+"""`hpo compare NAME`: re-run the paper's hand-tuned rows, reference MLPs and the study's best on the test set
+over several seeds, side by side; findings in words; compare.json and the report (hpo.results.report).
 
 Every configuration in one comparison sees the same data, the same protocol and the same seeds; seed s
 fixes the initialisation and the batch order. Results are plain dicts, so that compare.json holds exactly
@@ -9,134 +9,25 @@ what the table, the findings and the report are made from.
 from __future__ import annotations
 
 import json
-import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from hpo import data as data_mod
+from hpo.display import describe_config, make_console, pct, pm_stats, progress_bar
 from hpo.errors import HpoError
-from hpo.models import accuracy
 from hpo.paper import PAPERS, REFERENCES, TRAIN_KEYS, row_config
-from hpo.runner import describe_config, make_console
-from hpo.train import TrainConfig, train
+from hpo.provenance import git_commit, versions
+from hpo.results.evaluate import run_seeds, stats
+from hpo.results.report import print_result, write_report
+from hpo.search.storage import open_study
+from hpo.search.study import SMOKE_EVAL, SMOKE_TRAIN
+from hpo.training.config import resolve_device
+from hpo.trials import best_trials
 
-SMOKE = {"seeds": 2, "epochs": 1, "train_limit": 3000, "eval_limit": 1000}
+SMOKE = {"seeds": 2, "epochs": 1, "train_limit": SMOKE_TRAIN, "eval_limit": SMOKE_EVAL}
 DEFAULT_SEEDS = 3
-
-
-# --- runs over seeds ----------------------------------------------------------------------------
-
-
-def run_seeds(hp: dict, splits, seeds: list[int], *, threads: int | None = None, label: str = "",
-              console: Console | None = None, progress=None, task=None) -> list[dict]:
-    """Train `hp` once per seed; a diverged run is kept, scored as what its network does (chance)."""
-    runs = []
-    for s in seeds:
-        r = train(TrainConfig.from_dict({**hp, "seed": s}), splits, threads=threads)
-        acc = r.eval_acc if r.status == "complete" else accuracy(r.model, splits.eval_x, splits.eval_y)
-        runs.append({"seed": s, "accuracy": acc, "status": r.status, "reason": r.reason, "epochs": r.epochs,
-                     "seconds": round(r.train_seconds, 2), "curve": [round(a, 5) for a in r.eval_curve]})
-        if console is not None:
-            flag = f" [red]{r.status}: {r.reason}[/]" if r.status != "complete" else ""
-            console.print(f"{label} seed {s}: {acc:.4f} ({r.epochs} ep, {r.train_seconds:.1f}s){flag}", highlight=False)
-        if progress is not None:
-            progress.advance(task)
-    return runs
-
-
-def stats(runs: list[dict]) -> dict:
-    accs = [r["accuracy"] for r in runs]
-    return {"n": len(accs), "mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "min": min(accs), "max": max(accs), "diverged": sum(r["status"] == "diverged" for r in runs)}
-
-
-def pct(x: float | None) -> str:
-    return "" if x is None else f"{100 * x:.2f}%"
-
-
-def mean_std(st: dict | None) -> str:
-    if not st:
-        return ""
-    tail = f" ({st['diverged']}/{st['n']} diverged)" if st["diverged"] else ""
-    return f"{100 * st['mean']:.2f} ± {100 * st['std']:.2f}%{tail}"
-
-
-def progress_bar(console: Console) -> Progress:
-    return Progress(TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
-
-
-# --- hpo train ----------------------------------------------------------------------------------
-
-
-def train_file(path: str, *, seeds: int = 1, validation: bool = False, epochs: int | None = None,
-               train_limit: int | None = None, eval_limit: int | None = None, threads: int | None = None,
-               console: Console | None = None) -> dict:
-    """Train an exported config over `seeds` seeds (the config's seed, +1, +2, ...). By default on the whole
-    training set, scored on the test set; with `validation`, on the study's own split, to show that the
-    trial's validation accuracy is reproduced."""
-    from hpo.export import load_config
-
-    if seeds <= 0:
-        raise HpoError("--seeds: must be a positive number")
-    cfg = load_config(path)
-    console = console or make_console()
-    hp = cfg.train.to_dict()
-    if epochs:
-        hp["epochs"] = epochs
-    ds = data_mod.load(cfg.dataset)
-    if validation:
-        splits = data_mod.make_splits(ds, val_size=cfg.val_size, seed=cfg.split_seed,
-                                      train_limit=train_limit or cfg.n_train, eval_limit=eval_limit or cfg.n_eval)
-    else:
-        splits = data_mod.make_splits(ds, final=True, train_limit=train_limit, eval_limit=eval_limit)
-    where = "validation" if validation else "test"
-    console.print(f"[bold]{cfg.source}[/]: {describe_config(hp)}")
-    console.print(f"{cfg.dataset}: {splits.meta['n_train']} training images, {splits.meta['n_eval']} {where} images")
-    seed_list = [cfg.train.seed + i for i in range(seeds)]
-    runs = run_seeds(hp, splits, seed_list, threads=threads, label=describe_config(hp)[:40], console=console)
-    st = stats(runs)
-
-    table = Table(title=f"{cfg.source}: {where} accuracy over {seeds} seed{'s' * (seeds > 1)}", title_justify="left")
-    for col in ("seed", f"{where} accuracy", "epochs", "train time", "status"):
-        table.add_column(col, justify="left" if col == "status" else "right")
-    for r in runs:
-        table.add_row(str(r["seed"]), f"{r['accuracy']:.4f}", str(r["epochs"]), f"{r['seconds']:.1f}s",
-                      r["status"] + (f": {r['reason']}" if r["reason"] else ""))
-    table.add_row("mean ± std", f"{st['mean']:.4f} ± {st['std']:.4f}", "", "", "", style="bold")
-    console.print(table)
-    result = {"config": cfg.source, "where": where, "meta": splits.meta, "runs": runs, "stats": st}
-    if validation:
-        result["reproduced"] = _reproduction(cfg, runs, st, epochs, train_limit, eval_limit, console)
-    return result
-
-
-def _reproduction(cfg, runs, st, epochs, train_limit, eval_limit, console) -> bool | None:
-    """The run with the study's seed against the trial's recorded validation accuracy."""
-    recorded = cfg.provenance.get("val_accuracy")
-    if recorded is None:
-        console.print("no recorded validation accuracy in the config's provenance: nothing to reproduce")
-        return None
-    changed = [f for f, v in (("--epochs", epochs), ("--train-limit", train_limit), ("--eval-limit", eval_limit)) if v]
-    if changed:
-        console.print(f"[yellow]{', '.join(changed)} changed the trial's setting: not a reproduction[/]")
-        return None
-    first = runs[0]["accuracy"]
-    # Noise: two seed-to-seed std where there are several seeds, at least half a point either way.
-    tol = max(0.005, 2 * st["std"])
-    ok = abs(first - recorded) <= tol
-    word = "[green]reproduced[/]" if ok else "[red]NOT reproduced[/]"
-    console.print(f"trial {cfg.provenance.get('trial', '?')} recorded validation accuracy {recorded:.4f}; "
-                  f"re-run with the study's seed {runs[0]['seed']}: {first:.4f} ({first - recorded:+.4f}): {word} "
-                  f"within noise (±{tol:.4f}); all seeds {st['mean']:.4f} ± {st['std']:.4f}")
-    return ok
-
-
-# --- hpo compare --------------------------------------------------------------------------------
 
 
 def reference_config(ref: dict, proto: dict) -> dict:
@@ -159,8 +50,6 @@ def protocol_lines(paper_key: str | None, proto: dict, extra: list[tuple[str, st
 
 
 def build_entries(study, proto: dict, dataset: str, references: bool) -> list[dict]:
-    from hpo.export import best_trials
-
     s = study.user_attrs
     entries = []
     if s.get("paper"):
@@ -179,34 +68,6 @@ def build_entries(study, proto: dict, dataset: str, references: bool) -> list[di
                             "note": "scikit-learn MLPClassifier, re-created", "hp": reference_config(ref, proto)})
     return entries
 
-
-def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    """The comparison as header and rows of strings: the rich table and the report's markdown share them."""
-    entries = result["entries"]
-    opt = next(e for e in entries if e["kind"] == "optimum")
-    same = result["dataset"] == result.get("paper_dataset", result["dataset"])
-    reported = "paper-reported" if same else f"paper-reported ({result.get('paper_dataset')})"
-    headers = ["configuration", reported, "paper config re-run", "automated optimum", "difference"]
-    rows = []
-    for e in entries:
-        if e["kind"] == "optimum":
-            rows.append([f"{e['name']}, validation {pct(e['val_accuracy'])}: {e['note']}", "", "",
-                         mean_std(e["stats"]), ""])
-            continue
-        diff = 100 * (opt["stats"]["mean"] - e["stats"]["mean"])
-        rows.append([e["name"], pct(e["reported"]), mean_std(e["stats"]), mean_std(opt["stats"]), f"{diff:+.2f} pts"])
-    return headers, rows
-
-
-def rich_table(result: dict) -> Table:
-    headers, rows = table_rows(result)
-    table = Table(title=f"{result['study']}: {result['dataset']} test accuracy, {len(result['seeds'])} seeds each "
-                        f"(mean ± std); difference = automated optimum − re-run", title_justify="left")
-    for i, h in enumerate(headers):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for e, row in zip(result["entries"], rows):
-        table.add_row(*row, style={"optimum": "bold green", "reference": "dim"}.get(e["kind"]))
-    return table
 
 
 def findings(result: dict) -> list[str]:
@@ -241,27 +102,25 @@ def findings(result: dict) -> list[str]:
                       f"on {result['dataset']} under this protocol.")
         best = max(papers, key=lambda e: e["stats"]["mean"])
         d = 100 * (opt["stats"]["mean"] - best["stats"]["mean"])
-        out.append(f"The automated optimum ({mean_std(opt['stats'])}) is {abs(d):.2f} points "
+        out.append(f"The automated optimum ({pm_stats(opt['stats'])}) is {abs(d):.2f} points "
                    f"{'above' if d >= 0 else 'below'} the best re-run paper configuration, {best['name']} "
-                   f"({mean_std(best['stats'])}).")
+                   f"({pm_stats(best['stats'])}).")
     for e in entries:
         if e["kind"] == "reference" and e["reported"] is not None:
             d = 100 * (e["stats"]["mean"] - e["reported"])
-            out.append(f"{e['name']}: published {pct(e['reported'])}, re-created here {mean_std(e['stats'])} "
+            out.append(f"{e['name']}: published {pct(e['reported'])}, re-created here {pm_stats(e['stats'])} "
                        f"({d:+.2f} points).")
     return out
+
 
 
 def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = None, storage: str | None = None,
                   smoke: bool = False, epochs: int | None = None, references: bool = True,
                   train_limit: int | None = None, eval_limit: int | None = None, out: str | Path | None = None,
-                  console: Console | None = None) -> dict:
+                  device: str | None = None, console: Console | None = None) -> dict:
     """Re-run the study's paper rows, its best trial and the references on the test set; print the table,
-    the findings and the protocol; write compare.json and report.md (with pictures) to runs/NAME/."""
-    from hpo.export import open_study
-    from hpo.report import write_report
-    from hpo.study import git_commit, versions
-
+    the findings and the protocol; write compare.json and report.md (with pictures) to runs/NAME/.
+    `device`: where to train (default: the study's budget.device, else cpu)."""
     if smoke:
         seeds = seeds or SMOKE["seeds"]
         epochs, train_limit, eval_limit = epochs or SMOKE["epochs"], train_limit or SMOKE["train_limit"], \
@@ -280,8 +139,11 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
     if epochs:
         for e in entries:
             e["hp"] = {**e["hp"], "epochs": epochs}
+    budget = s.get("study_yaml", {}).get("budget") or {}
+    device = resolve_device(device, budget.get("device", "cpu"))
     splits = data_mod.make_splits(data_mod.load(dataset), final=True, train_limit=train_limit, eval_limit=eval_limit)
-    threads = (s.get("study_yaml", {}).get("budget") or {}).get("threads", 2)
+    splits = splits.to(device)
+    threads = budget.get("threads", 2)
     seed0 = s.get("seed", 0)
     seed_list = [seed0 + i for i in range(seeds)]
 
@@ -327,11 +189,3 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
     console.print(f"wrote {raw} and {report}")
     return result
 
-
-def print_result(result: dict, console: Console) -> None:
-    console.print(rich_table(result))
-    for line in result["findings"]:
-        console.print(f"• {line}", highlight=False)
-    console.print("[bold]protocol assumptions[/] (hpo/paper.py; override under baselines.protocol in the study):")
-    for p in result["protocol"]:
-        console.print(f"  {p['key']} = {p['value']}: [dim]{p['reason']}[/]", highlight=False)

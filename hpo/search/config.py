@@ -13,11 +13,15 @@ from pathlib import Path
 
 import yaml
 
+from hpo.data import DATASETS
 from hpo.errors import ConfigError
-from hpo.space import Space
+from hpo.paper import PAPERS, protocol, row_config
+from hpo.provenance import ROOT
+from hpo.search.samplers import PRUNERS, SAMPLERS
+from hpo.search.space import PARAMS, Space
+from hpo.search.storage import SAFE_NAME
+from hpo.training.config import TrainConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize", "latency": "minimize"}
 
 
@@ -197,11 +201,6 @@ def check_options(factory, options: dict, source: str, key: str) -> None:
 
 
 def load_study(name_or_path: str) -> StudyConfig:
-    # Imported here: study.py imports this module.
-    from hpo.data import DATASETS
-    from hpo.paper import PAPERS, protocol, row_config
-    from hpo.study import PRUNERS, SAMPLERS
-
     path = resolve_file(name_or_path, "studies", "study")
     src = display(path)
     name = path.stem
@@ -294,9 +293,6 @@ def load_study(name_or_path: str) -> StudyConfig:
 
 def _unsearched_mismatch(space: Space, hp: dict) -> list[str]:
     """A baseline value for a hyperparameter the space leaves out must be the default the trial will use."""
-    from hpo.space import PARAMS
-    from hpo.train import TrainConfig
-
     covered = {PARAMS[n].field or n for n in space.params} | {"widths"}
     default = TrainConfig()
     return [f"{k}={v!r} but the space does not set {k}, so trials use {getattr(default, k)!r}"

@@ -18,29 +18,35 @@ import os
 import socket
 import statistics
 import time
+from collections.abc import Callable
 
 import optuna
 import torch
 
-from hpo.config import StudyConfig
 from hpo.data import Splits
-from hpo.diagnostics import trial_attrs
-from hpo.memory import PeakMemory, estimate_bytes
-from hpo.models import count_params
-from hpo.train import TrainConfig, TrainResult, build_model, train
+from hpo.search.config import StudyConfig
+from hpo.training.config import TrainConfig, TrainResult
+from hpo.training.diagnostics import trial_attrs
+from hpo.training.loop import train
+from hpo.training.memory import PeakMemory, estimate_bytes
+from hpo.training.models import build_model, count_params
 
 
 def measure_latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 30) -> float:
-    """Median wall time of a batch-1 forward pass, after warm-up."""
+    """Median wall time of a batch-1 forward pass, after warm-up, on x's device. CUDA runs kernels
+    asynchronously: each timing waits for them (synchronize), or it would time the launch only."""
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
     model.eval()
     with torch.inference_mode():
         sample = x[:1]
         for _ in range(5):
             model(sample)
+        sync()
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             model(sample)
+            sync()
             times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1000
 
@@ -52,10 +58,16 @@ class MemoryCap(optuna.TrialPruned):
 
 
 class Objective:
-    def __init__(self, cfg: StudyConfig, data: Splits, *, threads: int | None = None, space=None):
+    """The Optuna objective: one trial = one training run of the configuration the space suggests.
+
+    `train_fn` is the training loop (hpo.training.loop.train); the benchmark passes a timed wrapper of it."""
+
+    def __init__(self, cfg: StudyConfig, data: Splits, *, threads: int | None = None, space=None,
+                 train_fn: Callable[..., TrainResult] | None = None):
         self.cfg, self.data = cfg, data
         self.space = space or cfg.space
         self.threads = threads or cfg.budget.threads
+        self.train_fn = train_fn or train
 
     def __call__(self, trial: optuna.Trial):
         hp = self.space.suggest(trial)
@@ -125,7 +137,7 @@ class Objective:
 
         t0 = time.perf_counter()
         try:
-            r = train(tc, self.data, threads=self.threads, max_seconds=budget.trial_timeout, on_epoch=on_epoch,
+            r = self.train_fn(tc, self.data, threads=self.threads, max_seconds=budget.trial_timeout, on_epoch=on_epoch,
                       model=model)
         except optuna.TrialPruned as e:
             trial.set_user_attr("outcome", getattr(e, "outcome", "pruned"))

@@ -1,0 +1,1 @@
+"""`hpo bench`: run.py runs the items and writes BENCHMARKS.md; throughput.py (1), search.py (2), parallel.py (3, 4)."""

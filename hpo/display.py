@@ -1,0 +1,191 @@
+"""What a person sees in the terminal: the console, progress, trial lines and tables, and the number
+formatters that every command, report and benchmark shares (one way to write "mean ± std")."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from hpo.trials import COUNTED, outcome
+
+# --- numbers ------------------------------------------------------------------------------------
+
+
+def mean_sd(xs: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0.0 for a single value)."""
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def pm(mean: float, std: float | None, digits: int = 4, scale: float = 1.0, unit: str = "") -> str:
+    """`mean ± std` with `digits` decimals (thousands grouped), both times `scale`; the mean alone when the
+    std is None or NaN (a single run has no spread)."""
+    if std is None or math.isnan(std):
+        return f"{mean * scale:,.{digits}f}{unit}"
+    return f"{mean * scale:,.{digits}f} ± {std * scale:,.{digits}f}{unit}"
+
+
+def pm_of(xs: Sequence[float], digits: int = 0, scale: float = 1.0) -> str:
+    """`mean ± std` of a list of measurements (benchmarks: throughputs, rates)."""
+    return pm(*mean_sd(xs), digits=digits, scale=scale)
+
+
+def pct(x: float | None) -> str:
+    """An accuracy as a percentage with two decimals; empty for None."""
+    return "" if x is None else f"{100 * x:.2f}%"
+
+
+def pm_stats(st: dict | None) -> str:
+    """Accuracies over seeds (a dict with mean, std, n, diverged) as `87.55 ± 0.33%`."""
+    if not st:
+        return ""
+    tail = f" ({st['diverged']}/{st['n']} diverged)" if st["diverged"] else ""
+    return pm(st["mean"], st["std"], digits=2, scale=100, unit="%") + tail
+
+
+def number(v: float) -> str:
+    """An objective value for people: counts as integers, accuracies and times with four digits."""
+    return f"{int(v):,}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.4f}"
+
+
+# --- configurations and trials ------------------------------------------------------------------
+
+
+def describe_arch(widths: Sequence[int], in_features: int = 784, n_classes: int = 10, model: str = "mlp") -> str:
+    """The paper's way of writing an architecture, input side first: 784-60-40-10; a cnn's conv layers are
+    marked by their channels: cnn 784-c16-c32-64-10."""
+    if model == "cnn":
+        inner = [f"c{w}" for w in widths[:-1]] + [str(w) for w in widths[-1:]]
+        return "cnn " + "-".join([str(in_features), *inner, str(n_classes)])
+    return "-".join(str(d) for d in (in_features, *widths, n_classes))
+
+
+def describe_config(c: dict) -> str:
+    """One line for a trial's configuration: 784-60-40-10 relu adam lr=1.0e-03 bs=64 ep=10 constant."""
+    if not c:
+        return "?"
+    act = c.get("activation", "relu")
+    act = act if isinstance(act, str) else "/".join(act)
+    extras = []
+    for k, label in (("weight_decay", "wd"), ("dropout", "drop"), ("label_smoothing", "ls")):
+        if c.get(k):
+            extras.append(f"{label}={c[k]:.2g}")
+    arch = describe_arch(c.get("widths", []), model=c.get("model", "mlp"))
+    return (f"{arch} {act} {c.get('optimizer')} lr={c.get('lr', 0):.2e} "
+            f"bs={c.get('batch_size')} ep={c.get('epochs')} {c.get('schedule')}" + (" " + " ".join(extras) if extras else ""))
+
+
+def trial_line(t: FrozenTrial) -> str:
+    o = outcome(t)
+    color = {"complete": "green", "pruned": "yellow", "diverged": "red", "crashed": "red", "failed": "red"}.get(o, "magenta")
+    value = f"{t.values[0]:.4f}" if t.values else "   -  "
+    tag = f" [cyan]\\[{t.user_attrs['baseline']}][/]" if t.user_attrs.get("baseline") else ""
+    secs = t.user_attrs.get("train_seconds")
+    tail = f" {t.user_attrs.get('epochs_trained', 0)} ep {secs:.1f}s" if secs is not None else ""
+    reason = f" [dim]({t.user_attrs['reason']})[/]" if o not in ("complete", "pruned") and t.user_attrs.get("reason") else ""
+    return f"trial {t.number:>3} [{color}]{o:<9}[/] {value}  {describe_config(t.user_attrs.get('config', {}))}{tail}{tag}{reason}"
+
+
+# --- the console and progress -------------------------------------------------------------------
+
+
+def make_console() -> Console:
+    """A terminal gets its own width; a log file or pipe gets room for the summary table."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+def progress_bar(console: Console) -> Progress:
+    """A transient bar for a known number of training runs (compare, train over seeds)."""
+    return Progress(TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+class LiveDisplay:
+    """Optuna callback: a progress bar with best-so-far, pruned and failed counts, and one line per trial."""
+
+    def __init__(self, console: Console, total: int, already: int, multi: bool):
+        self.console, self.multi = console, multi
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("best [bold green]{task.fields[best]}[/]"),
+            TextColumn("pruned {task.fields[pruned]} failed {task.fields[failed]}"),
+            TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self.task = self.progress.add_task("trials", total=total, completed=already, best="-", pruned=0, failed=0)
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        done = sum(t.state in COUNTED for t in trials)
+        pruned = sum(t.state == TrialState.PRUNED for t in trials)
+        failed = sum(t.state == TrialState.FAIL for t in trials)
+        best = "-"
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if complete:
+            best = f"{max(t.values[0] for t in complete):.4f}"
+        self.progress.update(self.task, completed=done, best=best, pruned=pruned, failed=failed)
+        self.progress.console.print(trial_line(trial), highlight=False)
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+
+def summary_table(study: optuna.Study, top: int = 5) -> Table:
+    """The top trials (or the Pareto front) and the paper's baselines, as `hpo study` ends."""
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    multi = len(study.directions) > 1
+    if multi:
+        chosen = sorted(study.best_trials, key=lambda t: -t.values[0])[:top]
+        title = f"{study.study_name}: Pareto front (top {len(chosen)} by accuracy) and the paper's configurations"
+    else:
+        chosen = sorted(complete, key=lambda t: -t.values[0])[:top]
+        title = f"{study.study_name}: top {len(chosen)} trials and the paper's configurations"
+    baselines = [t for t in trials if t.user_attrs.get("baseline") and t not in chosen]
+    table = Table(title=title, title_justify="left")
+    for col, kw in (("trial", {"justify": "right"}), ("kind", {}), ("configuration", {}), ("val acc", {"justify": "right"}),
+                    ("paper", {"justify": "right"}), ("params", {"justify": "right"}), ("epochs", {"justify": "right"}),
+                    ("time", {"justify": "right"}), ("outcome", {})):
+        table.add_column(col, **kw)
+    for t in chosen + baselines:
+        reported = t.user_attrs.get("paper_reported")
+        secs = t.user_attrs.get("train_seconds")
+        table.add_row(
+            str(t.number), "baseline" if t.user_attrs.get("baseline") else "search",
+            describe_config(t.user_attrs.get("config", {})),
+            f"{t.values[0]:.4f}" if t.values else "-",
+            f"{reported:.4f}" if reported else "",
+            f"{t.user_attrs.get('n_params', 0):,}", str(t.user_attrs.get("epochs_trained", "")),
+            f"{secs:.1f}s" if secs is not None else "", outcome(t),
+        )
+    return table
+
+
+def counts_line(study: optuna.Study) -> str:
+    """How the study's trials ended: `30 pruned, 20 complete`."""
+    trials = study.get_trials(deepcopy=False)
+    by: dict[str, int] = {}
+    for t in trials:
+        by[outcome(t)] = by.get(outcome(t), 0) + 1
+    return ", ".join(f"{v} {k}" for k, v in sorted(by.items(), key=lambda kv: -kv[1]))

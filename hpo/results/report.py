@@ -1,0 +1,181 @@
+"""The report: every table and picture of a study's results, in the terminal (rich) and in
+runs/NAME/report.md (markdown with PNGs from hpo.results.plots): the test-set comparison, what the numbers
+say, the protocol assumptions, search-space boundaries, the trials, and the activation sections."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from hpo.display import counts_line, pct, pm_stats, summary_table
+from hpo.errors import HpoError
+from hpo.results.activations import report_sections
+from hpo.results.plots import plot_curves, plot_history, plot_importances, plot_params
+from hpo.search.config import load_space, load_study
+from hpo.search.space import describe_dist, on_boundary
+from hpo.search.storage import open_study
+from hpo.trials import best_trials, complete_trials
+
+# --- the comparison table -----------------------------------------------------------------------
+
+
+def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """The comparison as header and rows of strings: the rich table and the report's markdown share them."""
+    entries = result["entries"]
+    opt = next(e for e in entries if e["kind"] == "optimum")
+    same = result["dataset"] == result.get("paper_dataset", result["dataset"])
+    reported = "paper-reported" if same else f"paper-reported ({result.get('paper_dataset')})"
+    headers = ["configuration", reported, "paper config re-run", "automated optimum", "difference"]
+    rows = []
+    for e in entries:
+        if e["kind"] == "optimum":
+            rows.append([f"{e['name']}, validation {pct(e['val_accuracy'])}: {e['note']}", "", "",
+                         pm_stats(e["stats"]), ""])
+            continue
+        diff = 100 * (opt["stats"]["mean"] - e["stats"]["mean"])
+        rows.append([e["name"], pct(e["reported"]), pm_stats(e["stats"]), pm_stats(opt["stats"]), f"{diff:+.2f} pts"])
+    return headers, rows
+
+
+def rich_table(result: dict) -> Table:
+    headers, rows = table_rows(result)
+    table = Table(title=f"{result['study']}: {result['dataset']} test accuracy, {len(result['seeds'])} seeds each "
+                        f"(mean ± std); difference = automated optimum − re-run", title_justify="left")
+    for i, h in enumerate(headers):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for e, row in zip(result["entries"], rows):
+        table.add_row(*row, style={"optimum": "bold green", "reference": "dim"}.get(e["kind"]))
+    return table
+
+
+
+def print_result(result: dict, console: Console) -> None:
+    console.print(rich_table(result))
+    for line in result["findings"]:
+        console.print(f"• {line}", highlight=False)
+    console.print("[bold]protocol assumptions[/] (hpo/paper.py; override under baselines.protocol in the study):")
+    for p in result["protocol"]:
+        console.print(f"  {p['key']} = {p['value']}: [dim]{p['reason']}[/]", highlight=False)
+
+
+
+# --- the report file ----------------------------------------------------------------------------
+
+
+def _space(study):
+    """The study's search space, from its study file (or its name) or else its space file."""
+
+    s = study.user_attrs
+    for loader, arg in ((load_study, s.get("study_file")), (load_study, s.get("hpo_study")),
+                        (load_space, s.get("space_file"))):
+        if arg:
+            try:
+                got = loader(arg)
+                return getattr(got, "space", got)
+            except HpoError:
+                continue
+    return None
+
+
+def boundary_warnings(study) -> list[str]:
+    """Where the best trial sits at an edge of its search space: the optimum may lie beyond it."""
+    space = _space(study)
+    if space is None:
+        return ["The study's search-space file could not be found, so boundaries were not checked."]
+    best = best_trials(study, 1)[0]
+    out = []
+    for name, value in best.params.items():
+        d = space.dist_for(name)
+        if d is None:
+            continue
+        side = on_boundary(d, value)
+        if side == "low" and d.kind in ("int", "float") and not d.log and d.low == 0:
+            side = None  # 0 is where a non-negative setting (dropout, weight decay) is off: nothing lies beyond
+        if side is None and d.kind == "categorical" and len(d.choices) > 2 and \
+                all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in d.choices):
+            side = "low" if value == min(d.choices) else "high" if value == max(d.choices) else None
+        if side:
+            out.append(f"Best trial {best.number}: `{name}` = {value:.4g} sits at the {side} end of "
+                       f"{describe_dist(d)} in {space.source}; the optimum may lie beyond it: widen the range "
+                       f"and run more trials.")
+    return out
+
+
+def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _text(renderable) -> str:
+    console = Console(file=io.StringIO(), width=150, color_system=None)
+    console.print(renderable)
+    return console.file.getvalue().rstrip()
+
+
+def write_report(study, result: dict | None, folder: Path, suffix: str = "") -> Path:
+    """Write report{suffix}.md and its PNGs into `folder`; returns the report's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    s = study.user_attrs
+    multi = len(study.directions) > 1
+    pngs = {k: folder / f"{k}{suffix}.png" for k in ("history", "importances", "params", "curves")}
+    plot_history(study, pngs["history"])
+    drawn, importance_note = plot_importances(study, pngs["importances"])
+    plot_params(study, result, pngs["params"])
+    plot_curves(study, pngs["curves"])
+
+    md = [f"# {study.study_name}: automated search against the hand-tuned configurations", ""]
+    md.append(f"Study `{study.study_name}` ({s.get('study_file')}, space {s.get('space_file')}): sampler "
+              f"{s.get('sampler')}, pruner {s.get('pruner')}, objectives {', '.join(s.get('objectives', []))}; "
+              f"trials: {counts_line(study)}. Tuned on a validation split of {s.get('split', {}).get('n_train')} / "
+              f"{s.get('split', {}).get('n_eval')} {s.get('split', {}).get('dataset')} images.")
+    md.append("")
+    md.append("## Test-set comparison")
+    if result:
+        headers, rows = table_rows(result)
+        md += ["", (f"{result['dataset']} test accuracy over seeds {result['seeds']} (mean ± std); difference = "
+                   f"automated optimum − re-run. Generated {result['created_at']}, hpo commit {result['git_commit']}."),
+               "", _markdown_table(headers, rows), "", "### What the numbers say", ""]
+        md += [f"- {line}" for line in result["findings"]]
+        md += ["", "### Protocol assumptions", "", ("The paper leaves these out; each is an explicit, configurable "
+               "assumption (hpo/paper.py, `baselines.protocol` in the study file)."), ""]
+        md += [f"- **{p['key']}** = {p['value']}: {p['reason']}" for p in result["protocol"]]
+    else:
+        md += ["", (f"Not run yet: `hpo compare {s.get('hpo_study', study.study_name)}` re-runs the paper's "
+                   f"configurations and the best trial on the test set.")]
+    md += ["", "## Search-space boundaries", ""]
+    warnings = boundary_warnings(study)
+    md += [f"> **Warning:** {w}" + "\n" for w in warnings] or \
+          ["The best trial lies inside its search space on every searched numeric hyperparameter."]
+    md += ["", "## Pictures", "", "### Optimisation history", "", f"![optimisation history]({pngs['history'].name})",
+           "", "### Parameter importances", ""]
+    if drawn:
+        md.append(f"![parameter importances]({pngs['importances'].name})")
+    if importance_note:
+        md += ["", importance_note] if drawn else [importance_note]
+    title = "Pareto front: accuracy against parameter count" if multi else "Accuracy against parameter count"
+    md += ["", f"### {title}", "", ("Red stars: what the paper reports for its configurations; orange diamonds: the "
+           "same configurations trained here (validation); black and green squares: test re-runs (mean ± std)."), "",
+           f"![accuracy against parameter count]({pngs['params'].name})", "", "### Validation curves", "",
+           f"![validation curves]({pngs['curves'].name})", "", "## Trials (validation)", "", "```text",
+           _text(summary_table(study)), "```", ""]
+    for section in report_sections(study, folder):
+        md += [section, ""]
+    path = folder / f"report{suffix}.md"
+    path.write_text("\n".join(md))
+    return path
+
+
+def report_study(name: str, *, storage: str | None = None, smoke: bool = False, out: str | Path | None = None) -> Path:
+    """Re-write the report from the storage and the last compare.json, without re-running anything."""
+    study = open_study(name, storage, smoke)
+    complete_trials(study)
+    folder = Path(out) if out else Path("runs") / study.study_name
+    raw = folder / "compare.json"
+    result = json.loads(raw.read_text()) if raw.is_file() else None
+    return write_report(study, result, folder)
+

@@ -1,0 +1,123 @@
+"""BudgetStudy: an Optuna study that ends at exactly n_trials counted trials, however many workers
+(processes, machines) share it."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import sqlalchemy
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from hpo.search.storage import fail_stale
+from hpo.trials import COUNTED
+
+
+class StudyFull(Exception):
+    """Raised by BudgetStudy.ask when every trial slot is taken: optimize() ends without a new trial."""
+
+
+class SurplusTrial(Exception):
+    """A trial that started after the study's last slot was taken (see BudgetStudy)."""
+
+
+def taken(study: optuna.Study) -> tuple[int, int]:
+    """(trial slots in use, running trials), from one read of the storage: counted trials and running ones
+    hold a slot (a running trial may yet be counted). One snapshot, so that a trial finishing between two
+    reads cannot look like "every slot taken, none running"."""
+    states = [t.state for t in study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))]
+    return len(states), states.count(TrialState.RUNNING)
+
+
+class BudgetStudy(optuna.Study):
+    """A study that ends at exactly n_trials counted trials, however many workers (processes, machines) share it.
+
+    Optuna's MaxTrialsCallback stops a worker only after its own trial has finished, so N workers overshoot
+    by up to N-1 trials. Here every counted or running trial holds a slot, and `ask`, which optimize calls
+    for each new trial just after failing stale ones, creates no trial while every slot is taken: it waits
+    as long as some of them are running (a running trial may still fail and free its slot: a killed
+    worker's trial is failed by the heartbeat after the grace period and re-enqueued, and this worker then
+    retries it), and ends the run once all of them are counted. Between that check and the new trial lie
+    a few milliseconds in which another worker may take the last slot; `guard` catches that trial: it is
+    not run, and ends FAIL (not counted) with outcome `surplus`.
+
+    Optuna never fails a running trial that has no heartbeat at all: a worker killed between creating a
+    trial and its heartbeat's first write leaves it RUNNING for good, and here it would hold its slot for
+    good. While waiting, such a trial that stays without a heartbeat for longer than the grace period
+    (by this worker's clock) is failed and re-enqueued as a stale one is.
+    """
+
+    poll_seconds = 1.0
+
+    def __init__(self, study_name: str, storage, n_trials: int, *, sampler=None, pruner=None, on_wait=None,
+                 should_stop=None):
+        super().__init__(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+        self.n_trials = n_trials
+        self._rdb = storage if isinstance(storage, RDBStorage) and storage.heartbeat_interval else None
+        self.on_wait = on_wait  # called with the number of running trials when this worker starts to wait
+        self.should_stop = should_stop  # polled while waiting: True ends the run (e.g. Ctrl-C)
+
+    def ask(self, fixed_distributions=None) -> optuna.Trial:
+        waiting, silent_since = False, {}
+        while True:
+            in_use, running = taken(self)
+            if in_use < self.n_trials:
+                break
+            if not running or (self.should_stop is not None and self.should_stop()):
+                raise StudyFull
+            if not waiting and self.on_wait is not None:
+                self.on_wait(running)
+            waiting = True
+            time.sleep(self.poll_seconds)
+            fail_stale(self)
+            self._fail_silent(silent_since)
+        return super().ask(fixed_distributions)
+
+    def _fail_silent(self, silent_since: dict[int, float]) -> None:
+        """Fail (and re-enqueue, through the storage's stale-trial callback) running trials that have had no
+        heartbeat at all for longer than the grace period; `silent_since` maps trial ids to when first seen."""
+        if self._rdb is None:
+            return
+        query = sqlalchemy.text(
+            "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+            "WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL")
+        with self._rdb.engine.connect() as connection:
+            silent = {row[0] for row in connection.execute(query, {"study": self._study_id})}
+        now = time.monotonic()
+        for trial_id in set(silent_since) - silent:
+            del silent_since[trial_id]
+        for trial_id in silent:
+            if now - silent_since.setdefault(trial_id, now) <= self._rdb.grace_period:
+                continue
+            try:
+                if not self._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # finished meanwhile, or failed by another worker
+            callback = self._rdb.get_heartbeat_stale_trial_callback()
+            if callback is not None:
+                callback(self, self._storage.get_trial(trial_id))
+
+    def guard(self, objective):
+        def guarded(trial: optuna.Trial):
+            ahead = [t for t in self.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
+                     if t.number < trial.number]
+            if len(ahead) >= self.n_trials:
+                reason = f"all {self.n_trials} trials were taken by other workers when it started; not run"
+                trial.set_user_attr("outcome", "surplus")
+                trial.set_user_attr("reason", reason)
+                raise SurplusTrial(reason)
+            return objective(trial)
+
+        return guarded
+
+    def run(self, objective, *, max_trials: int, timeout: float | None = None, callbacks=()) -> None:
+        """optimize() until every slot is taken, `max_trials` have run here (a bound for when trials keep
+        failing, which frees their slots), the timeout passes, or a callback calls stop()."""
+        try:
+            self.optimize(self.guard(objective), n_trials=max_trials, timeout=timeout, catch=(Exception,),
+                          callbacks=list(callbacks), gc_after_trial=False)
+        except StudyFull:
+            pass
+

@@ -1,0 +1,105 @@
+"""`hpo study`: validate, create or resume the study, run it with a live display in this process or in N
+worker processes, and end with a summary of the top trials and the baselines. One path for 1..N workers:
+only where the trials train differs (here, or in hpo.search.workers)."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+
+from hpo import data as data_mod
+from hpo.display import LiveDisplay, counts_line, make_console, summary_table
+from hpo.errors import HpoError
+from hpo.search.budget import BudgetStudy
+from hpo.search.config import StudyConfig
+from hpo.search.objective import Objective
+from hpo.search.samplers import joining_seed, make_sampler
+from hpo.search.storage import dashboard_hint, fail_stale, heartbeat_settings, open_storage, redact, storage_url
+from hpo.search.study import config_hash, create_or_load, enqueue_baselines, load_data, prepare
+from hpo.search.workers import run_workers, threads_per_worker
+from hpo.trials import counted
+
+
+def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | None = None,
+              storage: str | None = None, smoke: bool = False, console: Console | None = None,
+              workers: int = 1) -> optuna.Study:
+    """Create or resume the study `name_or_path` names and run it to n_trials counted trials."""
+    console = console or make_console()
+    if workers < 1:
+        raise HpoError(f"--workers: must be a positive number, but got {workers}")
+    cfg, space = prepare(name_or_path, smoke=smoke, trials=trials, timeout=timeout)
+    parallel = workers > 1
+    if parallel:
+        # The parent of N worker processes trains nothing and loads no splits. The data set is decoded (and
+        # cached) once here: a missing one fails before any worker starts, and the workers read the cache.
+        data_mod.load(cfg.dataset)
+        splits = None
+    else:
+        splits = load_data(cfg, smoke)
+    url = storage_url(storage)
+    study_name = cfg.name + ("-smoke" if smoke else "")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rdb = open_storage(url)
+    study, created = create_or_load(cfg, rdb, study_name, splits.meta if splits else None, space)
+    if not created and study.user_attrs.get("config_hash") not in (None, config_hash(cfg)):
+        console.print(f"[yellow]warning:[/] {cfg.source} changed since study {study_name!r} was created; "
+                      f"resuming it with the new file")
+    new_baselines = enqueue_baselines(study, cfg, space)
+    if parallel:
+        fail_stale(study)
+    done = counted(study)
+    remaining = cfg.n_trials - done
+    if parallel:
+        n_procs = min(workers, max(remaining, 0))
+        threads = threads_per_worker(cfg.budget.threads, n_procs or workers)
+        data_line = f"{cfg.dataset}"
+        tail = f"; {n_procs or workers} workers x {threads} threads"
+    else:
+        data_line = f"{cfg.dataset} {splits.meta['n_train']} train / {splits.meta['n_eval']} validation"
+        tail = ""
+    console.print(f"[bold]{study_name}[/] ({cfg.source}): {data_line}, space {space.source}, sampler {cfg.sampler}, "
+                  f"pruner {cfg.pruner}{tail}")
+    console.print(f"storage {redact(url)}; {'created' if created else f'resuming with {done} finished trials'}; "
+                  f"{new_baselines} paper baselines enqueued; {dashboard_hint(url)}")
+    if parallel:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if running:
+            console.print(f"[yellow]{len(running)} trials are marked running[/] (other workers, or killed ones: those "
+                          f"are failed and retried {heartbeat_settings()[1]}s after their last heartbeat)")
+    if remaining <= 0:
+        console.print(f"study already has {done} of {cfg.n_trials} trials; raise --trials to run more")
+    elif parallel:
+        run_workers(name_or_path, study, cfg, url=url, smoke=smoke, n_procs=n_procs, threads=threads, done=done,
+                    console=console)
+    else:
+        study = _run_here(study, rdb, created, cfg, space, splits, done=done, url=url, console=console)
+    console.print(summary_table(study))
+    console.print(f"outcomes: {counts_line(study)}")
+    return study
+
+
+def _run_here(study: optuna.Study, rdb, created: bool, cfg: StudyConfig, space, splits, *, done: int, url: str,
+              console: Console) -> optuna.Study:
+    """Train the remaining trials in this process; returns the BudgetStudy that ran them."""
+    # Resuming, or joining other workers: the study's seed would redraw the start-up trials already drawn.
+    sampler = study.sampler if created else make_sampler(cfg, space, seed=joining_seed())
+    # Exactly n_trials, also when workers on other machines share the study.
+    wait_note = (f"all {cfg.n_trials} trials are taken; waiting for the running ones (other workers', or a killed "
+                 f"worker's: that one is failed {heartbeat_settings()[1]}s after its last heartbeat, then retried here)")
+    study = BudgetStudy(study.study_name, rdb, cfg.n_trials, sampler=sampler, pruner=study.pruner,
+                        on_wait=lambda _: console.print(wait_note))
+    objective = Objective(cfg, splits, space=space)
+    t0 = time.time()
+    with LiveDisplay(console, cfg.n_trials, done, len(cfg.objectives) > 1) as live:
+        try:
+            study.run(objective, max_trials=cfg.n_trials - done, timeout=cfg.timeout, callbacks=[live])
+        except KeyboardInterrupt:
+            live.progress.stop()
+            console.print(f"[yellow]interrupted[/]: {counted(study)} finished trials are kept in {redact(url)}; "
+                          f"run the same command to continue")
+            raise
+    console.print(f"ran {counted(study) - done} trials in {time.time() - t0:.0f}s")
+    return study

@@ -1,0 +1,123 @@
+"""A study, from its validated config to a stored Optuna study: create it with its provenance (or load it to
+resume), enqueue the paper's baselines once, and the smoke-scale variant. `prepare` and `load_data` are what
+`hpo study` and its workers do first: everything that can fail on bad input, before anything is written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import replace
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from hpo import data as data_mod
+from hpo.errors import HpoError
+from hpo.provenance import git_commit, versions
+from hpo.search.config import StudyConfig, load_study
+from hpo.search.samplers import make_pruner, make_sampler
+from hpo.trials import METRIC_NAMES
+
+# --smoke: the first few thousand training and validation images (hpo study, compare, --mix-seeds).
+SMOKE_TRAIN, SMOKE_EVAL = 3000, 1000
+
+
+def config_hash(cfg: StudyConfig) -> str:
+    return hashlib.sha256(json.dumps([cfg.raw, repr(cfg.space.params)], sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# --- the study ----------------------------------------------------------------------------------
+
+
+def create_or_load(cfg: StudyConfig, storage, study_name: str, split_meta: dict, space=None,
+                   sampler: optuna.samplers.BaseSampler | None = None) -> tuple[optuna.Study, bool]:
+    """Create the study (recording its provenance) or load it to resume. Returns (study, created)."""
+    space = space or cfg.space
+    sampler = sampler or make_sampler(cfg, space)
+    try:  # exactly one of several processes starting at once creates it; the others load it
+        study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=False,
+                                    directions=cfg.directions, sampler=sampler, pruner=make_pruner(cfg, space))
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
+                                  pruner=make_pruner(cfg, space))
+        created = False
+        wait_until_ready(study)
+    if created:
+        study.set_metric_names([METRIC_NAMES[o] for o in cfg.objectives])
+        attrs = {
+            "hpo_study": cfg.name, "study_file": cfg.source, "study_yaml": cfg.raw, "description": cfg.description,
+            "space_file": space.source, "space": {n: repr(d) for n, d in space.params.items()},
+            "config_hash": config_hash(cfg), "objectives": list(cfg.objectives), "sampler": cfg.sampler,
+            "pruner": cfg.pruner, "seed": cfg.seed, "split": split_meta, "paper": cfg.paper,
+            "tables": list(cfg.tables), "protocol": cfg.protocol, "versions": versions(), "git_commit": git_commit(),
+        }
+        for k, v in attrs.items():
+            study.set_user_attr(k, v)
+    return study, created
+
+
+def enqueue_baselines(study: optuna.Study, cfg: StudyConfig, space=None, baselines=None) -> int:
+    """Enqueue the paper's configurations as real trials, once (skip_if_exists); returns how many are new."""
+    space = space or cfg.space
+    baselines = cfg.baselines if baselines is None else baselines
+    before = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    for b in baselines:
+        study.enqueue_trial(space.trial_params(b.hp), user_attrs={"baseline": b.name, "paper_reported": b.reported},
+                            skip_if_exists=True)
+    if not study.user_attrs.get(READY_ATTR):
+        study.set_user_attr(READY_ATTR, True)
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) - before
+
+
+# Set once the creator has recorded the study's provenance and enqueued its baselines.
+READY_ATTR = "baselines_enqueued"
+
+
+def wait_until_ready(study: optuna.Study, timeout: float = 30.0) -> None:
+    """A process that joins a study another one has just created waits until the creator has enqueued the
+    baselines: enqueuing them from both at the same moment could duplicate them (skip_if_exists only sees
+    what is already stored). A study with trials, or from before this attribute, is ready as it is."""
+    deadline = time.monotonic() + timeout
+    while (not study.user_attrs.get(READY_ATTR) and not study.get_trials(deepcopy=False)
+           and time.monotonic() < deadline):
+        time.sleep(0.2)
+
+
+
+def smoke_variant(cfg: StudyConfig, space):
+    """The same study at tiny scale: one epoch, a few trials, two baselines, its own study name."""
+    # Under the three-cycle schedule `epochs` is 3 x cycle_epochs: one epoch per cycle is its smallest run.
+    cycles = {"cycle_epochs": 1} if any(space.possible("cycle_epochs", 0)) else {}
+    space = space.with_fixed(epochs=1, **cycles)
+    baselines = tuple(replace(b, hp={**b.hp, "epochs": 1}) for b in cfg.baselines[:2])
+    cfg = replace(cfg, n_trials=min(cfg.n_trials, 4), baselines=baselines)
+    return cfg, space
+
+
+
+def prepare(name_or_path: str, *, smoke: bool = False, trials: int | None = None, timeout: float | None = None):
+    """Everything that can fail on bad input, before anything is written."""
+    cfg = load_study(name_or_path)
+    space = cfg.space
+    if smoke:
+        cfg, space = smoke_variant(cfg, space)
+    if trials is not None:
+        if trials <= 0:
+            raise HpoError("--trials: must be a positive number")
+        cfg = replace(cfg, n_trials=trials)
+    if timeout is not None:
+        cfg = replace(cfg, timeout=timeout)
+    if cfg.budget.device == "cuda" and not torch.cuda.is_available():
+        raise HpoError(f"{cfg.source}: budget.device: cuda was asked for, but torch sees no CUDA device")
+    return cfg, space
+
+
+def load_data(cfg: StudyConfig, smoke: bool = False) -> data_mod.Splits:
+    """The study's tuning split, on budget.device."""
+    ds = data_mod.load(cfg.dataset)
+    splits = data_mod.make_splits(ds, val_size=cfg.val_size, seed=cfg.split_seed,
+                                  train_limit=SMOKE_TRAIN if smoke else None, eval_limit=SMOKE_EVAL if smoke else None)
+    return splits.to(cfg.budget.device)

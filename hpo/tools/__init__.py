@@ -1,0 +1,1 @@
+"""Commands beside the main flow: `hpo activations` (what each activation does) and `hpo dashboard`."""

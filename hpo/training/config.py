@@ -1,0 +1,116 @@
+"""What defines one training run, as plain values (TrainConfig), and what a run returns (TrainResult);
+the optimizers and schedules a config can name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from torch import nn
+
+from hpo.errors import HpoError
+
+DEVICES = ("cpu", "cuda")
+
+def _kernel(params: list) -> dict:
+    """Fused optimizer kernels where torch has them (CPU and CUDA): one kernel per parameter for the whole
+    update instead of a dozen small ops. Measured for 784-60-40-10 on one CPU thread: an Adam step takes
+    120 us fused, 330 us foreach, 420 us for-loop; SGD with momentum 60, 125, 110 us. Elsewhere: foreach.
+    `params` must be a list (a generator would be used up here)."""
+    return {"fused": True} if all(p.device.type in ("cpu", "cuda") for p in params) else {"foreach": True}
+
+
+OPTIMIZERS: dict[str, Callable[[list, "TrainConfig"], torch.optim.Optimizer]] = {
+    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=0.0, weight_decay=c.weight_decay, **_kernel(p)),
+    "sgd_momentum": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, nesterov=False,
+                                                 weight_decay=c.weight_decay, **_kernel(p)),
+    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay, **_kernel(p)),
+    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay, **_kernel(p)),
+}
+
+SCHEDULES = ("constant", "cosine", "onecycle")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one training run, as plain values."""
+
+    model: str = "mlp"
+    widths: tuple[int, ...] = (64,)
+    activation: str | tuple[str, ...] = "relu"
+    negative_slope: float = 0.01
+    dropout: float = 0.0
+    init: str = "default"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9  # used by sgd_momentum only
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    epochs: int = 10
+    schedule: str = "constant"
+    label_smoothing: float = 0.0
+    seed: int = 0
+    # Bansal 2022's three-cycle schedule (hpo/training/cycles.py): when > 0, training is three cycles of this many epochs
+    # each (network only at `lr`, then mixing weights only at `mix_lr`, then network only); `epochs` is then
+    # set to the total, 3 x cycle_epochs, so that records show what was trained.
+    cycle_epochs: int = 0
+    mix_lr: float = 1e-2
+
+    def __post_init__(self):
+        if self.cycle_epochs > 0:
+            object.__setattr__(self, "epochs", 3 * self.cycle_epochs)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        if not isinstance(self.activation, str):
+            d["activation"] = list(self.activation)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        if "widths" in d:
+            d["widths"] = tuple(int(w) for w in d["widths"])
+        if isinstance(d.get("activation"), list):
+            d["activation"] = tuple(d["activation"])
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return replace(self, **changes)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    status: str  # "complete" | "diverged" | "time_cap"
+    reason: str
+    n_params: int
+    epochs: int  # epochs fully trained
+    eval_curve: list[float] = field(default_factory=list)
+    loss_curve: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+    samples: int = 0
+
+    @property
+    def eval_acc(self) -> float:
+        return self.eval_curve[-1] if self.eval_curve else float("nan")
+
+    @property
+    def samples_per_sec(self) -> float:
+        return self.samples / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+
+
+def resolve_device(asked: str | None, default: str = "cpu", flag: str = "--device") -> str:
+    """The device a command trains on: the one asked for, else `default` (a study's budget.device, or cpu);
+    HpoError when it is not one of DEVICES or torch cannot use it here."""
+    device = asked or default
+    if device not in DEVICES:
+        raise HpoError(f"{flag}: expected {' or '.join(DEVICES)}, but got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise HpoError(f"{flag}: cuda was asked for{'' if asked else ' (the study trained there)'}, "
+                       f"but torch sees no CUDA device")
+    return device

@@ -1,0 +1,62 @@
+"""What a stored trial says: whether it counts, its outcome, and choosing trials out of a study.
+
+Every module that reads trials (the live display, the study runner, export, report) asks here, so that
+"counted", "complete" and "best" mean the same everywhere.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.errors import StudyError
+
+# Finished trials that count towards n_trials; failed ones (crashes, killed workers) are retried.
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Optuna's metric name for each objective (shown by the dashboard and written into exports).
+METRIC_NAMES = {"accuracy": "val_accuracy", "params": "n_params", "latency": "latency_ms"}
+
+
+def outcome(t: FrozenTrial) -> str:
+    """complete, running, waiting, or the outcome the objective recorded (pruned, diverged, time_cap, ...)."""
+    if t.state == TrialState.COMPLETE:
+        return "complete"
+    if t.state == TrialState.RUNNING:
+        return "running"
+    if t.state == TrialState.WAITING:
+        return "waiting"
+    return t.user_attrs.get("outcome") or ("pruned" if t.state == TrialState.PRUNED else "failed")
+
+
+def counted(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+def completed(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's COMPLETE trials (possibly none)."""
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's COMPLETE trials; StudyError when there is none yet."""
+    trials = completed(study)
+    if not trials:
+        raise StudyError(f"study {study.study_name!r} has no completed trials yet "
+                         f"({len(study.trials)} trials in all); run more trials first")
+    return trials
+
+
+def metric_names(study: optuna.Study) -> list[str]:
+    return study.metric_names or [METRIC_NAMES[o] for o in study.user_attrs.get("objectives", ["accuracy"])]
+
+
+def best_trials(study: optuna.Study, top: int | None = None) -> list[FrozenTrial]:
+    """Single objective: the top K (default 1) by value. Multi-objective: the Pareto set, most accurate first
+    (accuracy is always the first objective), cut to the top K when K is given."""
+    trials = complete_trials(study)
+    if len(study.directions) > 1:
+        chosen = sorted(study.best_trials, key=lambda t: (-t.values[0], t.number))
+    else:
+        sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+        chosen = sorted(trials, key=lambda t: (sign * t.values[0], t.number))[:top or 1]
+    return chosen[:top] if top else chosen
