@@ -76,14 +76,17 @@ ACTIVATIONS: dict[str, Callable[[dict, int], nn.Module]] = {
 }
 
 
+# The module type each registry entry builds, found once by building each (on the CPU, at import).
+ACTIVATION_TYPES = tuple({type(build({}, 1)) for build in ACTIVATIONS.values()})
+
+
 def make_activation(name: str, width: int, **opts) -> nn.Module:
     return ACTIVATIONS[name](opts, width)
 
 
 def activation_layers(model: nn.Module) -> list[nn.Module]:
     """The model's activation modules in forward order (for Sequential models: registration order)."""
-    types = tuple({type(build({}, 1)) for build in ACTIVATIONS.values()})
-    return [m for m in model.modules() if isinstance(m, types)]
+    return [m for m in model.modules() if isinstance(m, ACTIVATION_TYPES)]
 
 
 def mixing_parameters(model: nn.Module) -> list[nn.Parameter]:
