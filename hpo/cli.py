@@ -19,7 +19,7 @@ def cmd_study(args) -> int:
     from hpo.search.runner import run_study
 
     run_study(args.name, trials=args.trials, timeout=args.timeout, storage=args.storage, smoke=args.smoke,
-              workers=args.workers)
+              workers=args.workers, pack=args.pack)
     return 0
 
 
@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--smoke", action="store_true", help="tiny scale: a few trials, 1 epoch, a few thousand samples")
     s.add_argument("--workers", type=int, default=1, help="worker processes on this machine, sharing the study and "
                                                           "budget.threads (default 1)")
+    s.add_argument("--pack", type=int, help="train up to K trials at once as one stacked computation "
+                                            "(default: the study's budget.pack, else 1)")
     s.set_defaults(func=cmd_study)
 
     d = sub.add_parser("dashboard", help="serve optuna-dashboard on the storage (http://127.0.0.1:8080/dashboard)")

@@ -99,15 +99,26 @@ class BudgetStudy(optuna.Study):
             if callback is not None:
                 callback(self, self._storage.get_trial(trial_id))
 
+    def try_ask(self) -> optuna.Trial | None:
+        """A new trial if a slot is free now, else None: never waits (a pack's later members must not wait
+        for its first, which is running)."""
+        if taken(self)[0] >= self.n_trials:
+            return None
+        return super().ask()
+
+    def check_surplus(self, trial: optuna.Trial) -> None:
+        """Raise SurplusTrial (outcome `surplus`) when `trial` started after every slot was taken."""
+        ahead = [t for t in self.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
+                 if t.number < trial.number]
+        if len(ahead) >= self.n_trials:
+            reason = f"all {self.n_trials} trials were taken by other workers when it started; not run"
+            trial.set_user_attr("outcome", "surplus")
+            trial.set_user_attr("reason", reason)
+            raise SurplusTrial(reason)
+
     def guard(self, objective):
         def guarded(trial: optuna.Trial):
-            ahead = [t for t in self.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
-                     if t.number < trial.number]
-            if len(ahead) >= self.n_trials:
-                reason = f"all {self.n_trials} trials were taken by other workers when it started; not run"
-                trial.set_user_attr("outcome", "surplus")
-                trial.set_user_attr("reason", reason)
-                raise SurplusTrial(reason)
+            self.check_surplus(trial)
             return objective(trial)
 
         return guarded

@@ -121,6 +121,7 @@ class Budget:
     trial_timeout: float | None = None  # seconds of wall time per trial
     max_params: int | None = None
     memory_mb: int | None = None
+    pack: int = 1  # trials trained at once as one stacked computation (hpo.search.packs); 1: one at a time
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class StudyConfig:
 
 STUDY_KEYS = {"dataset", "space", "sampler", "sampler_options", "pruner", "pruner_options", "seed", "n_trials",
               "timeout", "objectives", "split", "budget", "baselines"}
-BUDGET_KEYS = {"device", "threads", "trial_timeout", "max_params", "memory_mb"}
+BUDGET_KEYS = {"device", "threads", "trial_timeout", "max_params", "memory_mb", "pack"}
 SPLIT_KEYS = {"val_size", "seed"}
 BASELINE_KEYS = {"paper", "tables", "protocol"}
 
@@ -257,6 +258,7 @@ def load_study(name_or_path: str) -> StudyConfig:
         trial_timeout=_typed(b.get("trial_timeout"), (int, float), src, "budget.trial_timeout", positive=True, allow_none=True),
         max_params=_typed(b.get("max_params"), int, src, "budget.max_params", positive=True, allow_none=True),
         memory_mb=_typed(b.get("memory_mb"), int, src, "budget.memory_mb", positive=True, allow_none=True),
+        pack=_typed(b.get("pack", 1), int, src, "budget.pack", positive=True),
     )
 
     paper_key, tables, proto, baselines = None, (), {}, []

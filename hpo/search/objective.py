@@ -19,6 +19,7 @@ import socket
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import optuna
 import torch
@@ -57,6 +58,20 @@ class MemoryCap(optuna.TrialPruned):
     outcome = "memory_cap"
 
 
+@dataclass
+class TrialRun:
+    """One admitted trial on its way through training: its config, model and what its epochs reported."""
+
+    trial: optuna.Trial
+    tc: TrainConfig
+    model: torch.nn.Module
+    n_params: int
+    meter: PeakMemory | None = None
+    cap: int | None = None  # budget.memory_mb in bytes
+    curve: list[float] = field(default_factory=list)
+    t0: float = 0.0  # when training started
+
+
 class Objective:
     """The Optuna objective: one trial = one training run of the configuration the space suggests.
 
@@ -70,21 +85,114 @@ class Objective:
         self.train_fn = train_fn or train
 
     def __call__(self, trial: optuna.Trial):
-        hp = self.space.suggest(trial)
-        tc = TrainConfig(**{"seed": self.cfg.seed, **hp})  # a space may draw the seed (a replicate factor)
-        trial.set_user_attr("config", tc.to_dict())
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which machine and process ran it
+        tc = self.configure(trial)
         try:
-            return self._run(trial, tc)
+            return self.train_one(self.admit(trial, tc))
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:  # Ctrl-C or a stopped worker: Optuna marks the trial FAIL; say why
-            trial.set_user_attr("outcome", "interrupted")
+            self.interrupted(trial)
             raise
         except Exception as e:  # recorded, then re-raised so Optuna marks the trial FAIL and logs it
-            trial.set_user_attr("outcome", "crashed")
-            trial.set_user_attr("reason", f"{type(e).__name__}: {e}")
+            self.crashed(trial, e)
             raise
+
+    # The steps of one trial, also taken one by one for the members of a pack (hpo.search.packs).
+
+    def configure(self, trial: optuna.Trial) -> TrainConfig:
+        """Draw the trial's configuration and record it (and which machine and process runs it)."""
+        hp = self.space.suggest(trial)
+        tc = TrainConfig(**{"seed": self.cfg.seed, **hp})  # a space may draw the seed (a replicate factor)
+        trial.set_user_attr("config", tc.to_dict())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        return tc
+
+    def admit(self, trial: optuna.Trial, tc: TrainConfig, *, measure_memory: bool = True) -> TrialRun:
+        """Build the model and refuse it (TrialPruned, outcome param_cap or memory_cap) when it is over a cap.
+        measure_memory=False: the caller measures memory itself (a pack measures all its members at once)."""
+        budget = self.cfg.budget
+        cap = budget.memory_mb * 2**20 if budget.memory_mb else None
+        # Started before the model is built: the model's memory is the trial's too.
+        meter = PeakMemory(budget.device).start() if cap and measure_memory else None
+        model = build_model(tc, self.data.train_x.shape[1], int(self.data.train_y.max()) + 1)
+        n_params = count_params(model)
+        trial.set_user_attr("n_params", n_params)
+        if budget.max_params and n_params > budget.max_params:
+            self._stop(trial, "param_cap", f"{n_params} parameters exceed the cap of {budget.max_params}; not trained")
+        if cap:
+            need = estimate_bytes(model, optimizer=tc.optimizer, batch_size=tc.batch_size,
+                                  in_features=self.data.train_x.shape[1], n_train=len(self.data.train_x),
+                                  n_eval=len(self.data.eval_x))
+            if need > cap:
+                self._stop(trial, "memory_cap", f"needs an estimated {need / 2**20:.1f} MiB (parameters, gradients, "
+                                                f"{tc.optimizer} state, batch-{tc.batch_size} activations), over the "
+                                                f"{budget.memory_mb} MiB cap; not trained")
+        return TrialRun(trial, tc, model, n_params, meter, cap)
+
+    def on_epoch(self, run: TrialRun, meter: PeakMemory | None = None, cap: int | None = None) -> Callable[[int, float], None]:
+        """The epoch callback: records the curve, stops the trial over the memory cap, reports to the pruner.
+        Raises TrialPruned (or MemoryCap) to stop training."""
+        meter = meter if meter is not None else run.meter
+        cap = cap if cap is not None else run.cap
+        multi = len(self.cfg.objectives) > 1
+
+        def on_epoch(epoch: int, acc: float) -> None:
+            run.curve.append(acc)
+            if meter is not None and meter.growth() > cap:
+                raise MemoryCap(f"memory grew by {meter.growth() / 2**20:.1f} MiB by the end of epoch {epoch}, "
+                                f"over the {cap // 2**20} MiB cap")
+            if multi:  # Optuna does not prune multi-objective studies; keep the curve in user attrs
+                return
+            run.trial.report(acc, epoch)
+            if run.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} at {acc:.4f}")
+
+        return on_epoch
+
+    def train_one(self, run: TrialRun):
+        """Train one trial alone; returns its value(s), or raises TrialPruned."""
+        run.t0 = time.perf_counter()
+        try:
+            r = self.train_fn(run.tc, self.data, threads=self.threads, max_seconds=self.cfg.budget.trial_timeout,
+                              on_epoch=self.on_epoch(run), model=run.model)
+        except optuna.TrialPruned as e:
+            self.stopped(run, e, run.model)
+            raise
+        return self.finish(run, r)
+
+    def stopped(self, run: TrialRun, e: optuna.TrialPruned, model: torch.nn.Module) -> None:
+        """Record a trial that the pruner or the memory cap stopped during training."""
+        trial = run.trial
+        trial.set_user_attr("outcome", getattr(e, "outcome", "pruned"))
+        trial.set_user_attr("reason", str(e))
+        trial.set_user_attr("epochs_trained", len(run.curve))
+        trial.set_user_attr("val_curve", [round(a, 5) for a in run.curve])
+        trial.set_user_attr("train_seconds", round(time.perf_counter() - run.t0, 3))
+        self._diagnose(trial, model)
+
+    def finish(self, run: TrialRun, r: TrainResult):
+        """Record a trained run; its value(s), or TrialPruned when it diverged or hit the time cap."""
+        trial = run.trial
+        self._record(trial, r)
+        self._diagnose(trial, r.model)
+        if r.status != "complete":
+            self._stop(trial, r.status, r.reason)
+        trial.set_user_attr("outcome", "complete")
+        trial.set_user_attr("reason", "")
+        values = {"accuracy": r.eval_acc, "params": float(run.n_params)}
+        if "latency" in self.cfg.objectives:
+            values["latency"] = measure_latency_ms(r.model, self.data.eval_x)
+            trial.set_user_attr("latency_ms", round(values["latency"], 4))
+        if len(self.cfg.objectives) == 1:
+            return values["accuracy"]
+        return tuple(values[o] for o in self.cfg.objectives)
+
+    def interrupted(self, trial: optuna.Trial) -> None:
+        trial.set_user_attr("outcome", "interrupted")
+
+    def crashed(self, trial: optuna.Trial, e: BaseException) -> None:
+        trial.set_user_attr("outcome", "crashed")
+        trial.set_user_attr("reason", f"{type(e).__name__}: {e}")
 
     def _stop(self, trial: optuna.Trial, outcome: str, reason: str):
         trial.set_user_attr("outcome", outcome)
@@ -102,61 +210,3 @@ class Objective:
         """dead_units per hidden layer (one pass over the validation data) and, for mix layers, mix_p."""
         for k, v in trial_attrs(model, self.data.eval_x).items():
             trial.set_user_attr(k, v)
-
-    def _run(self, trial: optuna.Trial, tc: TrainConfig):
-        budget = self.cfg.budget
-        cap = budget.memory_mb * 2**20 if budget.memory_mb else None
-        meter = PeakMemory(budget.device).start() if cap else None  # before the model: it is the trial's too
-        model = build_model(tc, self.data.train_x.shape[1], int(self.data.train_y.max()) + 1)
-        n_params = count_params(model)
-        trial.set_user_attr("n_params", n_params)
-        if budget.max_params and n_params > budget.max_params:
-            self._stop(trial, "param_cap", f"{n_params} parameters exceed the cap of {budget.max_params}; not trained")
-        if cap:
-            need = estimate_bytes(model, optimizer=tc.optimizer, batch_size=tc.batch_size,
-                                  in_features=self.data.train_x.shape[1], n_train=len(self.data.train_x),
-                                  n_eval=len(self.data.eval_x))
-            if need > cap:
-                self._stop(trial, "memory_cap", f"needs an estimated {need / 2**20:.1f} MiB (parameters, gradients, "
-                                                f"{tc.optimizer} state, batch-{tc.batch_size} activations), over the "
-                                                f"{budget.memory_mb} MiB cap; not trained")
-
-        multi = len(self.cfg.objectives) > 1
-        curve: list[float] = []
-
-        def on_epoch(epoch: int, acc: float) -> None:
-            curve.append(acc)
-            if meter is not None and meter.growth() > cap:
-                raise MemoryCap(f"memory grew by {meter.growth() / 2**20:.1f} MiB by the end of epoch {epoch}, "
-                                f"over the {budget.memory_mb} MiB cap")
-            if multi:  # Optuna does not prune multi-objective studies; keep the curve in user attrs
-                return
-            trial.report(acc, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch} at {acc:.4f}")
-
-        t0 = time.perf_counter()
-        try:
-            r = self.train_fn(tc, self.data, threads=self.threads, max_seconds=budget.trial_timeout, on_epoch=on_epoch,
-                      model=model)
-        except optuna.TrialPruned as e:
-            trial.set_user_attr("outcome", getattr(e, "outcome", "pruned"))
-            trial.set_user_attr("reason", str(e))
-            trial.set_user_attr("epochs_trained", len(curve))
-            trial.set_user_attr("val_curve", [round(a, 5) for a in curve])
-            trial.set_user_attr("train_seconds", round(time.perf_counter() - t0, 3))
-            self._diagnose(trial, model)
-            raise
-        self._record(trial, r)
-        self._diagnose(trial, r.model)
-        if r.status != "complete":
-            self._stop(trial, r.status, r.reason)
-        trial.set_user_attr("outcome", "complete")
-        trial.set_user_attr("reason", "")
-        values = {"accuracy": r.eval_acc, "params": float(n_params)}
-        if "latency" in self.cfg.objectives:
-            values["latency"] = measure_latency_ms(r.model, self.data.eval_x)
-            trial.set_user_attr("latency_ms", round(values["latency"], 4))
-        if not multi:
-            return values["accuracy"]
-        return tuple(values[o] for o in self.cfg.objectives)

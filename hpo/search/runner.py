@@ -16,6 +16,7 @@ from hpo.errors import HpoError
 from hpo.search.budget import BudgetStudy
 from hpo.search.config import StudyConfig
 from hpo.search.objective import Objective
+from hpo.search.packs import run_packs
 from hpo.search.samplers import joining_seed, make_sampler
 from hpo.search.storage import dashboard_hint, fail_stale, heartbeat_settings, open_storage, redact, storage_url
 from hpo.search.study import config_hash, create_or_load, enqueue_baselines, load_data, prepare
@@ -25,12 +26,13 @@ from hpo.trials import counted
 
 def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | None = None,
               storage: str | None = None, smoke: bool = False, console: Console | None = None,
-              workers: int = 1) -> optuna.Study:
-    """Create or resume the study `name_or_path` names and run it to n_trials counted trials."""
+              workers: int = 1, pack: int | None = None) -> optuna.Study:
+    """Create or resume the study `name_or_path` names and run it to n_trials counted trials; `pack`
+    (default: the study's budget.pack) trials at a time as one stacked computation."""
     console = console or make_console()
     if workers < 1:
         raise HpoError(f"--workers: must be a positive number, but got {workers}")
-    cfg, space = prepare(name_or_path, smoke=smoke, trials=trials, timeout=timeout)
+    cfg, space = prepare(name_or_path, smoke=smoke, trials=trials, timeout=timeout, pack=pack)
     parallel = workers > 1
     if parallel:
         # The parent of N worker processes trains nothing and loads no splits. The data set is decoded (and
@@ -60,6 +62,8 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
     else:
         data_line = f"{cfg.dataset} {splits.meta['n_train']} train / {splits.meta['n_eval']} validation"
         tail = ""
+    if cfg.budget.pack > 1:
+        tail += f"; packs of up to {cfg.budget.pack} trials"
     console.print(f"[bold]{study_name}[/] ({cfg.source}): {data_line}, space {space.source}, sampler {cfg.sampler}, "
                   f"pruner {cfg.pruner}{tail}")
     console.print(f"storage {redact(url)}; {'created' if created else f'resuming with {done} finished trials'}; "
@@ -73,7 +77,7 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
         console.print(f"study already has {done} of {cfg.n_trials} trials; raise --trials to run more")
     elif parallel:
         run_workers(name_or_path, study, cfg, url=url, smoke=smoke, n_procs=n_procs, threads=threads, done=done,
-                    console=console)
+                    pack=cfg.budget.pack, console=console)
     else:
         study = _run_here(study, rdb, created, cfg, space, splits, done=done, url=url, console=console)
     console.print(summary_table(study))
@@ -95,7 +99,11 @@ def _run_here(study: optuna.Study, rdb, created: bool, cfg: StudyConfig, space, 
     t0 = time.time()
     with LiveDisplay(console, cfg.n_trials, done, len(cfg.objectives) > 1) as live:
         try:
-            study.run(objective, max_trials=cfg.n_trials - done, timeout=cfg.timeout, callbacks=[live])
+            if cfg.budget.pack > 1:
+                run_packs(study, objective, pack=cfg.budget.pack, max_trials=cfg.n_trials - done, timeout=cfg.timeout,
+                          callbacks=[live])
+            else:
+                study.run(objective, max_trials=cfg.n_trials - done, timeout=cfg.timeout, callbacks=[live])
         except KeyboardInterrupt:
             live.progress.stop()
             console.print(f"[yellow]interrupted[/]: {counted(study)} finished trials are kept in {redact(url)}; "

@@ -98,7 +98,8 @@ def smoke_variant(cfg: StudyConfig, space):
 
 
 
-def prepare(name_or_path: str, *, smoke: bool = False, trials: int | None = None, timeout: float | None = None):
+def prepare(name_or_path: str, *, smoke: bool = False, trials: int | None = None, timeout: float | None = None,
+            pack: int | None = None):
     """Everything that can fail on bad input, before anything is written."""
     cfg = load_study(name_or_path)
     space = cfg.space
@@ -110,6 +111,10 @@ def prepare(name_or_path: str, *, smoke: bool = False, trials: int | None = None
         cfg = replace(cfg, n_trials=trials)
     if timeout is not None:
         cfg = replace(cfg, timeout=timeout)
+    if pack is not None:
+        if pack <= 0:
+            raise HpoError(f"--pack: must be a positive number, but got {pack}")
+        cfg = replace(cfg, budget=replace(cfg.budget, pack=pack))
     if cfg.budget.device == "cuda" and not torch.cuda.is_available():
         raise HpoError(f"{cfg.source}: budget.device: cuda was asked for, but torch sees no CUDA device")
     return cfg, space

@@ -31,6 +31,7 @@ from hpo.display import LiveDisplay
 from hpo.search.budget import BudgetStudy
 from hpo.search.config import StudyConfig
 from hpo.search.objective import Objective
+from hpo.search.packs import run_packs
 from hpo.search.samplers import joining_seed, make_pruner, make_sampler
 from hpo.search.storage import fail_stale, open_storage, redact
 from hpo.search.study import load_data, prepare
@@ -97,7 +98,7 @@ class _ParentWatch:
 
 
 def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_trials: int,
-                timeout: float | None, threads: int, ready=None) -> None:
+                timeout: float | None, threads: int, ready=None, pack: int = 1) -> None:
     """One worker process: load data and study, optimize until the study's trials are all taken."""
     interrupts = _Interrupts()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -106,7 +107,7 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
     storage = None
     try:
         try:
-            cfg, space = prepare(name_or_path, smoke=smoke, trials=n_trials, timeout=timeout)
+            cfg, space = prepare(name_or_path, smoke=smoke, trials=n_trials, timeout=timeout, pack=pack)
             splits = load_data(cfg, smoke)
             storage = open_storage(url)
             sampler = make_sampler(cfg, space, seed=joining_seed())  # not the parent's draws
@@ -125,9 +126,13 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
         remaining = cfg.n_trials - counted(study)
         interrupts.raise_now = False
         study.should_stop = lambda: interrupts.requested  # a worker waiting for the last trials stops too
-        if remaining > 0:
-            study.run(interrupts.around(Objective(cfg, splits, threads=threads, space=space)), max_trials=remaining,
-                      timeout=cfg.timeout, callbacks=[interrupts, _ParentWatch()])
+        objective = Objective(cfg, splits, threads=threads, space=space)
+        if remaining > 0 and cfg.budget.pack > 1:
+            run_packs(study, objective, pack=cfg.budget.pack, max_trials=remaining, timeout=cfg.timeout,
+                      callbacks=[interrupts, _ParentWatch()], around=interrupts.around)
+        elif remaining > 0:
+            study.run(interrupts.around(objective), max_trials=remaining, timeout=cfg.timeout,
+                      callbacks=[interrupts, _ParentWatch()])
     except KeyboardInterrupt:
         pass  # stopped by the parent or Ctrl-C; Optuna has marked the running trial FAIL
     _quick_exit(storage)
@@ -171,11 +176,11 @@ def _stop(procs: list, console: Console) -> None:
 
 
 def run_workers(name_or_path: str, study: optuna.Study, cfg: StudyConfig, *, url: str, smoke: bool, n_procs: int,
-                threads: int, done: int, console: Console) -> None:
+                threads: int, done: int, console: Console, pack: int = 1) -> None:
     """Start `n_procs` worker processes on the study, show their trials as they finish, stop them on Ctrl-C."""
     ctx = mp.get_context("spawn")
     kwargs = {"smoke": smoke, "n_trials": cfg.n_trials, "timeout": cfg.timeout, "threads": threads,
-              "ready": ctx.Barrier(n_procs)}
+              "ready": ctx.Barrier(n_procs), "pack": pack}
     procs = [ctx.Process(target=worker_main, args=(name_or_path, study.study_name, url), kwargs=kwargs,
                          name=f"w{i}", daemon=False) for i in range(n_procs)]
     finished = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL

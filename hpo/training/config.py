@@ -92,6 +92,7 @@ class TrainResult:
     loss_curve: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     samples: int = 0
+    stopped_by: Exception | None = None  # a pack member stopped by its on_epoch callback (hpo.training.pack)
 
     @property
     def eval_acc(self) -> float:

@@ -1,0 +1,180 @@
+"""`hpo study NAME --pack K` (budget.pack): ask Optuna for up to K trials at once, train them as one stacked
+computation (hpo.training.pack), tell each member as its own trial.
+
+The first member is sampled freely; the others through optuna.samplers.PartialFixedSampler around the study's
+sampler, with what a pack shares (model, depth, batch size, optimizer, activations: hpo.training.pack.pack_key)
+fixed to the first member's values. TPE treats the members already asked as running trials (its constant liar),
+so a pack spreads out like K parallel workers. A trial popped from the queue (a paper baseline, a retried
+trial) brings its own parameters: members that cannot share a pack train in packs of their own, and a trial
+that cannot be packed at all (a CNN, a learnable activation, the three-cycle schedule) trains alone.
+
+Every member is an ordinary Optuna trial: it reports its own validation accuracy each epoch and is pruned
+alone (the pack goes on without it), gets the objective's outcomes and user attributes, and has its own
+heartbeat while the pack trains, so that a worker killed mid-pack leaves every member to be failed and
+retried by the heartbeat, as a single trial is. Only a failure of the stacked computation itself fails all
+of its members (outcome crashed, with the reason).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize uses for each trial
+from optuna.trial import TrialState
+
+from hpo.search.budget import BudgetStudy, StudyFull, SurplusTrial
+from hpo.search.objective import Objective, TrialRun
+from hpo.search.storage import fail_stale
+from hpo.training.memory import PeakMemory
+from hpo.training.pack import pack_key, train_pack
+
+# The Optuna parameters that decide a pack's key (per-layer activations are activation_1, activation_2, ...).
+SHARED_PARAMS = ("model", "depth", "batch_size", "optimizer", "activation")
+
+
+def shared_params(params: dict) -> dict:
+    """The parameters a pack's later members take from its first."""
+    return {k: v for k, v in params.items() if k in SHARED_PARAMS or k.rsplit("_", 1)[0] == "activation"}
+
+
+def run_packs(study: BudgetStudy, objective: Objective, *, pack: int, max_trials: int,
+              timeout: float | None = None, callbacks: Sequence[Callable] = (),
+              around: Callable[[Callable], Callable] | None = None) -> None:
+    """Run packs of up to `pack` trials until every slot is taken, `max_trials` have run here, the timeout
+    passes, or a callback calls study.stop(). `around` wraps each pack's training (workers use it to turn a
+    signal into KeyboardInterrupt only while training)."""
+    # Callbacks may call study.stop(), which Optuna allows only inside optimize(): take the same two flags
+    # that optimize() sets around its loop.
+    study._stop_flag = False
+    study._thread_local.in_optimize_loop = True
+    started, ran = time.time(), 0
+    try:
+        while ran < max_trials and not study._stop_flag and (timeout is None or time.time() - started < timeout):
+            members = _ask(study, objective, min(pack, max_trials - ran))
+            if not members:
+                return
+            ran += len(members)
+            _train_and_tell(study, objective, members, callbacks, around)
+    finally:
+        study._thread_local.in_optimize_loop = False
+
+
+def _ask(study: BudgetStudy, objective: Objective, k: int) -> list[tuple[optuna.Trial, object]]:
+    """Up to k new trials, each with its configuration drawn; [] when the study's slots are all taken."""
+    if study._rdb is not None:
+        fail_stale(study)  # as optimize() does before each trial: a dead worker's trials are retried
+    try:
+        first = study.ask()  # waits while other workers' running trials may still free a slot
+    except StudyFull:
+        return []
+    members = [(first, objective.configure(first))]
+    if pack_key(members[0][1]) is None:
+        return members
+    base = study.sampler
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fixed = optuna.samplers.PartialFixedSampler(shared_params(first.params), base)
+    study.sampler = fixed
+    try:
+        for _ in range(k - 1):
+            trial = study.try_ask()
+            if trial is None:
+                break
+            members.append((trial, objective.configure(trial)))
+    finally:
+        study.sampler = base
+    return members
+
+
+def _tell(study: BudgetStudy, trial: optuna.Trial, callbacks, values=None, state=None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Optuna warns when a PRUNED trial reported nothing
+        frozen = study.tell(trial, values, state=state, skip_if_finished=True)
+    for callback in callbacks:
+        callback(study, frozen)
+
+
+def _train_and_tell(study: BudgetStudy, objective: Objective, members, callbacks, around) -> None:
+    with ExitStack() as beats:  # each member's heartbeat, from its admission until it is told
+        runs: list[TrialRun] = []
+        for trial, tc in members:
+            thread = get_heartbeat_thread(trial._trial_id, study._storage)
+            thread.start()
+            beats.callback(thread.join)
+            try:
+                study.check_surplus(trial)
+                runs.append(objective.admit(trial, tc, measure_memory=False))
+            except optuna.TrialPruned:  # over a cap: not trained
+                _tell(study, trial, callbacks, state=TrialState.PRUNED)
+            except SurplusTrial:
+                _tell(study, trial, callbacks, state=TrialState.FAIL)
+            except Exception as e:
+                objective.crashed(trial, e)
+                _tell(study, trial, callbacks, state=TrialState.FAIL)
+        groups: dict[object, list[TrialRun]] = {}
+        for run in runs:
+            key = pack_key(run.tc)
+            groups.setdefault(key if key is not None else id(run), []).append(run)
+        for group in groups.values():
+            _train_group(study, objective, group, callbacks, around)
+
+
+def _train_group(study: BudgetStudy, objective: Objective, group: list[TrialRun], callbacks, around) -> None:
+    budget = objective.cfg.budget
+    if len(group) == 1 and pack_key(group[0].tc) is None:
+        run = group[0]
+        train = around(lambda _: objective.train_one(run)) if around else (lambda _: objective.train_one(run))
+        try:
+            _tell(study, run.trial, callbacks, values=train(None))
+        except optuna.TrialPruned:
+            _tell(study, run.trial, callbacks, state=TrialState.PRUNED)
+        except KeyboardInterrupt:
+            objective.interrupted(run.trial)
+            _tell(study, run.trial, callbacks, state=TrialState.FAIL)
+            raise
+        except Exception as e:
+            objective.crashed(run.trial, e)
+            _tell(study, run.trial, callbacks, state=TrialState.FAIL)
+        return
+    cap = budget.memory_mb * 2**20 * len(group) if budget.memory_mb else None  # the cap is per trial
+    meter = PeakMemory(budget.device).start() if cap else None
+    hooks = [objective.on_epoch(run, meter, cap) for run in group]
+    t0 = time.perf_counter()
+    for run in group:
+        run.t0 = t0
+
+    def train(_):
+        return train_pack([run.tc for run in group], objective.data, threads=objective.threads,
+                          max_seconds=budget.trial_timeout, on_epoch=lambda j, epoch, acc: hooks[j](epoch, acc),
+                          models=[run.model for run in group])
+
+    try:
+        results = (around(train) if around else train)(None)
+    except KeyboardInterrupt:
+        for run in group:
+            objective.interrupted(run.trial)
+            _tell(study, run.trial, callbacks, state=TrialState.FAIL)
+        raise
+    except Exception as e:
+        for run in group:
+            objective.crashed(run.trial, e)
+            _tell(study, run.trial, callbacks, state=TrialState.FAIL)
+        return
+    for run, r in zip(group, results):
+        try:
+            if isinstance(r.stopped_by, optuna.TrialPruned):
+                objective.stopped(run, r.stopped_by, r.model)
+                _tell(study, run.trial, callbacks, state=TrialState.PRUNED)
+            elif r.stopped_by is not None:
+                raise r.stopped_by
+            else:
+                _tell(study, run.trial, callbacks, values=objective.finish(run, r))
+        except optuna.TrialPruned:
+            _tell(study, run.trial, callbacks, state=TrialState.PRUNED)
+        except Exception as e:
+            objective.crashed(run.trial, e)
+            _tell(study, run.trial, callbacks, state=TrialState.FAIL)

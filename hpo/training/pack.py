@@ -1,0 +1,358 @@
+"""Trial packs: K same-shape MLPs trained at once as one stacked computation (batched matrix products).
+
+At this project's sizes (784-64-64-10, batches of 32-256) a training step is mostly per-operation overhead, not
+arithmetic; stacking K models into (K, in, out) weights and `torch.baddbmm` pays that overhead once for K.
+HFTA (Wang et al., MLSys 2021) fuses trials the same way, partitioned by what changes shapes.
+
+What a pack shares (`pack_key`): the model kind (plain MLPs only), the depth, the batch size, the optimizer and
+the activation(s). Everything else is each member's own: widths (padded to the largest and masked, so that a
+member computes exactly its own network: padded units output 0 and receive no gradient), learning rate and
+schedule (constant, cosine, one-cycle: computed as torch's schedulers compute them), weight decay, momentum,
+negative slope, dropout, label smoothing, epochs (a member that is done leaves the pack, which is compacted),
+and seed: each member is initialised by `build_model` from its own seed, exactly as it would be alone, and
+draws its own batch order from its own generator. Its optimizer is torch's update rule written for stacked
+tensors, with one learning rate (and beta1 or momentum) per member.
+
+Like `train()`, this knows nothing of Optuna: `on_epoch(member, epoch, acc)` may raise to stop one member (the
+exception is kept on its result as `stopped_by`); divergence stops a member alone. Results are ordinary
+TrainResults whose `model` is the member's own nn.Sequential with its trained weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hpo.data import Splits
+from hpo.training.config import TrainConfig, TrainResult
+from hpo.training.models import build_model, count_params
+
+# Activations without parameters of their own, as functions of (x, negative_slope per member).
+PACKABLE_ACTIVATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "relu": lambda x, slope: torch.relu(x),
+    "leaky_relu": lambda x, slope: torch.where(x >= 0, x, x * slope),
+    "elu": lambda x, slope: F.elu(x),
+    "gelu": lambda x, slope: F.gelu(x),
+    "silu": lambda x, slope: F.silu(x),
+    "tanh": lambda x, slope: torch.tanh(x),
+    "sigmoid": lambda x, slope: torch.sigmoid(x),
+    "sin": lambda x, slope: torch.sin(x),
+}
+STACKED_OPTIMIZERS = ("sgd", "sgd_momentum", "adam", "adamw")
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which hpo's optimizers use
+ONECYCLE = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4, "base_momentum": 0.85,
+            "max_momentum": 0.95}  # torch.optim.lr_scheduler.OneCycleLR's defaults
+
+
+def _acts(cfg: TrainConfig) -> tuple[str, ...]:
+    return (cfg.activation,) * len(cfg.widths) if isinstance(cfg.activation, str) else tuple(cfg.activation)
+
+
+def packable(cfg: TrainConfig) -> bool:
+    """Whether `cfg` can train in a pack: a plain MLP with parameter-free activations, no three-cycle schedule."""
+    return (cfg.model == "mlp" and not cfg.cycle_epochs and cfg.optimizer in STACKED_OPTIMIZERS
+            and all(a in PACKABLE_ACTIVATIONS for a in _acts(cfg)))
+
+
+def pack_key(cfg: TrainConfig) -> tuple | None:
+    """What members of one pack must share; None when `cfg` trains alone."""
+    if not packable(cfg):
+        return None
+    return (cfg.model, len(cfg.widths), cfg.batch_size, cfg.optimizer, _acts(cfg))
+
+
+# --- schedules ----------------------------------------------------------------------------------
+
+
+def _annealing_cos(start: float, end: float, pct: float) -> float:
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+
+def schedule(cfg: TrainConfig, total_steps: int) -> tuple[list[float], list[float] | None]:
+    """Per step: the learning rate and (one-cycle only) the cycled momentum / beta1, as torch's schedulers
+    (CosineAnnealingLR, OneCycleLR with their defaults) give them to the optimizer for steps 0..total-1."""
+    T = max(total_steps, 1)
+    if cfg.schedule == "constant":
+        return [cfg.lr] * T, None
+    if cfg.schedule == "cosine":
+        return [cfg.lr * (1 + math.cos(math.pi * t / T)) / 2 for t in range(T)], None
+    if cfg.schedule == "onecycle":
+        c = ONECYCLE
+        initial = cfg.lr / c["div_factor"]
+        phases = ((float(c["pct_start"] * T) - 1, initial, cfg.lr, c["max_momentum"], c["base_momentum"]),
+                  (float(T - 1), cfg.lr, initial / c["final_div_factor"], c["base_momentum"], c["max_momentum"]))
+        lrs, moms = [], []
+        for t in range(T):
+            start = 0.0
+            for i, (end, lr0, lr1, m0, m1) in enumerate(phases):
+                if t <= end or i == len(phases) - 1:
+                    pct = (t - start) / (end - start)
+                    lrs.append(_annealing_cos(lr0, lr1, pct))
+                    moms.append(_annealing_cos(m0, m1, pct))
+                    break
+                start = end
+        return lrs, moms
+    raise ValueError(f"unknown schedule {cfg.schedule!r}")
+
+
+# --- the stacked network ------------------------------------------------------------------------
+
+
+class StackedMLP:
+    """K plain MLPs as padded (K, in, out) weights, (K, 1, out) biases and (K, 1, out) masks per layer."""
+
+    def __init__(self, models: Sequence[nn.Sequential], cfgs: Sequence[TrainConfig], device):
+        self.cfgs = list(cfgs)
+        layers = [[m for m in model if isinstance(m, nn.Linear)] for model in models]
+        depth = len(layers[0])
+        dims = [[lin.in_features for lin in ls[:1]] + [lin.out_features for lin in ls] for ls in layers]
+        self.dims = [max(d[i] for d in dims) for i in range(depth + 1)]
+        k = len(models)
+        self.weights, self.biases, self.masks = [], [], []
+        for i in range(depth):
+            w = torch.zeros(k, self.dims[i], self.dims[i + 1])
+            b = torch.zeros(k, 1, self.dims[i + 1])
+            mask = torch.zeros(k, 1, self.dims[i + 1])
+            for j, ls in enumerate(layers):
+                lin = ls[i]
+                w[j, :lin.in_features, :lin.out_features] = lin.weight.detach().t()
+                b[j, 0, :lin.out_features] = lin.bias.detach()
+                mask[j, 0, :lin.out_features] = 1.0
+            self.weights.append(w.to(device).requires_grad_(True))
+            self.biases.append(b.to(device).requires_grad_(True))
+            self.masks.append(mask.to(device))
+        self.acts = [PACKABLE_ACTIVATIONS[a] for a in _acts(cfgs[0])]
+        self.slopes = self._column([c.negative_slope for c in cfgs], device)
+        self.keep = self._column([1.0 - c.dropout for c in cfgs], device)
+        self.any_dropout = any(c.dropout > 0 for c in cfgs)
+
+    @staticmethod
+    def _column(values, device) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for pair in zip(self.weights, self.biases) for p in pair]
+
+    def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
+        """x: (K, B, in) → logits (K, B, out). Hidden outputs are masked: a padded unit is 0 whatever the
+        activation does at 0 (sigmoid(0) = 0.5), so it feeds nothing forward and gets no gradient back."""
+        h = x
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b, h, w)
+            if i < last:
+                h = self.acts[i](h, self.slopes) * self.masks[i]
+                if training and self.any_dropout:  # each member its own rate; keep = 1 is a no-op for it
+                    h = h * torch.bernoulli(self.keep.expand_as(h)) / self.keep
+        return h
+
+    def keep_members(self, rows: list[int]) -> None:
+        """Compact the pack to `rows` (indices into the current members)."""
+        idx = torch.tensor(rows, device=self.weights[0].device)
+        with torch.no_grad():
+            self.weights = [w.index_select(0, idx).requires_grad_(True) for w in self.weights]
+            self.biases = [b.index_select(0, idx).requires_grad_(True) for b in self.biases]
+        self.masks = [m.index_select(0, idx) for m in self.masks]
+        self.slopes, self.keep = self.slopes.index_select(0, idx), self.keep.index_select(0, idx)
+        self.cfgs = [self.cfgs[r] for r in rows]
+        self.any_dropout = any(c.dropout > 0 for c in self.cfgs)
+
+    @torch.no_grad()
+    def write_back(self, row: int, model: nn.Sequential) -> nn.Sequential:
+        """Copy member `row`'s trained weights (unpadded) into its own network."""
+        for i, lin in enumerate(m for m in model if isinstance(m, nn.Linear)):
+            lin.weight.copy_(self.weights[i][row, :lin.in_features, :lin.out_features].t())
+            lin.bias.copy_(self.biases[i][row, 0, :lin.out_features])
+        return model
+
+    @torch.no_grad()
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+        """Each member's accuracy on (x, y), shared by all: a (K,) tensor."""
+        k = self.weights[0].shape[0]
+        correct = torch.zeros(k, dtype=torch.long, device=x.device)
+        for i in range(0, len(x), chunk):
+            xs = x[i:i + chunk]
+            logits = self.forward(xs.unsqueeze(0).expand(k, *xs.shape), training=False)
+            correct += (logits.argmax(-1) == y[i:i + chunk]).sum(-1)
+        return correct.double() / max(len(x), 1)
+
+
+def member_losses(logits: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor) -> torch.Tensor:
+    """Each member's mean cross-entropy with its own label smoothing, as nn.CrossEntropyLoss computes it:
+    (1 - eps) nll + eps mean over classes of -log p. logits (K, B, C), y (K, B), smoothing (K,) → (K,)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(-1)
+    smooth = -logp.mean(-1).mean(-1)
+    return (1 - smoothing) * nll + smoothing * smooth
+
+
+class StackedOptimizer:
+    """torch.optim's SGD (with momentum), Adam and AdamW update rules on stacked parameters, with one
+    learning rate, weight decay and momentum / beta1 per member, broadcast over each parameter's rows."""
+
+    def __init__(self, kind: str, params: list[torch.Tensor]):
+        self.kind, self.params = kind, params
+        self.state: list[dict] = [{} for _ in params]
+        self.steps = 0
+
+    def keep_members(self, rows: list[int], params: list[torch.Tensor]) -> None:
+        idx = torch.tensor(rows, device=params[0].device)
+        self.params = params
+        self.state = [{k: v.index_select(0, idx) for k, v in s.items()} for s in self.state]
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor, weight_decay: torch.Tensor, momentum: torch.Tensor) -> None:
+        """lr, weight_decay, momentum: (K,) tensors (momentum is beta1 for Adam and AdamW)."""
+        self.steps += 1
+        for p, s in zip(self.params, self.state):
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            lr_, wd, m = lr.view(shape), weight_decay.view(shape), momentum.view(shape)
+            g = p.grad
+            if self.kind in ("sgd", "sgd_momentum"):
+                d = g + wd * p
+                if "buf" not in s:
+                    s["buf"] = d.clone()  # torch: the first step's buffer is the gradient itself
+                else:
+                    s["buf"].mul_(m).add_(d)
+                p.sub_(lr_ * s["buf"])
+                continue
+            if self.kind == "adamw":
+                p.mul_(1 - lr_ * wd)
+            else:  # adam: L2 penalty added to the gradient
+                g = g + wd * p
+            if "m" not in s:
+                s["m"], s["v"] = torch.zeros_like(p), torch.zeros_like(p)
+            beta2 = ADAM_BETAS[1]
+            s["m"].mul_(m).add_((1 - m) * g)
+            s["v"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            bias1 = 1 - m ** self.steps
+            bias2_sqrt = math.sqrt(1 - beta2 ** self.steps)
+            denom = (s["v"].sqrt() / bias2_sqrt).add_(ADAM_EPS)
+            p.sub_((lr_ / bias1) * s["m"] / denom)
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+
+def _check(cfgs: Sequence[TrainConfig]) -> None:
+    keys = {pack_key(c) for c in cfgs}
+    if None in keys:
+        bad = next(c for c in cfgs if pack_key(c) is None)
+        raise ValueError(f"cannot pack {bad.model} {bad.optimizer} {bad.activation!r} (cycle_epochs "
+                         f"{bad.cycle_epochs}): packs take plain MLPs with parameter-free activations")
+    if len(keys) > 1:
+        raise ValueError(f"a pack's members must share model, depth, batch size, optimizer and activations, "
+                         f"but got {sorted(map(str, keys))}")
+
+
+def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None = None,
+               max_seconds: float | None = None, on_epoch: Callable[[int, int, float], None] | None = None,
+               check_every: int = 50, models: Sequence[nn.Module] | None = None) -> list[TrainResult]:
+    """Train every config in `cfgs` at once on data.train_*, evaluating each on data.eval_* after every epoch.
+
+    Returns one TrainResult per config, in order; a member stopped by `on_epoch` has status "stopped" and the
+    exception in `stopped_by`. A time cap (`max_seconds`) covers the pack: every member still training is
+    stopped by it."""
+    _check(cfgs)
+    if threads:
+        torch.set_num_threads(threads)
+    device = data.train_x.device
+    n_in, n_out = data.train_x.shape[1], int(data.train_y.max()) + 1
+    models = list(models) if models is not None else [build_model(c, n_in, n_out) for c in cfgs]
+    net = StackedMLP(models, cfgs, device)
+    opt = StackedOptimizer(cfgs[0].optimizer, net.parameters())
+    n = len(data.train_x)
+    bs = min(cfgs[0].batch_size, n)
+    steps_per_epoch = math.ceil(n / bs)
+    # Per step and member: learning rate and momentum (beta1 for Adam), padded with each member's last value.
+    total = steps_per_epoch * max(c.epochs for c in cfgs)
+    lr_rows, mom_rows = [], []
+    for c in cfgs:
+        lrs, moms = schedule(c, steps_per_epoch * c.epochs)
+        base = ADAM_BETAS[0] if c.optimizer in ("adam", "adamw") else c.momentum if c.optimizer == "sgd_momentum" else 0.0
+        moms = moms if moms is not None else [base] * len(lrs)
+        lr_rows.append(lrs + [lrs[-1]] * (total - len(lrs)))
+        mom_rows.append(moms + [moms[-1]] * (total - len(moms)))
+    lr_table = torch.tensor(lr_rows, dtype=torch.float32).t().contiguous().to(device)  # (steps, members)
+    mom_table = torch.tensor(mom_rows, dtype=torch.float32).t().contiguous().to(device)
+    wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float32, device=device)
+    eps = torch.tensor([c.label_smoothing for c in cfgs], dtype=torch.float32, device=device)
+    gens = [torch.Generator().manual_seed(c.seed) for c in cfgs]  # on the CPU: the batch order of a lone run
+    results = [TrainResult(m, "complete", "", count_params(m), 0) for m in models]
+    members = list(range(len(cfgs)))  # original indices of the members still training, in stacked order
+    start = time.perf_counter()
+    deadline = start + max_seconds if max_seconds else math.inf
+    eval_seconds, step_index = 0.0, 0
+    for epoch in range(1, max(c.epochs for c in cfgs) + 1):
+        perms = torch.stack([torch.randperm(n, generator=gens[j], device="cpu") for j in members]).to(device)
+        loss_sum = torch.zeros(len(members), device=device)
+        stopped: dict[int, tuple[str, str]] = {}  # stacked row -> (status, reason)
+        seen = 0
+        for step, i in enumerate(range(0, n, bs), 1):
+            idx = perms[:, i:i + bs]
+            xb = data.train_x.index_select(0, idx.reshape(-1)).view(len(members), idx.shape[1], -1)
+            yb = data.train_y.index_select(0, idx.reshape(-1)).view(len(members), idx.shape[1])
+            losses = member_losses(net.forward(xb, training=True), yb, eps)
+            for p in net.parameters():
+                p.grad = None
+            losses.sum().backward()  # each member's gradient is that of its own mean loss
+            opt.step(lr_table[step_index], wd, mom_table[step_index])
+            step_index += 1
+            loss_sum += losses.detach()
+            seen += idx.shape[1]
+            if step % check_every == 0 or step == steps_per_epoch:  # tolist() is a sync point
+                for r, ok in enumerate(torch.isfinite(loss_sum).tolist()):
+                    if not ok and r not in stopped:
+                        stopped[r] = ("diverged", f"loss became {loss_sum[r].item()} in epoch {epoch}, step {step}")
+            if time.perf_counter() > deadline:
+                for r in range(len(members)):
+                    stopped.setdefault(r, ("time_cap", f"stopped at the {max_seconds:g}s time cap in epoch {epoch}"))
+            if len(stopped) == len(members):
+                break
+        step_index += steps_per_epoch - step  # a pack stopped early keeps its schedule rows aligned
+        t0 = time.perf_counter()
+        live = [r for r in range(len(members)) if r not in stopped]
+        accs = net.accuracy(data.eval_x, data.eval_y).tolist() if live else []
+        mean_loss = (loss_sum / steps_per_epoch).tolist()
+        eval_seconds += time.perf_counter() - t0
+        leaving = set(stopped)
+        for r in range(len(members)):
+            results[members[r]].samples += seen
+        for r, (status, reason) in stopped.items():
+            results[members[r]].status, results[members[r]].reason = status, reason
+        for r in live:
+            j = members[r]
+            res = results[j]
+            res.epochs = epoch
+            res.eval_curve.append(accs[r])
+            res.loss_curve.append(mean_loss[r])
+            res.train_seconds = time.perf_counter() - start - eval_seconds
+            if on_epoch is not None:
+                try:
+                    on_epoch(j, epoch, accs[r])
+                except Exception as e:  # the caller's word: this member stops here, the others go on
+                    res.status, res.reason, res.stopped_by = "stopped", str(e), e
+                    leaving.add(r)
+                    continue
+            if epoch >= cfgs[j].epochs:
+                leaving.add(r)
+        for r in leaving:
+            j = members[r]
+            results[j].model = net.write_back(r, models[j]).to(device)
+            results[j].train_seconds = time.perf_counter() - start - eval_seconds
+        keep = [r for r in range(len(members)) if r not in leaving]
+        if not keep:
+            break
+        if leaving:
+            rows = torch.tensor(keep, device=device)
+            net.keep_members(keep)
+            opt.keep_members(keep, net.parameters())
+            lr_table, mom_table = lr_table.index_select(1, rows), mom_table.index_select(1, rows)
+            wd, eps = wd.index_select(0, rows), eps.index_select(0, rows)
+            members = [members[r] for r in keep]
+    return results
