@@ -98,3 +98,46 @@ def test_a_parallel_run_retries_a_killed_worker_trial_itself(tiny_mnist, tmp_pat
     assert parent.returncode == 0, out
     assert re.search(rf"worker w\d \(pid {pid}\) died: SIGKILL", out), out
     _check_retried(url, load(url).trials[running.number], finished)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_pack_leaves_every_member_to_be_failed_and_retried(tiny_mnist, tmp_path, short_heartbeat):
+    """budget.pack 3: the second pack is killed while it trains; each of its three members is failed by the
+    heartbeat and retried once with its own parameters, and the study ends at exactly n_trials."""
+    url = os.environ["HPO_STORAGE"]
+    study_file = str(write_study(tmp_path, n_trials=6, epochs=EPOCHS, pack=3))
+
+    def second_pack_running():
+        try:
+            study = load(url)
+        except KeyError:
+            return None
+        trials = study.get_trials(deepcopy=False)
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        running = [t for t in trials if t.state == TrialState.RUNNING and t.params]
+        return (done, running) if len(done) == 3 and len(running) == 3 else None
+
+    worker = subprocess.Popen(hpo_command("study", study_file), cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        finished, running = wait_for(second_pack_running, 90, "the second pack to train")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert {load(url).trials[t.number].state for t in running} == {TrialState.RUNNING}
+    rerun = run_hpo("study", study_file, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    study = load(url)
+    for killed in running:
+        assert study.trials[killed.number].state == TrialState.FAIL
+        retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
+        assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+        assert killed.params.items() <= retries[0].params.items()
+    for t in finished:
+        kept = study.trials[t.number]
+        assert (kept.state, kept.values) == (t.state, t.values)
+    assert count(study) == 6
+    assert_no_duplicate_baselines(study)
