@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
+import hpo
 from hpo.cli import main
 from hpo.search import objective as objective_mod
 from hpo.trials import COUNTED
+from tests.test_export import SPACE
 from tests.test_objective import tiny_study
 
 
@@ -92,3 +95,17 @@ def test_baselines_are_enqueued_once(tmp_path, fmnist_available):
 def test_help_lists_the_commands(capsys):
     assert main([]) == 0
     assert "study" in capsys.readouterr().out
+
+
+def test_python_use_emits_no_experimental_warning(tmp_path, tiny_mnist, monkeypatch):
+    """hpo opts into Optuna's heartbeat, TPE `group` and metric names knowingly and silences their
+    ExperimentalWarnings where it calls them, so that a notebook sees what the CLI shows: nothing."""
+    monkeypatch.chdir(tmp_path)
+    path = tiny_study(tmp_path, space=SPACE, sampler="tpe", pruner="median", n_trials=4,
+                      baselines="{paper: youn_hong_2024, tables: [3]}")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # pyproject's filterwarnings would hide them otherwise
+        hpo.run_study(path, smoke=True)
+    experimental = [f"{w.filename}:{w.lineno}: {w.message}" for w in seen
+                    if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+    assert experimental == []

@@ -4,6 +4,7 @@ defaults a careful user would pick, and building them from a study's config."""
 from __future__ import annotations
 
 import secrets
+import warnings
 
 import optuna
 
@@ -66,7 +67,9 @@ def make_sampler(cfg, space=None, seed: int | None = None) -> optuna.samplers.Ba
     seed = cfg.seed if seed is None else seed
     if cfg.sampler == "grid":
         return optuna.samplers.GridSampler(grid_space(space or cfg.space), seed=seed, **options)
-    return SAMPLERS[cfg.sampler](seed=seed, **options)
+    with warnings.catch_warnings():  # TPE's `group` (a default here) is marked experimental: chosen knowingly
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return SAMPLERS[cfg.sampler](seed=seed, **options)
 
 
 def max_epochs(space) -> int:

@@ -90,11 +90,15 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
     kwargs = {}
     if heartbeat:
         interval, grace = heartbeat_settings()
-        kwargs = {"heartbeat_interval": interval, "grace_period": grace,
-                  "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=2)}
+        with warnings.catch_warnings():  # Optuna calls the heartbeat experimental; hpo relies on it knowingly
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            kwargs = {"heartbeat_interval": interval, "grace_period": grace,
+                      "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=2)}
     for attempt in range(3):
         try:
-            storage = RDBStorage(with_driver(url), engine_kwargs=engine_kwargs, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = RDBStorage(with_driver(url), engine_kwargs=engine_kwargs, **kwargs)
             break
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
             # Processes that open a new database at the same moment all create its tables; the losers of

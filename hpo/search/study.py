@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import replace
 
 import optuna
@@ -46,7 +47,9 @@ def create_or_load(cfg: StudyConfig, storage, study_name: str, split_meta: dict,
         created = False
         wait_until_ready(study)
     if created:
-        study.set_metric_names([METRIC_NAMES[o] for o in cfg.objectives])
+        with warnings.catch_warnings():  # experimental in Optuna; the dashboard shows the names
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAMES[o] for o in cfg.objectives])
         attrs = {
             "hpo_study": cfg.name, "study_file": cfg.source, "study_yaml": cfg.raw, "description": cfg.description,
             "space_file": space.source, "space": {n: repr(d) for n, d in space.params.items()},
