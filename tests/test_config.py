@@ -127,3 +127,22 @@ def test_missing_files_and_unsafe_names(tmp_path, capsys, monkeypatch, args, fra
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err, err
     assert not db.exists()
+
+
+def test_a_relative_space_path_is_read_from_the_study_files_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "proj" / "spaces").mkdir(parents=True)
+    (tmp_path / "proj" / "spaces" / "s.yaml").write_text(GOOD_SPACE)
+    (tmp_path / "proj" / "st.yaml").write_text("dataset: mnist\nspace: spaces/s.yaml\n")
+    (tmp_path / "proj" / "bad.yaml").write_text("dataset: mnist\nspace: spaces/nope.yaml\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # not the study's folder: the path must not depend on it
+    assert load_study(str(tmp_path / "proj" / "st.yaml")).space.source.endswith("spaces/s.yaml")
+    assert main(["check", str(tmp_path / "proj" / "bad.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no such search space file" in err and str(tmp_path / "proj" / "spaces" / "nope.yaml") in err, err
+
+
+def test_an_unknown_study_name_suggests_the_nearest(capsys):
+    assert main(["study", "relu3adam"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no study named 'relu3adam'" in err and "did you mean 'relu3_adam'?" in err, err

@@ -6,6 +6,7 @@ Every error names the file and the key, e.g.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import re
 from dataclasses import dataclass, field
@@ -88,13 +89,19 @@ def display(path: Path) -> str:
         return str(path)
 
 
-def resolve_file(name_or_path: str, folder: str, what: str, source: str = "<command line>", key: str = "") -> Path:
-    """NAME → folder/NAME.yaml (in the working directory, then the project); or an existing path."""
+def resolve_file(name_or_path: str, folder: str, what: str, source: str = "<command line>", key: str = "",
+                 base: Path | None = None) -> Path:
+    """NAME → folder/NAME.yaml (in the working directory, then the project); or an existing path. A relative
+    path written inside a file (`base`: that file's folder) is relative to that file, as an include reads, so
+    that the study works from any directory; the working directory is tried second, for files written before."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
-        if p.is_file():
-            return p
-        raise ConfigError(source if key else name_or_path, key, f"no such {what} file")
+        tried = [p] if p.is_absolute() or base is None else [base / p, p]
+        for candidate in tried:
+            if candidate.is_file():
+                return candidate
+        where = " or ".join(str(c) if c.is_absolute() else f"{c} (from {Path.cwd()})" for c in tried)
+        raise ConfigError(source if key else name_or_path, key, f"no such {what} file: {where}")
     if not SAFE_NAME.match(name_or_path):
         raise ConfigError(source, key or "name", f"{name_or_path!r} is not a safe {what} name (letters, digits, _ . -)")
     for base in (Path.cwd(), ROOT):
@@ -102,11 +109,14 @@ def resolve_file(name_or_path: str, folder: str, what: str, source: str = "<comm
         if candidate.is_file():
             return candidate
     known = sorted(p.stem for p in (ROOT / folder).glob("*.yaml"))
-    raise ConfigError(source, key or "name", f"no {what} named {name_or_path!r} in {folder}/; known: {', '.join(known)}")
+    near = difflib.get_close_matches(name_or_path, known, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    raise ConfigError(source, key or "name", f"no {what} named {name_or_path!r} in {folder}/; {hint}"
+                                             f"known: {', '.join(known)}")
 
 
-def load_space(name_or_path: str, source: str = "<command line>", key: str = "") -> Space:
-    path = resolve_file(name_or_path, "search_spaces", "search space", source, key)
+def load_space(name_or_path: str, source: str = "<command line>", key: str = "", base: Path | None = None) -> Space:
+    path = resolve_file(name_or_path, "search_spaces", "search space", source, key, base)
     doc, header = read_yaml(path)
     return Space.parse(doc, display(path), header)
 
@@ -220,7 +230,7 @@ def load_study(name_or_path: str) -> StudyConfig:
     dataset = _typed(doc["dataset"], str, src, "dataset")
     if dataset not in DATASETS:
         raise ConfigError(src, "dataset", f"unknown data set {dataset!r}; known: {', '.join(sorted(DATASETS))}")
-    space = load_space(_typed(doc["space"], str, src, "space"), src, "space")
+    space = load_space(_typed(doc["space"], str, src, "space"), src, "space", base=path.parent)
 
     sampler = _typed(doc.get("sampler", "tpe"), str, src, "sampler")
     if sampler not in SAMPLERS:
