@@ -301,7 +301,7 @@ def load(name: str) -> Dataset:
         t = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
         ds = Dataset(name, t["train_images"], t["train_labels"].long(), t["test_images"], t["test_labels"].long(), source, verified)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # one per process: two workers may decode at once
         torch.save({"train_x": ds.train_x, "train_y": ds.train_y, "test_x": ds.test_x, "test_y": ds.test_y, "verified": verified}, tmp)
         tmp.replace(cache)  # atomic: parallel workers never read a half-written cache
     _LOADED[name] = ds

@@ -93,11 +93,13 @@ def postgres_url():
 
 
 @pytest.mark.slow
-def test_workers_started_separately_share_one_study(tiny_mnist, tmp_path, postgres_url):
+@pytest.mark.parametrize("pack", [1, 3], ids=["one-at-a-time", "packs-of-3"])
+def test_workers_started_separately_share_one_study(tiny_mnist, tmp_path, postgres_url, pack):
     """Two workers started at the same moment on an empty database, as a job array would: one creates the
-    study and enqueues the paper's baselines, the other joins it, and together they run exactly n_trials."""
+    study and enqueues the paper's baselines, the other joins it, and together they run exactly n_trials
+    (also when each trains its trials in packs)."""
     study_file = str(write_study(tmp_path, n_trials=8, epochs=10))
-    workers = [subprocess.Popen(hpo_command("study", study_file, "--storage", postgres_url), cwd=ROOT,
+    workers = [subprocess.Popen(hpo_command("study", study_file, "--storage", postgres_url, "--pack", str(pack)), cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         outs = [w.communicate(timeout=150) for w in workers]

@@ -41,6 +41,7 @@ def create_or_load(cfg: StudyConfig, storage, study_name: str, split_meta: dict,
         study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=False,
                                     directions=cfg.directions, sampler=sampler, pruner=make_pruner(cfg, space))
         created = True
+        study.set_user_attr(READY_ATTR, False)  # first of all: joiners wait until enqueue_baselines sets it
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
                                   pruner=make_pruner(cfg, space))
@@ -82,10 +83,19 @@ READY_ATTR = "baselines_enqueued"
 def wait_until_ready(study: optuna.Study, timeout: float = 30.0) -> None:
     """A process that joins a study another one has just created waits until the creator has enqueued the
     baselines: enqueuing them from both at the same moment could duplicate them (skip_if_exists only sees
-    what is already stored). A study with trials, or from before this attribute, is ready as it is."""
+    what is already stored), and a joiner that saw the first of them enqueued would add the rest itself.
+    The creator sets READY_ATTR to False first and to True once every baseline is in. A study without the
+    attribute is ready when it holds anything (one from before this attribute); an empty one without it is
+    a creator's that has not written its first attribute yet."""
     deadline = time.monotonic() + timeout
-    while (not study.user_attrs.get(READY_ATTR) and not study.get_trials(deepcopy=False)
-           and time.monotonic() < deadline):
+
+    def ready() -> bool:
+        flag = study.user_attrs.get(READY_ATTR)
+        if flag is not None:
+            return bool(flag)
+        return bool(study.user_attrs) or bool(study.get_trials(deepcopy=False))
+
+    while not ready() and time.monotonic() < deadline:
         time.sleep(0.2)
 
 
