@@ -37,9 +37,14 @@ def artifacts() -> Path:
     return d
 
 
-def test_hint_names_the_command_and_the_address():
+def test_hint_names_the_command_and_the_address(monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("HPO_STORAGE")  # what `make dashboard` opens: runs/hpo.db in the repository
     assert hint(DEFAULT_STORAGE) == "watch live: `make dashboard`, then open http://127.0.0.1:8080/dashboard"
-    assert "`hpo dashboard --storage postgresql://u:***@db.lan/hpo`" in hint("postgresql://u:pw@db.lan/hpo")
+    assert "hpo dashboard --storage postgresql://u:***@db.lan/hpo`" in hint("postgresql://u:pw@db.lan/hpo")
+    # From another folder the same relative URL is another file: the hint names that file, not `make dashboard`.
+    monkeypatch.chdir(tmp_path)
+    assert f"hpo dashboard --storage sqlite:///{tmp_path.resolve()}/runs/hpo.db`" in hint(DEFAULT_STORAGE)
     assert address("0.0.0.0", 9000) == "http://127.0.0.1:9000/dashboard"
     assert address("::1", 9000) == "http://[::1]:9000/dashboard"
 

@@ -12,8 +12,9 @@ import yaml
 
 from hpo.cli import main
 from hpo.errors import ConfigError
+from hpo.provenance import ROOT, hpo_command
 from hpo.results.evaluate import train_file
-from hpo.results.export import load_config
+from hpo.results.export import export, load_config
 from hpo.search.runner import run_study
 from hpo.training.config import TrainConfig
 from tests.test_objective import tiny_study
@@ -167,3 +168,31 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, 
     assert "bad.yaml: train.activation: missing" in err
     assert "no such file" in _one_line_exit_2(["train", "missing.yaml"], capsys)
     assert sorted(p.name for p in Path(tmp_path).iterdir() if not p.name.startswith("db.sqlite")) == ["bad.yaml"]
+
+
+def test_hints_say_what_to_run_first_in_the_form_the_user_typed(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HPO_STORAGE", "sqlite:///runs/hpo.db")
+    err = _one_line_exit_2(["compare", "wide"], capsys)
+    assert err.endswith("hpo study wide` first"), err
+    monkeypatch.setenv("HPO_MAKE", "1")  # what the Makefile exports: `make compare NAME=wide` before the study
+    assert _one_line_exit_2(["compare", "wide"], capsys).endswith("run `make study NAME=wide` first")
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    optuna.create_study(study_name="other", storage=storage)
+    err = _one_line_exit_2(["export", "wide", "--smoke", "--storage", storage], capsys)
+    assert "(studies there: other)" in err and err.endswith("run `make study NAME=wide ARGS=--smoke` first"), err
+
+
+def test_train_given_a_study_file_says_so_and_what_to_run(capsys):
+    err = _one_line_exit_2(["train", str(ROOT / "studies" / "relu3_adam.yaml")], capsys)
+    assert "is a study file, not a trained configuration" in err and "study relu3_adam`" in err, err
+    assert "export relu3_adam`" in err and "runs/relu3_adam/best.yaml" in err
+
+
+def test_exported_headers_name_an_hpo_that_runs_from_here(tmp_path, monkeypatch, tiny_mnist):
+    smoke_study(tmp_path, monkeypatch)
+    (path, _), = export("t", smoke=True)
+    header = [line for line in path.read_text().splitlines() if line.startswith("# Re-train")][0]
+    assert f"{hpo_command()} train {path} --seeds 5" in header
+    monkeypatch.setenv("PATH", "/nonexistent")  # a fresh shell without the venv on its PATH
+    assert hpo_command() != "hpo" and Path(hpo_command()).is_file()

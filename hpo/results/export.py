@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial
 from hpo.data import DATASETS
 from hpo.display import number
 from hpo.errors import ConfigError, HpoError, StudyError
-from hpo.provenance import git_commit, versions
+from hpo.provenance import ROOT, command_hint, git_commit, hpo_command, versions
 from hpo.search.config import display, read_yaml
 from hpo.search.space import PARAMS, Param, _coerce
 from hpo.search.storage import open_study, redact, storage_url
@@ -104,6 +104,14 @@ def load_config(path: str | Path) -> ExportedConfig:
     if not Path(path).is_file():
         raise ConfigError(src, "", "no such file")
     doc, _ = read_yaml(Path(path))
+    if isinstance(doc, dict) and "space" in doc and "train" not in doc:
+        name = Path(path).stem
+        shipped = Path(path).resolve() == ROOT / "studies" / f"{name}.yaml"
+        raise ConfigError(src, "", f"is a study file, not a trained configuration: run "
+                                   f"`{command_hint(f'study {name if shipped else path}')}`"
+                                   f", then `{command_hint(f'export {name}')}`, and train the runs/{name}/best.yaml "
+                                   f"it writes (or `{command_hint(f'compare {name}', make=f'compare NAME={name}')}` "
+                                   f"for the whole comparison)")
     _check_keys(doc, src, "", CONFIG_KEYS, ("dataset", "train"))
     dataset = doc["dataset"]
     if not isinstance(dataset, str) or dataset not in DATASETS:
@@ -197,10 +205,11 @@ def export(name: str, *, top: int | None = None, out: str | Path | None = None, 
         for old in out.iterdir():
             if STALE.match(old.name):
                 old.unlink()
+    hpo = hpo_command()  # as it is called from here, where `path` is valid too
     for path, doc, t in zip(paths, docs, chosen):
         values = ", ".join(f"{k} {number(v)}" for k, v in doc["provenance"]["values"].items())
         header = (f"{study.study_name} trial {t.number}: {doc['provenance']['selection']}; {values}\n"
-                  f"Re-train on the full training set, test on the test set: hpo train {path} --seeds 5\n"
-                  f"Reproduce the trial's validation accuracy:                 hpo train {path} --validation")
+                  f"Re-train on the full training set, test on the test set: {hpo} train {path} --seeds 5\n"
+                  f"Reproduce the trial's validation accuracy:                 {hpo} train {path} --validation")
         path.write_text(dump(doc, header))
     return list(zip(paths, chosen))

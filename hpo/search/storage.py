@@ -20,6 +20,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from hpo.errors import ConfigError, StudyError
+from hpo.provenance import ROOT, command_hint, hpo_command
 
 DEFAULT_STORAGE = "sqlite:///runs/hpo.db"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -165,16 +166,18 @@ def open_study(name: str, storage: str | None = None, smoke: bool = False) -> op
     """Load an existing study without creating anything: no storage file, no folder, no study."""
     full = study_name(name, smoke)
     url = storage_url(storage, mkdir=False)
+    smoke_flag = " --smoke" if smoke else ""
+    first = command_hint(f"study {name}{smoke_flag}", make=f"study NAME={name}" + (" ARGS=--smoke" if smoke else ""))
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):].split("?")[0]).is_file():
-        raise StudyError(f"no study {full!r}: storage {redact(url)} does not exist yet; run `hpo study {name}"
-                         f"{' --smoke' if smoke else ''}` first")
+        raise StudyError(f"no study {full!r}: storage {redact(url)} does not exist yet; run `{first}` first")
     rdb = open_storage(url, heartbeat=False)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.load_study(study_name=full, storage=rdb)
     except KeyError:
         known = optuna.study.get_all_study_names(rdb)
-        raise StudyError(f"no study {full!r} in {redact(url)}; studies there: {', '.join(known) or 'none'}") from None
+        raise StudyError(f"no study {full!r} in {redact(url)} (studies there: {', '.join(known) or 'none'}); "
+                         f"run `{first}` first") from None
 
 
 # --- watching it --------------------------------------------------------------------------------
@@ -191,9 +194,23 @@ def dashboard_address(host: str, port: int) -> str:
     return f"http://{shown}:{port}/dashboard"
 
 
+def sqlite_file(url: str, base: Path) -> Path | None:
+    """The file a sqlite:/// URL names, a relative one taken from `base`; None for other storages."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url[len("sqlite:///"):].split("?")[0])
+    return path if path.is_absolute() else base / path
+
+
 def dashboard_hint(url: str) -> str:
-    """How to watch a study on `url`, for `hpo study` to print."""
-    if url == DEFAULT_STORAGE or url == os.environ.get("HPO_STORAGE"):
-        return f"watch live: `make dashboard`, then open {dashboard_address(DASHBOARD_HOST, DASHBOARD_PORT)}"
-    return (f"watch live: `hpo dashboard --storage {redact(url)}`, then open "
-            f"{dashboard_address(DASHBOARD_HOST, DASHBOARD_PORT)}")
+    """How to watch a study on `url`, for `hpo study` to print. `make dashboard` runs in the repository with
+    $HPO_STORAGE or runs/hpo.db there, so it is the hint only when that is this study's storage; from another
+    folder a relative SQLite path names another file, and the hint spells it out in full."""
+    opened_by_make = os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
+    here, there = sqlite_file(url, Path.cwd()), sqlite_file(opened_by_make, ROOT)
+    same = here.resolve() == there.resolve() if here and there else url == opened_by_make
+    address = dashboard_address(DASHBOARD_HOST, DASHBOARD_PORT)
+    if same and Path.cwd().resolve() == ROOT:
+        return f"watch live: `make dashboard`, then open {address}"
+    full = f"sqlite:///{here.resolve()}" if here else url
+    return f"watch live: `{hpo_command()} dashboard --storage {redact(full)}`, then open {address}"
