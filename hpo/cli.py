@@ -18,14 +18,14 @@ def cmd_study(args) -> int:
     from hpo.search.runner import run_study
 
     run_study(args.name, trials=args.trials, timeout=args.timeout, storage=args.storage, smoke=args.smoke,
-              workers=args.workers, pack=args.pack)
+              workers=args.workers, pack=args.pack, artifacts=args.artifacts)
     return 0
 
 
 def cmd_dashboard(args) -> int:
     from hpo.tools.dashboard import serve
 
-    serve(args.storage, host=args.host, port=args.port, echo=lambda line: print(line, flush=True))
+    serve(args.storage, host=args.host, port=args.port, artifacts=args.artifacts, echo=lambda line: print(line, flush=True))
     return 0
 
 
@@ -96,14 +96,15 @@ def cmd_compare(args) -> int:
     from hpo.results.compare import compare_study
 
     compare_study(args.name, seeds=args.seeds, dataset=args.dataset, storage=args.storage, smoke=args.smoke,
-                  epochs=args.epochs, references=args.references, out=args.out, device=args.device)
+                  epochs=args.epochs, references=args.references, out=args.out, device=args.device,
+                  artifacts=args.artifacts)
     return 0
 
 
 def cmd_report(args) -> int:
     from hpo.results.report import report_study
 
-    print(f"wrote {report_study(args.name, storage=args.storage, smoke=args.smoke, out=args.out)}")
+    print(f"wrote {report_study(args.name, storage=args.storage, smoke=args.smoke, out=args.out, artifacts=args.artifacts)}")
     return 0
 
 
@@ -113,6 +114,10 @@ def cmd_bench(args) -> int:
     only = [i.strip() for i in args.only.split(",") if i.strip()] if args.only else None
     run_bench(quick=args.quick, out=args.out, only=only, device=args.device)
     return 0
+
+
+ARTIFACTS_HELP = ("folder of the pictures optuna-dashboard shows (default: $HPO_ARTIFACT_STORE, else artifacts/ beside "
+                  "a SQLite storage: runs/artifacts)")
 
 
 def _study_args(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "budget.threads (default 1)")
     s.add_argument("--pack", type=int, help="train up to K trials at once as one stacked computation "
                                             "(default: the study's budget.pack, else 1)")
+    s.add_argument("--artifacts", metavar="PATH", help=ARTIFACTS_HELP)
     s.set_defaults(func=cmd_study)
 
     d = sub.add_parser("dashboard", help="serve optuna-dashboard on the storage (http://127.0.0.1:8080/dashboard)")
@@ -143,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
                                                        "0.0.0.0 exposes it, without a login)")
     d.add_argument("--storage", help="Optuna storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
+    d.add_argument("--artifacts", metavar="PATH", help=ARTIFACTS_HELP)
     d.set_defaults(func=cmd_dashboard)
 
     c = sub.add_parser("check", help="validate study and search-space files without running anything")
@@ -177,11 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also re-run the Xiao et al. 2017 reference MLPs (default: yes)")
     m.add_argument("--device", help="cpu or cuda (default: the study's budget.device)")
     m.add_argument("--out", help="folder for report.md, compare.json and the pictures (default runs/NAME/)")
+    m.add_argument("--artifacts", metavar="PATH", help=ARTIFACTS_HELP)
     m.set_defaults(func=cmd_compare)
 
     r = sub.add_parser("report", help="re-write runs/NAME/report.md from the storage and the last compare.json")
     _study_args(r)
     r.add_argument("--out", help="folder (default runs/NAME/)")
+    r.add_argument("--artifacts", metavar="PATH", help=ARTIFACTS_HELP)
     r.set_defaults(func=cmd_report)
 
     a = sub.add_parser("activations", help="plot each activation with its derivative and print their properties; "

@@ -26,6 +26,7 @@ import torch
 
 from hpo.data import Splits
 from hpo.search.config import StudyConfig
+from hpo.search.notes import TrialNotes
 from hpo.training.config import TrainConfig, TrainResult
 from hpo.training.diagnostics import trial_attrs
 from hpo.training.loop import train
@@ -75,27 +76,46 @@ class TrialRun:
 class Objective:
     """The Optuna objective: one trial = one training run of the configuration the space suggests.
 
-    `train_fn` is the training loop (hpo.training.loop.train); the benchmark passes a timed wrapper of it."""
+    `train_fn` is the training loop (hpo.training.loop.train); the benchmark passes a timed wrapper of it.
+    `notes`: writes each trial's dashboard note as it ends (hpo study passes one; None writes none)."""
 
     def __init__(self, cfg: StudyConfig, data: Splits, *, threads: int | None = None, space=None,
-                 train_fn: Callable[..., TrainResult] | None = None):
+                 train_fn: Callable[..., TrainResult] | None = None, notes: TrialNotes | None = None):
         self.cfg, self.data = cfg, data
         self.space = space or cfg.space
         self.threads = threads or cfg.budget.threads
         self.train_fn = train_fn or train
+        self.notes = notes
 
     def __call__(self, trial: optuna.Trial):
-        tc = self.configure(trial)
+        values, state = None, "crashed"
         try:
-            return self.train_one(self.admit(trial, tc))
+            tc = self.configure(trial)
+            values = self.train_one(self.admit(trial, tc))
+            state = "complete"
+            return values
         except optuna.TrialPruned:
+            state = "pruned"
             raise
         except KeyboardInterrupt:  # Ctrl-C or a stopped worker: Optuna marks the trial FAIL; say why
             self.interrupted(trial)
+            state = "interrupted"
             raise
         except Exception as e:  # recorded, then re-raised so Optuna marks the trial FAIL and logs it
             self.crashed(trial, e)
             raise
+        finally:  # the outcome is known and the trial still runs (a finished one takes no artifact)
+            self.note(trial, state, values)
+
+    def note(self, trial: optuna.Trial, state: str, values=None) -> None:
+        """The trial's dashboard note; `state` is complete, pruned, interrupted or crashed (a pruned trial's
+        recorded outcome, e.g. diverged or time_cap, is what the note says)."""
+        if self.notes is None:
+            return
+        if state == "pruned":
+            state = trial.user_attrs.get("outcome") or "pruned"
+        value = None if values is None else values if isinstance(values, float) else values[0]
+        self.notes.write(trial, state, value)
 
     # The steps of one trial, also taken one by one for the members of a pack (hpo.search.packs).
 

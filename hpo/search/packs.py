@@ -90,7 +90,11 @@ def _ask(study: BudgetStudy, objective: Objective, k: int) -> list[tuple[optuna.
     return members
 
 
-def _tell(study: BudgetStudy, trial: optuna.Trial, callbacks, values=None, state=None) -> None:
+def _tell(study: BudgetStudy, objective: Objective, trial: optuna.Trial, callbacks, values=None, state=None) -> None:
+    # The member's dashboard note, while it still runs (as Objective.__call__ writes a lone trial's).
+    word = ("complete" if values is not None else "pruned" if state == TrialState.PRUNED
+            else trial.user_attrs.get("outcome") or "crashed")
+    objective.note(trial, word, values)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Optuna warns when a PRUNED trial reported nothing
         frozen = study.tell(trial, values, state=state, skip_if_finished=True)
@@ -109,12 +113,12 @@ def _train_and_tell(study: BudgetStudy, objective: Objective, members, callbacks
                 study.check_surplus(trial)
                 runs.append(objective.admit(trial, tc, measure_memory=False))
             except optuna.TrialPruned:  # over a cap: not trained
-                _tell(study, trial, callbacks, state=TrialState.PRUNED)
+                _tell(study, objective, trial, callbacks, state=TrialState.PRUNED)
             except SurplusTrial:
-                _tell(study, trial, callbacks, state=TrialState.FAIL)
+                _tell(study, objective, trial, callbacks, state=TrialState.FAIL)
             except Exception as e:
                 objective.crashed(trial, e)
-                _tell(study, trial, callbacks, state=TrialState.FAIL)
+                _tell(study, objective, trial, callbacks, state=TrialState.FAIL)
         groups: dict[object, list[TrialRun]] = {}
         for run in runs:
             key = pack_key(run.tc)
@@ -129,16 +133,16 @@ def _train_group(study: BudgetStudy, objective: Objective, group: list[TrialRun]
         run = group[0]
         train = around(lambda _: objective.train_one(run)) if around else (lambda _: objective.train_one(run))
         try:
-            _tell(study, run.trial, callbacks, values=train(None))
+            _tell(study, objective, run.trial, callbacks, values=train(None))
         except optuna.TrialPruned:
-            _tell(study, run.trial, callbacks, state=TrialState.PRUNED)
+            _tell(study, objective, run.trial, callbacks, state=TrialState.PRUNED)
         except KeyboardInterrupt:
             objective.interrupted(run.trial)
-            _tell(study, run.trial, callbacks, state=TrialState.FAIL)
+            _tell(study, objective, run.trial, callbacks, state=TrialState.FAIL)
             raise
         except Exception as e:
             objective.crashed(run.trial, e)
-            _tell(study, run.trial, callbacks, state=TrialState.FAIL)
+            _tell(study, objective, run.trial, callbacks, state=TrialState.FAIL)
         return
     cap = budget.memory_mb * 2**20 * len(group) if budget.memory_mb else None  # the cap is per trial
     meter = PeakMemory(budget.device).start() if cap else None
@@ -157,24 +161,24 @@ def _train_group(study: BudgetStudy, objective: Objective, group: list[TrialRun]
     except KeyboardInterrupt:
         for run in group:
             objective.interrupted(run.trial)
-            _tell(study, run.trial, callbacks, state=TrialState.FAIL)
+            _tell(study, objective, run.trial, callbacks, state=TrialState.FAIL)
         raise
     except Exception as e:
         for run in group:
             objective.crashed(run.trial, e)
-            _tell(study, run.trial, callbacks, state=TrialState.FAIL)
+            _tell(study, objective, run.trial, callbacks, state=TrialState.FAIL)
         return
     for run, r in zip(group, results):
         try:
             if isinstance(r.stopped_by, optuna.TrialPruned):
                 objective.stopped(run, r.stopped_by, r.model)
-                _tell(study, run.trial, callbacks, state=TrialState.PRUNED)
+                _tell(study, objective, run.trial, callbacks, state=TrialState.PRUNED)
             elif r.stopped_by is not None:
                 raise r.stopped_by
             else:
-                _tell(study, run.trial, callbacks, values=objective.finish(run, r))
+                _tell(study, objective, run.trial, callbacks, values=objective.finish(run, r))
         except optuna.TrialPruned:
-            _tell(study, run.trial, callbacks, state=TrialState.PRUNED)
+            _tell(study, objective, run.trial, callbacks, state=TrialState.PRUNED)
         except Exception as e:
             objective.crashed(run.trial, e)
-            _tell(study, run.trial, callbacks, state=TrialState.FAIL)
+            _tell(study, objective, run.trial, callbacks, state=TrialState.FAIL)

@@ -1,0 +1,309 @@
+"""What optuna-dashboard shows beside the trials: a note in words on every trial as it ends, the study's live
+"best so far" note, the report as the study's note (written by hpo.results.report), and where pictures
+(artifacts) are stored.
+
+Notes are optuna-dashboard's (`save_note`): Markdown kept as study system attributes in chunks of 2,045
+characters, versioned. Every write reads all of the study's system attributes (to find the version and to
+blank older chunks), and the dashboard reads them all for every trial it serialises, so notes are kept short:
+a trial note is one chunk, and the study's live note is rewritten at most every LIVE_EVERY_TRIALS trials or
+LIVE_EVERY_SECONDS seconds (README: measured costs).
+
+Pictures are `optuna.artifacts` in a FileSystemArtifactStore: by default the folder `artifacts` beside a SQLite
+file (runs/artifacts for sqlite:///runs/hpo.db), else --artifacts PATH or $HPO_ARTIFACT_STORE. A trial's
+artifact is a trial system attribute, which Optuna accepts only while the trial runs: a trial's picture is
+uploaded before it is told, from the objective.
+
+A note or picture that cannot be written never fails the trial or the report: it logs one warning line (once
+per distinct failure in a process) and the work goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+from optuna_dashboard import save_note
+
+from hpo.display import counts_line, describe_config, pct
+from hpo.errors import StudyError
+from hpo.paper import PAPERS
+from hpo.plotting import plt, save
+from hpo.trials import outcome
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS_ENV = "HPO_ARTIFACT_STORE"
+# One chunk of optuna-dashboard's note storage: a trial note costs two system attributes (version, text).
+TRIAL_NOTE_MAX = 2000
+REASON_MAX = 300
+# The live note: after the first finished trial, then when this many more have finished or this many seconds
+# have passed since the last write (checked as trials end), and once more when the run ends.
+LIVE_EVERY_TRIALS = 10
+LIVE_EVERY_SECONDS = 60.0
+# Study system attribute listing the artifact ids of the report's pictures, so that a new report replaces them.
+REPORT_ARTIFACTS_ATTR = "hpo:report_artifacts"
+CURVE_DPI = 72
+
+
+# --- where pictures live --------------------------------------------------------------------------------
+
+
+def sqlite_file(url: str | None) -> Path | None:
+    """The file of a sqlite:///PATH URL (relative to the working directory, as SQLAlchemy reads it)."""
+    if url and url.startswith("sqlite:///") and ":memory:" not in url:
+        return Path(url[len("sqlite:///"):].split("?")[0])
+    return None
+
+
+def artifact_dir(url: str | None, arg: str | None = None) -> Path | None:
+    """The artifact folder for storage `url`: --artifacts PATH, else $HPO_ARTIFACT_STORE, else `artifacts`
+    beside a SQLite file; None for another storage without either (pictures are then left out)."""
+    for where, raw in (("--artifacts", arg), (ARTIFACTS_ENV, os.environ.get(ARTIFACTS_ENV))):
+        if raw is None:
+            continue
+        if not raw.strip():
+            raise StudyError(f"{where}: expected a folder for the dashboard's pictures, but got an empty value")
+        path = Path(raw).expanduser()
+        if path.exists() and not path.is_dir():
+            raise StudyError(f"{where}: {path} exists and is not a folder")
+        return path
+    db = sqlite_file(url)
+    return db.parent / "artifacts" if db is not None else None
+
+
+def open_store(path: Path | None) -> FileSystemArtifactStore | None:
+    """The store in `path`, the folder made if needed; None for None."""
+    if path is None:
+        return None
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StudyError(f"cannot make the artifact folder {path}: {e.strerror or e}") from None
+    return FileSystemArtifactStore(path)
+
+
+def study_url(study: optuna.Study) -> str | None:
+    """The SQLite URL a study's storage was opened on, or None for any other storage."""
+    storage = getattr(study._storage, "_backend", study._storage)  # Study wraps an RDBStorage in a cache
+    if isinstance(storage, RDBStorage) and storage.engine.url.get_backend_name() == "sqlite":
+        return f"sqlite:///{storage.engine.url.database}"
+    return None
+
+
+def is_persistent(study: optuna.Study) -> bool:
+    return isinstance(getattr(study._storage, "_backend", study._storage), RDBStorage)
+
+
+def warn(what: str, error: BaseException, _seen: set = set()) -> None:  # noqa: B006 (the set is the memory)
+    """One warning line per distinct failure in this process: a full disk must not print one per trial."""
+    line = f"hpo: warning: {what}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    if line not in _seen:
+        _seen.add(line)
+        log.warning(line + " (the run goes on; repeats are not shown)")
+
+
+# --- a trial's note -------------------------------------------------------------------------------------
+
+
+def _baseline_row(paper_key: str | None, name: str):
+    paper = PAPERS.get(paper_key) if paper_key else None
+    row = next((r for r in paper.rows if r.name == name), None) if paper else None
+    return paper, row
+
+
+def trial_note(number: int, state: str, attrs: dict, value: float | None, paper_key: str | None = None,
+               picture: str | None = None) -> str:
+    """A trial in words: what it ended as and why, its configuration, epochs and time, for a baseline the paper's
+    row and number, and its validation curve (`picture`: the artifact's URL path). At most TRIAL_NOTE_MAX chars."""
+    epochs, secs = attrs.get("epochs_trained"), attrs.get("train_seconds")
+    planned = (attrs.get("config") or {}).get("epochs")
+    head = f"### Trial {number}: {state}"
+    lines = [head, ""]
+    ran = ""
+    if epochs is not None:
+        ran = f"{epochs}{f' of {planned}' if planned and epochs != planned else ''} epochs"
+        if secs is not None:
+            ran += f" in {secs:.1f} s"
+            if attrs.get("samples_per_sec"):
+                ran += f" ({attrs['samples_per_sec']:,.0f} samples/s)"
+    if value is not None:
+        lines.append(f"Validation accuracy **{pct(value)}**" + (f" after {ran}." if ran else "."))
+    elif ran:
+        lines.append(f"Trained {ran}" + (f"; last validation accuracy {pct(attrs['val_curve'][-1])}."
+                                         if attrs.get("val_curve") else "."))
+    else:
+        lines.append("Not trained." if state not in ("crashed", "interrupted") else "Stopped before any epoch ended.")
+    reason = str(attrs.get("reason") or "")
+    if reason:
+        reason = reason if len(reason) <= REASON_MAX else reason[:REASON_MAX - 1] + "…"
+        lines += ["", f"Reason: {reason}"]
+    config = attrs.get("config")
+    if config:
+        params = f" ({attrs['n_params']:,} parameters)" if attrs.get("n_params") else ""
+        lines += ["", f"Configuration: `{describe_config(config)}`{params}."]
+    if attrs.get("baseline"):
+        paper, row = _baseline_row(paper_key, attrs["baseline"])
+        where = f" ({paper.title.split(',')[0]}, Table {row.table})" if row else ""
+        reported = attrs.get("paper_reported")
+        line = f"Paper baseline **{attrs['baseline']}**{where}"
+        if reported is not None:
+            line += f": the paper reports {pct(reported)}"
+            if value is not None:
+                line += f"; here {pct(value)} on the validation split ({100 * (value - reported):+.2f} points)"
+        lines += ["", line + "."]
+    if picture:
+        lines += ["", f"![validation accuracy per epoch]({picture})"]
+    body = "\n".join(lines)
+    return body if len(body) <= TRIAL_NOTE_MAX else body[:TRIAL_NOTE_MAX - 1] + "…"
+
+
+def plot_curve(curve: list[float], number: int, path: Path) -> Path:
+    """A small picture of one trial's validation accuracy per epoch."""
+    fig, ax = plt.subplots(figsize=(4, 2.4))
+    ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3)
+    ax.set(xlabel="epoch", ylabel="validation accuracy", title=f"trial {number}")
+    ax.grid(alpha=0.3)
+    return save(fig, path, dpi=CURVE_DPI)
+
+
+class TrialNotes:
+    """Writes a trial's note (and, for a completed trial of 2+ epochs, its curve picture) while it still runs:
+    the objective calls `write` as the trial's outcome becomes known, before Optuna tells it."""
+
+    def __init__(self, paper_key: str | None = None, store: FileSystemArtifactStore | None = None):
+        self.paper_key, self.store = paper_key, store
+
+    def write(self, trial: optuna.Trial, state: str, value: float | None) -> None:
+        attrs = trial.user_attrs
+        picture = None
+        if self.store is not None and state == "complete" and len(attrs.get("val_curve") or []) >= 2:
+            try:
+                picture = self._upload_curve(trial, attrs["val_curve"])
+            except Exception as e:  # the note goes without its picture
+                warn(f"trial {trial.number}: its validation-curve picture was not uploaded", e)
+        try:
+            save_note(trial, trial_note(trial.number, state, attrs, value, self.paper_key, picture))
+        except Exception as e:  # a note is a view of the trial, never a reason to lose it
+            warn(f"trial {trial.number}: its dashboard note was not written", e)
+
+    def _upload_curve(self, trial: optuna.Trial, curve: list[float]) -> str:
+        with tempfile.TemporaryDirectory(prefix="hpo-curve-") as folder:  # the file name is what the dashboard lists
+            path = plot_curve(curve, trial.number, Path(folder) / f"trial-{trial.number}-validation-curve.png")
+            artifact_id = upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
+        return f"/artifacts/{trial.study._study_id}/{trial._trial_id}/{artifact_id}"
+
+
+# --- the study's note -----------------------------------------------------------------------------------
+
+
+def _value(t: FrozenTrial) -> float:
+    return t.values[0]  # accuracy is always the first objective
+
+
+def live_note(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> str:
+    """The study's note while it runs: the best trial so far against the paper's best configuration, both on
+    the validation split."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    attrs = study.user_attrs
+    name = attrs.get("hpo_study", study.study_name)
+    finished = sum(t.state.is_finished() for t in trials)
+    lines = [f"## {study.study_name}: best so far (validation)", "",
+             f"{finished} finished trials ({counts_line(study)}); updated "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, at most every {LIVE_EVERY_TRIALS} trials or "
+             f"{LIVE_EVERY_SECONDS:.0f} s while the study runs.", ""]
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not done:
+        return "\n".join(lines + ["No trial has completed yet."])
+    best = max(done, key=lambda t: (_value(t), -t.number))
+    rows = [("best so far", f"trial {best.number}", pct(_value(best)), describe_config(best.user_attrs.get("config", {})))]
+    baselines = [t for t in trials if t.user_attrs.get("baseline") and t.state != TrialState.FAIL]
+    paper_best = max(baselines, key=lambda t: t.user_attrs.get("paper_reported") or 0, default=None)
+    if paper_best is not None:
+        reported = paper_best.user_attrs.get("paper_reported")
+        here = pct(_value(paper_best)) if paper_best.state == TrialState.COMPLETE else outcome(paper_best)
+        rows.append((f"paper's best configuration, {paper_best.user_attrs['baseline']} (paper reports "
+                     f"{pct(reported)} on its test set)", f"trial {paper_best.number}", here,
+                     describe_config(paper_best.user_attrs.get("config", {}))))
+    lines += ["| | trial | validation accuracy | configuration |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | `{d}` |" for a, b, c, d in rows]
+    if paper_best is not None and paper_best.state == TrialState.COMPLETE:
+        d = 100 * (_value(best) - _value(paper_best))
+        lines += ["", f"The best so far is **{d:+.2f} points** against the paper's best configuration trained here."]
+    elif paper_best is not None:
+        lines += ["", "The paper's best configuration has not completed here (yet)."]
+    lines += ["", f"`hpo compare {name}` re-runs the paper's configurations and the best trial on the test set over "
+                  f"seeds; its table, findings and pictures then replace this note (`hpo report {name}` rewrites them "
+                  f"from the last comparison)."]
+    return "\n".join(lines)
+
+
+class LiveNote:
+    """Study callback: rewrites the study's live note after the first finished trial, then at most every
+    LIVE_EVERY_TRIALS trials or LIVE_EVERY_SECONDS seconds; `flush` writes it once more when a run ends."""
+
+    def __init__(self, every_trials: int = LIVE_EVERY_TRIALS, every_seconds: float = LIVE_EVERY_SECONDS,
+                 clock=time.monotonic):
+        self.every_trials, self.every_seconds, self.clock = every_trials, every_seconds, clock
+        self.pending, self.last, self.writes = 0, None, 0
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial | None = None) -> None:
+        self.pending += 1
+        now = self.clock()
+        if self.last is None or self.pending >= self.every_trials or now - self.last >= self.every_seconds:
+            self.flush(study)
+
+    def flush(self, study: optuna.Study) -> None:
+        if self.last is not None and not self.pending:
+            return
+        try:
+            save_note(study, live_note(study))
+            self.writes += 1
+        except Exception as e:
+            warn(f"study {study.study_name}: its dashboard note was not updated", e)
+        self.pending, self.last = 0, self.clock()
+
+
+# --- the report in the dashboard (hpo.results.report builds the Markdown) --------------------------------
+
+
+def replace_report_pictures(study: optuna.Study, store: FileSystemArtifactStore, paths: list[Path]) -> dict[str, str]:
+    """Upload the report's pictures as study artifacts; returns {file name: URL path} for the note to embed.
+
+    A picture the last report uploaded under the same file name is overwritten in place, under its artifact id:
+    neither Optuna nor the dashboard can remove an artifact's record (the dashboard's delete leaves a null one,
+    which optuna.artifacts.get_all_artifact_meta cannot read), so a new id per report would pile up records."""
+    storage, study_id = study._storage, study._study_id
+    ids = dict(storage.get_study_system_attrs(study_id).get(REPORT_ARTIFACTS_ATTR) or {})
+    urls = {}
+    for path in paths:
+        artifact_id = ids.get(path.name)
+        if artifact_id is not None:
+            with open(path, "rb") as f:
+                store.write(artifact_id, f)
+        else:
+            artifact_id = ids[path.name] = upload_artifact(artifact_store=store, file_path=str(path),
+                                                           study_or_trial=study)
+        urls[path.name] = f"/artifacts/{study_id}/{artifact_id}"
+    storage.set_study_system_attr(study_id, REPORT_ARTIFACTS_ATTR, ids)
+    return urls
+
+
+def publish_report(study: optuna.Study, pictures: list[Path], compose: Callable[[dict[str, str]], str],
+                   store: FileSystemArtifactStore | None) -> bool:
+    """Put the report into the study's note: upload `pictures` (when there is a store), then save
+    compose({file name: URL path}). False, with one warning line, when it could not be done."""
+    try:
+        urls = replace_report_pictures(study, store, pictures) if store is not None else {}
+        save_note(study, compose(urls))
+        return True
+    except Exception as e:  # report.md is the record; the dashboard's copy must not cost it
+        warn(f"study {study.study_name}: the report was not put into its dashboard note", e)
+        return False
