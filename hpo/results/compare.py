@@ -21,6 +21,7 @@ from hpo.paper import PAPERS, REFERENCES, TRAIN_KEYS, row_config
 from hpo.provenance import git_commit, versions
 from hpo.results.evaluate import run_seeds, stats
 from hpo.results.report import print_result, write_report
+from hpo.search.notes import artifact_dir, study_url
 from hpo.search.storage import open_study
 from hpo.search.study import SMOKE_EVAL, SMOKE_TRAIN
 from hpo.training.config import resolve_device
@@ -117,7 +118,7 @@ def findings(result: dict) -> list[str]:
 def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = None, storage: str | None = None,
                   smoke: bool = False, epochs: int | None = None, references: bool = True,
                   train_limit: int | None = None, eval_limit: int | None = None, out: str | Path | None = None,
-                  device: str | None = None, console: Console | None = None) -> dict:
+                  device: str | None = None, console: Console | None = None, artifacts: str | None = None) -> dict:
     """Re-run the study's paper rows, its best trial and the references on the test set; print the table,
     the findings and the protocol; write compare.json and report.md (with pictures) to runs/NAME/.
     `device`: where to train (default: the study's budget.device, else cpu)."""
@@ -131,6 +132,7 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
             raise HpoError(f"{flag}: must be a positive number")
     console = console or make_console()
     study = open_study(name, storage, smoke)
+    artifact_dir(study_url(study), artifacts)  # a bad --artifacts is one line, before the re-runs
     s = study.user_attrs
     study_dataset = s.get("split", {}).get("dataset") or s.get("study_yaml", {}).get("dataset")
     dataset = dataset or study_dataset
@@ -185,7 +187,7 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
     folder.mkdir(parents=True, exist_ok=True)
     raw = folder / f"compare{suffix}.json"
     raw.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    report = write_report(study, result, folder, suffix=suffix)
+    report = write_report(study, result, folder, suffix=suffix, artifacts=artifacts)
     console.print(f"wrote {raw} and {report}")
     return result
 

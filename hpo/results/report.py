@@ -14,8 +14,10 @@ from rich.table import Table
 from hpo.display import counts_line, pct, pm_stats, summary_table
 from hpo.errors import HpoError
 from hpo.results.activations import report_sections
+from hpo.results.charts import save_params_chart
 from hpo.results.plots import plot_curves, plot_history, plot_importances, plot_params
 from hpo.search.config import load_space, load_study
+from hpo.search.notes import artifact_dir, is_persistent, open_store, publish_report, study_url, warn
 from hpo.search.space import describe_dist, on_boundary
 from hpo.search.storage import open_study
 from hpo.trials import best_trials, complete_trials
@@ -117,8 +119,9 @@ def _text(renderable) -> str:
     return console.file.getvalue().rstrip()
 
 
-def write_report(study, result: dict | None, folder: Path, suffix: str = "") -> Path:
-    """Write report{suffix}.md and its PNGs into `folder`; returns the report's path."""
+def write_report(study, result: dict | None, folder: Path, suffix: str = "", artifacts: str | None = None) -> Path:
+    """Write report{suffix}.md and its PNGs into `folder`, and put the report into the study's note in
+    optuna-dashboard with the pictures (`artifacts`: their folder; see hpo.search.notes); returns the report's path."""
     folder.mkdir(parents=True, exist_ok=True)
     s = study.user_attrs
     multi = len(study.directions) > 1
@@ -167,15 +170,63 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "") -> 
         md += [section, ""]
     path = folder / f"report{suffix}.md"
     path.write_text("\n".join(md))
+    if is_persistent(study):  # an in-memory study has no dashboard to show it
+        dashboard_note(study, result, warnings, [p for p in pngs.values() if p.is_file()], path, artifacts)
     return path
 
 
-def report_study(name: str, *, storage: str | None = None, smoke: bool = False, out: str | Path | None = None) -> Path:
-    """Re-write the report from the storage and the last compare.json, without re-running anything."""
+def dashboard_note(study, result: dict | None, warnings: list[str], pictures: list[Path], report: Path,
+                   artifacts: str | None = None) -> None:
+    """The study's note in optuna-dashboard: the comparison table, the findings, the protocol assumptions and the
+    boundary warnings, with the report's pictures uploaded as study artifacts and embedded; and the plotly chart
+    of accuracy against parameter count. A failure here warns in one line and leaves report.md as it is."""
+    try:
+        store = open_store(artifact_dir(study_url(study), artifacts))
+    except HpoError as e:  # e.g. a folder that cannot be made: the note goes without pictures
+        warn(f"study {study.study_name}: its pictures were not uploaded", e)
+        store = None
+    s = study.user_attrs
+
+    def compose(urls: dict[str, str]) -> str:
+        md = [f"## {study.study_name}: automated search against the hand-tuned configurations", "",
+              f"Trials: {counts_line(study)}. Tuned on {s.get('split', {}).get('n_train')} / "
+              f"{s.get('split', {}).get('n_eval')} {s.get('split', {}).get('dataset')} images (validation). "
+              f"The full report: `{report}`.", ""]
+        if result:
+            headers, rows = table_rows(result)
+            md += [f"### Test-set comparison: {result['dataset']}, seeds {result['seeds']} (mean ± std)", "",
+                   _markdown_table(headers, rows), "", "### What the numbers say", ""]
+            md += [f"- {line}" for line in result["findings"]]
+            md += ["", "### Protocol assumptions", ""]
+            md += [f"- **{p['key']}** = {p['value']}: {p['reason']}" for p in result["protocol"]]
+        else:
+            md += [f"Not compared on the test set yet: `hpo compare {s.get('hpo_study', study.study_name)}`.", ""]
+        md += ["", "### Search-space boundaries", ""]
+        md += [f"> **Warning:** {w}\n" for w in warnings] or ["The best trial lies inside its search space."]
+        md += ["", "### Pictures", ""]
+        if urls:
+            md += [f"![{name}]({url})\n" for name, url in urls.items()]
+        else:
+            md.append(f"In `{report.parent}` (no artifact folder for this storage: pass --artifacts PATH to "
+                      f"`hpo report` and `hpo dashboard`).")
+        return "\n".join(md)
+
+    publish_report(study, pictures, compose, store)
+    try:
+        save_params_chart(study, result)
+    except Exception as e:  # the chart is a view; report.md is the record
+        warn(f"study {study.study_name}: the dashboard chart was not saved", e)
+
+
+def report_study(name: str, *, storage: str | None = None, smoke: bool = False, out: str | Path | None = None,
+                 artifacts: str | None = None) -> Path:
+    """Re-write the report (and the study's dashboard note) from the storage and the last compare.json,
+    without re-running anything."""
     study = open_study(name, storage, smoke)
+    artifact_dir(study_url(study), artifacts)  # a bad --artifacts is one line, before anything is written
     complete_trials(study)
     folder = Path(out) if out else Path("runs") / study.study_name
     raw = folder / "compare.json"
     result = json.loads(raw.read_text()) if raw.is_file() else None
-    return write_report(study, result, folder)
+    return write_report(study, result, folder, artifacts=artifacts)
 
