@@ -39,6 +39,47 @@ def pm(mean: float, std: float | None, digits: int = 4, scale: float = 1.0, unit
     return f"{mean * scale:,.{digits}f} ± {std * scale:,.{digits}f}{unit}"
 
 
+# Student's t, 97.5% quantile, for 1..30 degrees of freedom (scipy.stats.t.ppf(0.975, df), to 3 decimals): a
+# table, because importing scipy.stats would cost every command a second. Past 30 the Cornish-Fisher series.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+# Fewer runs than this give a range, never a std: a std from two values is no basis for a claim.
+MIN_SPREAD_N = 3
+
+
+def t975(df: int) -> float:
+    if df <= len(T975):
+        return T975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def prediction_interval(mean: float, std: float, n: int) -> tuple[float, float] | None:
+    """Where one more run falls with 95% probability, from n runs (t-based: mean ± t·std·√(1 + 1/n)); None
+    below MIN_SPREAD_N runs. This, not the interval of the mean, is the test for "could one run of this
+    configuration have reached that number?"."""
+    if n < MIN_SPREAD_N:
+        return None
+    half = t975(n - 1) * std * math.sqrt(1 + 1 / n)
+    return mean - half, mean + half
+
+
+def spread(mean: float, std: float | None, n: int, lo: float | None = None, hi: float | None = None,
+           digits: int = 4, scale: float = 1.0, unit: str = "") -> str:
+    """A value over n runs in the words n allows: `mean ± std` from MIN_SPREAD_N runs on; with two, the mean
+    and the range, `0.8755 (0.8720-0.8790)`; with one, the value alone."""
+    if n >= MIN_SPREAD_N:
+        return pm(mean, std, digits, scale, unit)
+    if n == 2 and lo is not None and hi is not None:
+        return f"{mean * scale:,.{digits}f}{unit} ({lo * scale:,.{digits}f}-{hi * scale:,.{digits}f}{unit})"
+    return pm(mean, None, digits, scale, unit)
+
+
+def spread_label(n: int) -> str:
+    """What spread() shows for n runs, for a column or a title."""
+    return "mean ± std" if n >= MIN_SPREAD_N else "mean (range of 2)" if n == 2 else "one run"
+
+
 def pm_of(xs: Sequence[float], digits: int = 0, scale: float = 1.0) -> str:
     """`mean ± std` of a list of measurements (benchmarks: throughputs, rates)."""
     return pm(*mean_sd(xs), digits=digits, scale=scale)
@@ -50,11 +91,12 @@ def pct(x: float | None) -> str:
 
 
 def pm_stats(st: dict | None) -> str:
-    """Accuracies over seeds (a dict with mean, std, n, diverged) as `87.55 ± 0.33%`."""
+    """Accuracies over seeds (a dict with mean, std, n, min, max, diverged) as `87.55 ± 0.33%`; two seeds as
+    `87.55% (87.20-87.90%)`, one as `87.55%` (spread())."""
     if not st:
         return ""
     tail = f" ({st['diverged']}/{st['n']} diverged)" if st["diverged"] else ""
-    return pm(st["mean"], st["std"], digits=2, scale=100, unit="%") + tail
+    return spread(st["mean"], st["std"], st["n"], st.get("min"), st.get("max"), digits=2, scale=100, unit="%") + tail
 
 
 def number(v: float) -> str:
@@ -151,8 +193,23 @@ class LiveDisplay:
 # --- tables -------------------------------------------------------------------------------------
 
 
+SUMMARY_COLUMNS = ("trial", "kind", "configuration", "val acc", "paper", "params", "epochs", "time", "outcome")
+SUMMARY_RIGHT = {"trial", "val acc", "paper", "params", "epochs", "time"}
+
+
 def summary_table(study: optuna.Study, top: int = 5) -> Table:
     """The top trials (or the Pareto front) and the paper's baselines, as `hpo study` ends."""
+    title, rows = summary_rows(study, top)
+    table = Table(title=title, title_justify="left")
+    for col in SUMMARY_COLUMNS:
+        table.add_column(col, justify="right" if col in SUMMARY_RIGHT else "left")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def summary_rows(study: optuna.Study, top: int = 5) -> tuple[str, list[list[str]]]:
+    """summary_table's title and rows (SUMMARY_COLUMNS) as strings; the report writes them as markdown."""
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     multi = len(study.directions) > 1
@@ -163,23 +220,19 @@ def summary_table(study: optuna.Study, top: int = 5) -> Table:
         chosen = sorted(complete, key=lambda t: -t.values[0])[:top]
         title = f"{study.study_name}: top {len(chosen)} trials and the paper's configurations"
     baselines = [t for t in trials if t.user_attrs.get("baseline") and t not in chosen]
-    table = Table(title=title, title_justify="left")
-    for col, kw in (("trial", {"justify": "right"}), ("kind", {}), ("configuration", {}), ("val acc", {"justify": "right"}),
-                    ("paper", {"justify": "right"}), ("params", {"justify": "right"}), ("epochs", {"justify": "right"}),
-                    ("time", {"justify": "right"}), ("outcome", {})):
-        table.add_column(col, **kw)
+    rows = []
     for t in chosen + baselines:
         reported = t.user_attrs.get("paper_reported")
         secs = t.user_attrs.get("train_seconds")
-        table.add_row(
+        rows.append([
             str(t.number), "baseline" if t.user_attrs.get("baseline") else "search",
             describe_config(t.user_attrs.get("config", {})),
             f"{t.values[0]:.4f}" if t.values else "-",
             f"{reported:.4f}" if reported else "",
             f"{t.user_attrs.get('n_params', 0):,}", str(t.user_attrs.get("epochs_trained", "")),
             f"{secs:.1f}s" if secs is not None else "", outcome(t),
-        )
-    return table
+        ])
+    return title, rows
 
 
 def counts_line(study: optuna.Study) -> str:

@@ -30,6 +30,7 @@ class Assumption:
     key: str
     value: object
     reason: str
+    tables: tuple[int, ...] = ()  # the tables it concerns; () for all (a comparison prints only what applies)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ YOUN_HONG_PROTOCOL = (
                              "784-30-10, 68.0% for 784-50-10 after epoch 1), so the paper may have trained far less; "
                              "set baselines.protocol.epochs to test that reading"),
     Assumption("batch_size", 64, "not stated; 64 is the common default of the tutorials the paper follows"),
-    Assumption("momentum", 0.0, "Tables 1-2 say 'ReLU alone': read as plain SGD (optimizer `sgd` has no momentum)"),
+    Assumption("momentum", 0.0, "Tables 1-2 say 'ReLU alone': read as plain SGD (optimizer `sgd` has no momentum)",
+               tables=(1, 2)),
     Assumption("init", "default", "not stated; PyTorch's default initialisation"),
     Assumption("schedule", "constant", "no schedule is mentioned"),
     Assumption("weight_decay", 0.0, "no regularisation is mentioned"),

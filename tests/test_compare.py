@@ -10,8 +10,9 @@ import pytest
 
 from hpo import data as data_mod
 from hpo.cli import main
+from hpo.display import prediction_interval, spread
 from hpo.paper import PAPERS, REFERENCES
-from hpo.results.compare import findings
+from hpo.results.compare import findings, protocol_lines
 from hpo.results.evaluate import run_seeds, stats
 from hpo.results.report import table_rows
 from tests.conftest import write_tiny_idx
@@ -123,3 +124,40 @@ def test_table_rows_hold_the_issue_columns_and_the_difference(result):
     assert rows[0] == ["far above", "97.07%", "88.20 ± 0.20%", "89.10 ± 0.10%", "+0.90 pts"]
     assert rows[3][2].endswith("(3/3 diverged)")
     assert rows[4][0].startswith("automated optimum (trial 7), validation 90.00%")
+
+
+def _result_with(accs: list[float]) -> dict:
+    return {"study": "s", "dataset": "fashion_mnist", "paper_dataset": "fashion_mnist", "seeds": list(range(len(accs))),
+            "entries": [_entry("paper", "far above", 0.9707, accs),
+                        _entry("optimum", "automated optimum (trial 7)", None, [a + 0.01 for a in accs])]}
+
+
+def test_with_three_seeds_or_more_the_claim_rests_on_a_t_prediction_interval(result):
+    far = next(w for w in findings(result) if w.startswith("far above"))
+    # mean 0.882, std 0.002, n 3: 0.882 ± t(0.975, 2) · 0.002 · √(4/3) = 0.882 ± 0.00994
+    assert "44 std, outside the 95% prediction interval for one run, 87.21% to 89.19% (t, 3 seeds)" in far, far
+    assert prediction_interval(0.882, 0.002, 2) is None
+
+
+def test_two_seeds_give_a_range_and_no_std_claim():
+    result = _result_with([0.880, 0.884])
+    words = findings(result)
+    assert words[0] == ("1 of 1 paper numbers lie outside the range of their re-run's 2 seeds on fashion_mnist "
+                        "under this protocol. 2 seeds are too few for a claim: use --seeds 3 or more.")
+    assert "std" not in words[1].replace("a std needs", ""), words[1]
+    assert "88.20% (seeds 88.00% to 88.40%)" in words[1] and "8.67 points above its best seed" in words[1]
+    assert table_rows(result)[1][0][2] == "88.20% (88.00-88.40%)"
+
+
+def test_one_seed_prints_no_plus_minus():
+    result = _result_with([0.880])
+    assert table_rows(result)[1][0][2] == "88.00%" and "±" not in " ".join(findings(result))
+    assert spread(0.88, 0.0, 1) == "0.8800" and spread(0.88, 0.01, 3) == "0.8800 ± 0.0100"
+
+
+def test_only_the_assumptions_of_the_compared_tables_are_listed():
+    keys = {3: [p["key"] for p in protocol_lines("youn_hong_2024", {}, [], [3])],
+            1: [p["key"] for p in protocol_lines("youn_hong_2024", {}, [], [1, 3])]}
+    assert "momentum" not in keys[3] and "momentum" in keys[1] and "epochs" in keys[3]
+    overridden = protocol_lines("youn_hong_2024", {"momentum": 0.9}, [], [3])
+    assert any(p["key"] == "momentum" and "set by the study" in p["reason"] for p in overridden)

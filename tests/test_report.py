@@ -65,3 +65,12 @@ def test_too_few_trials_give_a_note_instead_of_importances(tmp_path):
     assert "at least 3 completed trials" in report and "importances.png" not in _pictures(report)
     for name in _pictures(report):
         assert (tmp_path / "r" / name).is_file()
+
+
+def test_the_trials_section_is_a_markdown_table(tmp_path, monkeypatch, tiny_mnist):
+    smoke_study(tmp_path, monkeypatch)
+    assert main(["report", "t", "--smoke"]) == 0
+    report = (tmp_path / "runs" / "t-smoke" / "report.md").read_text()
+    section = report.split("## Trials (validation)")[1]
+    assert "| trial | kind | configuration | val acc | paper | params | epochs | time | outcome |" in section
+    assert "```" not in section.split("\n## ")[0] and "┃" not in report and "│" not in report

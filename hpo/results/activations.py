@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from hpo.display import describe_config, pm
+from hpo.display import describe_config, pm, spread
 from hpo.paper import PAPER_MIX_FMNIST
 from hpo.plotting import plt
 from hpo.training.activations import Mix
@@ -103,11 +103,11 @@ def _accuracy_section(study, trials, outdir: Path, link: str) -> str | None:
               "`spread over` says whether a group's trials differ only in their seed (a spread over seeds) or "
               "also in other hyperparameters. Validation data is the tuning split; `hpo compare` re-runs on the "
               "test set."), "",
-             "| activation | runs | val acc mean ± std | min | max | spread over | dead units per layer (mean) |",
+             "| activation | runs | val acc mean ± std (3+ runs) | min | max | spread over | dead units per layer (mean) |",
              "|---|---:|---:|---:|---:|---|---|"]
     for label, accs, same, dead_mean in rows:
         std = statistics.stdev(accs) if len(accs) > 1 else float("nan")
-        lines.append(f"| {label} | {len(accs)} | {pm(statistics.fmean(accs), std)} | {min(accs):.4f} | "
+        lines.append(f"| {label} | {len(accs)} | {spread(statistics.fmean(accs), std, len(accs))} | {min(accs):.4f} | "
                      f"{max(accs):.4f} | {'-' if len(accs) == 1 else 'seeds' if same else 'trials'} | "
                      f"{' / '.join(f'{d:.1%}' for d in dead_mean) or '-'} |")
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(rows) + 2), 3.8))

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from hpo import data as data_mod
-from hpo.display import describe_config, make_console, pct, pm_stats, progress_bar
+from hpo.display import MIN_SPREAD_N, describe_config, make_console, pct, pm_stats, prediction_interval, progress_bar
 from hpo.errors import HpoError
 from hpo.paper import PAPERS, REFERENCES, TRAIN_KEYS, row_config
 from hpo.provenance import git_commit, versions
@@ -38,12 +38,16 @@ def reference_config(ref: dict, proto: dict) -> dict:
     return hp
 
 
-def protocol_lines(paper_key: str | None, proto: dict, extra: list[tuple[str, str, str]]) -> list[dict]:
-    """Each assumption the comparison rests on: key, value, reason (the paper's protocol, then this run's)."""
+def protocol_lines(paper_key: str | None, proto: dict, extra: list[tuple[str, str, str]],
+                   tables: list[int] | None = None) -> list[dict]:
+    """Each assumption the comparison rests on: key, value, reason (the paper's protocol, then this run's).
+    One that concerns only other tables than those compared is left out, unless the study set it."""
     paper = PAPERS[paper_key or "youn_hong_2024"]
     lines = []
     for a in paper.protocol:
         value = proto.get(a.key, a.value)
+        if tables and a.tables and not set(a.tables) & set(tables) and value == a.value:
+            continue
         reason = a.reason if value == a.value else f"set by the study (the default assumption is {a.value!r}): {a.reason}"
         lines.append({"key": a.key, "value": value, "reason": reason})
     lines += [{"key": k, "value": v, "reason": r} for k, v, r in extra]
@@ -72,35 +76,55 @@ def build_entries(study, proto: dict, dataset: str, references: bool) -> list[di
 
 
 def findings(result: dict) -> list[str]:
-    """Words for what the numbers say: where a paper number lies outside what its re-run reaches."""
+    """Words for what the numbers say: where a paper number lies outside what its re-run reaches. From
+    MIN_SPREAD_N seeds on, "outside" means outside the t-based 95% prediction interval for one run, and the gap
+    is also given in stds; with fewer seeds, only the seeds' range is a basis, and the words say so."""
     out = []
     entries = result["entries"]
     opt = next(e for e in entries if e["kind"] == "optimum")
     papers = [e for e in entries if e["kind"] == "paper"]
     outside = 0
+    n = min((e["stats"]["n"] for e in papers), default=0)
     for e in papers:
         st, rep = e["stats"], e["reported"]
         gap = 100 * (rep - st["mean"])
-        spread = f"{pct(st['mean'])} ± {100 * st['std']:.2f} (seeds {pct(st['min'])} to {pct(st['max'])})"
+        interval = prediction_interval(st["mean"], st["std"], st["n"])
+        if interval:
+            lo, hi = interval
+            spread = f"{pm_stats(st)} (seeds {pct(st['min'])} to {pct(st['max'])})"
+            where = (f", outside the 95% prediction interval for one run, {pct(lo)} to {pct(hi)} "
+                     f"(t, {st['n']} seeds)")
+            sds = f", {abs(gap) / (100 * st['std']):.0f} std" if st["std"] > 0 else ""
+        else:
+            lo, hi = st["min"], st["max"]
+            seeds = "the single seed" if st["n"] == 1 else f"its {st['n']} seeds"
+            spread = (f"{pct(st['mean'])} (one seed)" if st["n"] == 1 else
+                      f"{pct(st['mean'])} (seeds {pct(st['min'])} to {pct(st['max'])})")
+            where = (f"; {seeds} cannot say how far one run may stray (a std needs {MIN_SPREAD_N} seeds or more: "
+                     f"--seeds {MIN_SPREAD_N})")
+            sds = ""
         if st["diverged"]:
             out.append(f"{e['name']}: diverged in {st['diverged']} of {st['n']} seeds (loss became NaN or inf); "
                        f"the diverged network scores {pct(st['min'])}, the paper reports {pct(rep)}.")
             outside += rep > st["max"]
-        elif rep > st["max"] or rep > st["mean"] + 2 * st["std"]:
+        elif rep > max(hi, st["max"]):
             outside += 1
-            sds = f", {gap / (100 * st['std']):.0f} std" if st["std"] > 0 else ""
             out.append(f"{e['name']}: the paper reports {pct(rep)}, but the re-run reaches {spread}: the paper's "
-                       f"number is {gap:.2f} points above the re-run mean{sds}, and "
+                       f"number is {gap:.2f} points above the re-run mean{sds}{where}, and "
                        f"{100 * (rep - st['max']):.2f} points above its best seed.")
-        elif rep < st["min"] or rep < st["mean"] - 2 * st["std"]:
+        elif rep < min(lo, st["min"]):
             outside += 1
-            out.append(f"{e['name']}: the paper reports {pct(rep)}, {-gap:.2f} points BELOW the re-run's {spread}: "
-                       f"the paper's training reached less than this protocol does.")
+            out.append(f"{e['name']}: the paper reports {pct(rep)}, {-gap:.2f} points BELOW the re-run's {spread}"
+                       f"{sds}{where}: the paper's training reached less than this protocol does.")
         else:
-            out.append(f"{e['name']}: the paper's {pct(rep)} lies within the re-run's {spread}.")
+            within = "prediction interval" if interval else "seeds' range"
+            out.append(f"{e['name']}: the paper's {pct(rep)} lies within the re-run's {within}: {spread}.")
     if papers:
-        out.insert(0, f"{outside} of {len(papers)} paper numbers lie outside what their re-run reaches "
-                      f"on {result['dataset']} under this protocol.")
+        basis = "what their re-run reaches" if n >= MIN_SPREAD_N else \
+            f"the range of their re-run's {n} seed{'s' * (n > 1)}"
+        out.insert(0, f"{outside} of {len(papers)} paper numbers lie outside {basis} "
+                      f"on {result['dataset']} under this protocol." + ("" if n >= MIN_SPREAD_N else
+                      f" {n} seed{'s are' if n > 1 else ' is'} too few for a claim: use --seeds {MIN_SPREAD_N} or more."))
         best = max(papers, key=lambda e: e["stats"]["mean"])
         d = 100 * (opt["stats"]["mean"] - best["stats"]["mean"])
         out.append(f"The automated optimum ({pm_stats(opt['stats'])}) is {abs(d):.2f} points "
@@ -176,7 +200,7 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
         "study": study.study_name, "dataset": dataset, "paper_dataset": paper_dataset, "paper": s.get("paper"),
         "tables": s.get("tables", []), "seeds": seed_list,
         "smoke": smoke, "epochs_override": epochs, "train_limit": train_limit, "eval_limit": eval_limit,
-        "data": splits.meta, "protocol": protocol_lines(s.get("paper"), proto, extra), "entries": entries,
+        "data": splits.meta, "protocol": protocol_lines(s.get("paper"), proto, extra, s.get("tables")), "entries": entries,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
         "git_commit": git_commit(),
     }

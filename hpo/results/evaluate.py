@@ -4,13 +4,15 @@ scored on the test set, or on the study's own split to reproduce a trial's valid
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from hpo import data as data_mod
-from hpo.display import describe_config, make_console
+from hpo.display import describe_config, make_console, spread, spread_label
 from hpo.errors import HpoError
 from hpo.results.export import load_config
 from hpo.training.config import TrainConfig, resolve_device
@@ -50,12 +52,15 @@ def stats(runs: list[dict]) -> dict:
 
 def train_file(path: str, *, seeds: int = 1, validation: bool = False, epochs: int | None = None,
                train_limit: int | None = None, eval_limit: int | None = None, threads: int | None = None,
-               device: str | None = None, console: Console | None = None) -> dict:
+               device: str | None = None, console: Console | None = None, json_out: str | Path | None = None) -> dict:
     """Train an exported config over `seeds` seeds (the config's seed, +1, +2, ...). By default on the whole
     training set, scored on the test set; with `validation`, on the study's own split, to show that the
-    trial's validation accuracy is reproduced. `device`: where to train (default cpu)."""
+    trial's validation accuracy is reproduced. `device`: where to train (default cpu). `json_out`: also write
+    the result there, which `hpo compare --reuse` takes instead of re-training the same optimum."""
     if seeds <= 0:
         raise HpoError("--seeds: must be a positive number")
+    if json_out is not None and (Path(json_out).is_dir() or not Path(json_out).parent.is_dir()):
+        raise HpoError(f"--json: {json_out} is a folder or lies in no existing folder; give a file path")
     cfg = load_config(path)
     device = resolve_device(device)
     console = console or make_console()
@@ -82,11 +87,17 @@ def train_file(path: str, *, seeds: int = 1, validation: bool = False, epochs: i
     for r in runs:
         table.add_row(str(r["seed"]), f"{r['accuracy']:.4f}", str(r["epochs"]), f"{r['seconds']:.1f}s",
                       r["status"] + (f": {r['reason']}" if r["reason"] else ""))
-    table.add_row("mean ± std", f"{st['mean']:.4f} ± {st['std']:.4f}", "", "", "", style="bold")
+    if seeds > 1:
+        table.add_row(spread_label(seeds), spread(st["mean"], st["std"], st["n"], st["min"], st["max"]), "", "", "",
+                      style="bold")
     console.print(table)
-    result = {"config": cfg.source, "where": where, "meta": splits.meta, "runs": runs, "stats": st}
+    result = {"config": cfg.source, "dataset": cfg.dataset, "where": where, "hp": hp, "seeds": seed_list,
+              "trial": cfg.provenance.get("trial"), "meta": splits.meta, "runs": runs, "stats": st}
     if validation:
         result["reproduced"] = _reproduction(cfg, runs, st, epochs, train_limit, eval_limit, console)
+    if json_out is not None:
+        Path(json_out).write_text(json.dumps(result, indent=1, default=str) + "\n")
+        console.print(f"wrote {json_out}")
     return result
 
 
@@ -107,6 +118,6 @@ def _reproduction(cfg, runs, st, epochs, train_limit, eval_limit, console) -> bo
     word = "[green]reproduced[/]" if ok else "[red]NOT reproduced[/]"
     console.print(f"trial {cfg.provenance.get('trial', '?')} recorded validation accuracy {recorded:.4f}; "
                   f"re-run with the study's seed {runs[0]['seed']}: {first:.4f} ({first - recorded:+.4f}): {word} "
-                  f"within noise (±{tol:.4f}); all seeds {st['mean']:.4f} ± {st['std']:.4f}")
+                  f"within noise (±{tol:.4f}); all seeds {spread(st['mean'], st['std'], st['n'], st['min'], st['max'])}")
     return ok
 

@@ -4,14 +4,13 @@ say, the protocol assumptions, search-space boundaries, the trials, and the acti
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from hpo.display import counts_line, pct, pm_stats, summary_table
+from hpo.display import SUMMARY_COLUMNS, counts_line, pct, pm_stats, spread_label, summary_rows
 from hpo.errors import HpoError
 from hpo.results.activations import report_sections
 from hpo.results.charts import save_params_chart
@@ -46,7 +45,8 @@ def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
 def rich_table(result: dict) -> Table:
     headers, rows = table_rows(result)
     table = Table(title=f"{result['study']}: {result['dataset']} test accuracy, {len(result['seeds'])} seeds each "
-                        f"(mean ± std); difference = automated optimum − re-run", title_justify="left")
+                        f"({spread_label(len(result['seeds']))}); difference = automated optimum − re-run",
+                  title_justify="left")
     for i, h in enumerate(headers):
         table.add_column(h, justify="left" if i == 0 else "right")
     for e, row in zip(result["entries"], rows):
@@ -113,12 +113,6 @@ def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _text(renderable) -> str:
-    console = Console(file=io.StringIO(), width=150, color_system=None)
-    console.print(renderable)
-    return console.file.getvalue().rstrip()
-
-
 def write_report(study, result: dict | None, folder: Path, suffix: str = "", artifacts: str | None = None) -> Path:
     """Write report{suffix}.md and its PNGs into `folder`, and put the report into the study's note in
     optuna-dashboard with the pictures (`artifacts`: their folder; see hpo.search.notes); returns the report's path."""
@@ -140,7 +134,8 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
     md.append("## Test-set comparison")
     if result:
         headers, rows = table_rows(result)
-        md += ["", (f"{result['dataset']} test accuracy over seeds {result['seeds']} (mean ± std); difference = "
+        md += ["", (f"{result['dataset']} test accuracy over seeds {result['seeds']} "
+                    f"({spread_label(len(result['seeds']))}); difference = "
                    f"automated optimum − re-run. Generated {result['created_at']}, hpo commit {result['git_commit']}."),
                "", _markdown_table(headers, rows), "", "### What the numbers say", ""]
         md += [f"- {line}" for line in result["findings"]]
@@ -164,8 +159,9 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
     md += ["", f"### {title}", "", ("Red stars: what the paper reports for its configurations; orange diamonds: the "
            "same configurations trained here (validation); black and green squares: test re-runs (mean ± std)."), "",
            f"![accuracy against parameter count]({pngs['params'].name})", "", "### Validation curves", "",
-           f"![validation curves]({pngs['curves'].name})", "", "## Trials (validation)", "", "```text",
-           _text(summary_table(study)), "```", ""]
+           f"![validation curves]({pngs['curves'].name})", "", "## Trials (validation)", ""]
+    trials_title, trials_rows = summary_rows(study)
+    md += [f"{trials_title[0].upper()}{trials_title[1:]}.", "", _markdown_table(list(SUMMARY_COLUMNS), trials_rows), ""]
     for section in report_sections(study, folder):
         md += [section, ""]
     path = folder / f"report{suffix}.md"
