@@ -9,15 +9,25 @@ NAME ?= relu3_adam
 ARGS ?=
 WORKERS ?=
 SEEDS ?=
+SMOKE ?=
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# hpo's hints then name the make form of what to run next (`make study NAME=wide`, not `hpo study wide`).
+export HPO_MAKE := 1
+
 .DEFAULT_GOAL := help
-.PHONY: help install data study test check lint export compare report dashboard bench activations clean
+TARGETS := help install data study reproduce test check lint export compare report dashboard bench activations clean
+.PHONY: $(TARGETS)
+# `make study relu3_adam` would run the default study and then fail on `relu3_adam`: stop before anything runs.
+STRAY := $(filter-out $(TARGETS),$(MAKECMDGOALS))
+ifneq ($(STRAY),)
+$(error `make $(MAKECMDGOALS)`: $(firstword $(STRAY)) is not a target (`make help` lists them); to name a study, write `make $(or $(firstword $(filter $(TARGETS),$(MAKECMDGOALS))),study) NAME=$(firstword $(STRAY))`)
+endif
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: NAME=<study> ARGS=\"<extra hpo arguments>\" WORKERS=<n> SEEDS=<n>"
+	@echo "  variables: NAME=<study> ARGS=\"<extra hpo arguments>\" WORKERS=<n> SEEDS=<n> SMOKE=1 (reproduce at tiny scale)"
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +48,22 @@ data: ## install Fashion-MNIST (Debian package dataset-fashion-mnist) unless it 
 
 study: install data ## run (or resume) a study: make study NAME=relu3_adam [ARGS="--trials 60"] [WORKERS=2]
 	$(BIN)/hpo study $(NAME) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
+
+# reproduce: the folder, the --smoke flag and compare --smoke's scale (hpo/results/compare.py SMOKE), so that the
+# optimum `hpo train` measures is exactly the run compare would make, and compare takes it (--reuse).
+RUN = runs/$(NAME)$(if $(SMOKE),-smoke)
+SMOKE_FLAG = $(if $(SMOKE),--smoke)
+TRAIN_SCALE = $(if $(SMOKE),--epochs 1 --train-limit 3000 --eval-limit 1000)
+N_SEEDS = $(or $(SEEDS),$(if $(SMOKE),2,3))
+
+reproduce: install data ## the whole audit: study, export, train, compare, report: make reproduce NAME=relu3_adam [SEEDS=5]
+	$(BIN)/hpo study $(NAME) $(SMOKE_FLAG) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
+	$(BIN)/hpo export $(NAME) $(SMOKE_FLAG)
+	@# a multi-objective study exports its Pareto set; compare's optimum is its most accurate member, pareto1
+	$(BIN)/hpo train $$(test -f $(RUN)/best.yaml && echo $(RUN)/best.yaml || echo $(RUN)/pareto1.yaml) \
+	  --seeds $(N_SEEDS) $(TRAIN_SCALE) --json $(RUN)/train.json
+	$(BIN)/hpo compare $(NAME) $(SMOKE_FLAG) --seeds $(N_SEEDS) --reuse $(RUN)/train.json
+	@echo "the report: $(RUN)/report.md (its pictures beside it); the dashboard: make dashboard, then open http://127.0.0.1:8080/dashboard"
 
 test: install data ## run the test suite
 	$(BIN)/python -m pytest -q $(ARGS)

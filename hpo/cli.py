@@ -88,7 +88,7 @@ def cmd_train(args) -> int:
 
     r = train_file(args.config, seeds=args.seeds, validation=args.validation, epochs=args.epochs,
                    train_limit=args.train_limit, eval_limit=args.eval_limit, threads=args.threads,
-                   device=args.device)
+                   device=args.device, json_out=args.json)
     return 1 if r.get("reproduced") is False else 0
 
 
@@ -97,7 +97,7 @@ def cmd_compare(args) -> int:
 
     compare_study(args.name, seeds=args.seeds, dataset=args.dataset, storage=args.storage, smoke=args.smoke,
                   epochs=args.epochs, references=args.references, out=args.out, device=args.device,
-                  artifacts=args.artifacts)
+                  artifacts=args.artifacts, reuse=args.reuse)
     return 0
 
 
@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-limit", type=int, help="score on the first N evaluation images only (a quick look)")
     t.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     t.add_argument("--device", help="cpu or cuda (default cpu)")
+    t.add_argument("--json", metavar="PATH", help="also write the runs there, for `hpo compare --reuse PATH`")
     t.set_defaults(func=cmd_train)
 
     m = sub.add_parser("compare", help="re-run the paper's configurations and the study's best on the test set; "
@@ -184,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also re-run the Xiao et al. 2017 reference MLPs (default: yes)")
     m.add_argument("--device", help="cpu or cuda (default: the study's budget.device)")
     m.add_argument("--out", help="folder for report.md, compare.json and the pictures (default runs/NAME/)")
+    m.add_argument("--reuse", metavar="PATH", help="take the optimum's runs from `hpo train --json PATH` (same "
+                                                   "config, data and seeds) instead of training it again")
     m.add_argument("--artifacts", metavar="PATH", help=ARTIFACTS_HELP)
     m.set_defaults(func=cmd_compare)
 

@@ -161,3 +161,26 @@ def test_only_the_assumptions_of_the_compared_tables_are_listed():
     assert "momentum" not in keys[3] and "momentum" in keys[1] and "epochs" in keys[3]
     overridden = protocol_lines("youn_hong_2024", {"momentum": 0.9}, [], [3])
     assert any(p["key"] == "momentum" and "set by the study" in p["reason"] for p in overridden)
+
+
+def test_compare_reuses_the_runs_of_hpo_train_json_instead_of_training_again(tmp_path, monkeypatch, tiny_mnist,
+                                                                             capsys):
+    smoke_study(tmp_path, monkeypatch)
+    assert main(["export", "t", "--smoke"]) == 0
+    best = "runs/t-smoke/best.yaml"
+    limits = ["--epochs", "1", "--train-limit", "3000", "--eval-limit", "1000"]  # what compare --smoke uses
+    assert main(["train", best, "--seeds", "2", *limits, "--json", "train.json"]) == 0
+    trained = json.loads((tmp_path / "train.json").read_text())
+    capsys.readouterr()
+    assert main(["compare", "t", "--smoke", "--reuse", "train.json"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "runs" / "t-smoke" / "compare.json").read_text())
+    opt = next(e for e in result["entries"] if e["kind"] == "optimum")
+    assert opt["runs"] == trained["runs"] and "not trained again" in out
+    assert "automated optimum (trial" not in " ".join(line for line in out.splitlines() if " seed " in line)
+
+    assert main(["train", best, "--seeds", "1", *limits, "--json", "one.json"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "t", "--smoke", "--reuse", "one.json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--reuse: one.json differs from this comparison in its seeds: [0], here [0, 1]" in err, err

@@ -24,7 +24,7 @@ from hpo.results.report import print_result, write_report
 from hpo.search.notes import artifact_dir, study_url
 from hpo.search.storage import open_study
 from hpo.search.study import SMOKE_EVAL, SMOKE_TRAIN
-from hpo.training.config import resolve_device
+from hpo.training.config import TrainConfig, resolve_device
 from hpo.trials import best_trials
 
 SMOKE = {"seeds": 2, "epochs": 1, "train_limit": SMOKE_TRAIN, "eval_limit": SMOKE_EVAL}
@@ -94,15 +94,17 @@ def findings(result: dict) -> list[str]:
             spread = f"{pm_stats(st)} (seeds {pct(st['min'])} to {pct(st['max'])})"
             where = (f", outside the 95% prediction interval for one run, {pct(lo)} to {pct(hi)} "
                      f"(t, {st['n']} seeds)")
+            few = ""
             sds = f", {abs(gap) / (100 * st['std']):.0f} std" if st["std"] > 0 else ""
         else:
             lo, hi = st["min"], st["max"]
             seeds = "the single seed" if st["n"] == 1 else f"its {st['n']} seeds"
             spread = (f"{pct(st['mean'])} (one seed)" if st["n"] == 1 else
                       f"{pct(st['mean'])} (seeds {pct(st['min'])} to {pct(st['max'])})")
-            where = (f"; {seeds} cannot say how far one run may stray (a std needs {MIN_SPREAD_N} seeds or more: "
-                     f"--seeds {MIN_SPREAD_N})")
+            where = ""
             sds = ""
+            few = (f"; {seeds} cannot say how far one run may stray (a std needs {MIN_SPREAD_N} seeds or more: "
+                   f"--seeds {MIN_SPREAD_N})")
         if st["diverged"]:
             out.append(f"{e['name']}: diverged in {st['diverged']} of {st['n']} seeds (loss became NaN or inf); "
                        f"the diverged network scores {pct(st['min'])}, the paper reports {pct(rep)}.")
@@ -111,11 +113,11 @@ def findings(result: dict) -> list[str]:
             outside += 1
             out.append(f"{e['name']}: the paper reports {pct(rep)}, but the re-run reaches {spread}: the paper's "
                        f"number is {gap:.2f} points above the re-run mean{sds}{where}, and "
-                       f"{100 * (rep - st['max']):.2f} points above its best seed.")
+                       f"{100 * (rep - st['max']):.2f} points above its best seed{few}.")
         elif rep < min(lo, st["min"]):
             outside += 1
             out.append(f"{e['name']}: the paper reports {pct(rep)}, {-gap:.2f} points BELOW the re-run's {spread}"
-                       f"{sds}{where}: the paper's training reached less than this protocol does.")
+                       f"{sds}{where}: the paper's training reached less than this protocol does{few}.")
         else:
             within = "prediction interval" if interval else "seeds' range"
             out.append(f"{e['name']}: the paper's {pct(rep)} lies within the re-run's {within}: {spread}.")
@@ -127,25 +129,54 @@ def findings(result: dict) -> list[str]:
                       f" {n} seed{'s are' if n > 1 else ' is'} too few for a claim: use --seeds {MIN_SPREAD_N} or more."))
         best = max(papers, key=lambda e: e["stats"]["mean"])
         d = 100 * (opt["stats"]["mean"] - best["stats"]["mean"])
-        out.append(f"The automated optimum ({pm_stats(opt['stats'])}) is {abs(d):.2f} points "
+        out.append(f"The automated optimum, {pm_stats(opt['stats'])}, is {abs(d):.2f} points "
                    f"{'above' if d >= 0 else 'below'} the best re-run paper configuration, {best['name']} "
-                   f"({pm_stats(best['stats'])}).")
+                   f"at {pm_stats(best['stats'])}.")
     for e in entries:
         if e["kind"] == "reference" and e["reported"] is not None:
             d = 100 * (e["stats"]["mean"] - e["reported"])
-            out.append(f"{e['name']}: published {pct(e['reported'])}, re-created here {pm_stats(e['stats'])} "
-                       f"({d:+.2f} points).")
+            out.append(f"{e['name']}: published {pct(e['reported'])}, re-created here {pm_stats(e['stats'])}: "
+                       f"{d:+.2f} points.")
     return out
 
+
+
+def _same_run(hp: dict) -> dict:
+    """A configuration as plain, comparable data: every TrainConfig field, the seed aside."""
+    return json.loads(json.dumps(TrainConfig.from_dict({**hp, "seed": 0}).to_dict()))
+
+
+def reused_runs(path: str | Path, hp: dict, dataset: str, meta: dict, seeds: list[int]) -> list[dict]:
+    """The runs of an `hpo train --json` result, if it trained exactly this configuration on this data with
+    these seeds; otherwise HpoError naming the first difference."""
+    try:
+        got = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise HpoError(f"--reuse: cannot read {path} ({e.strerror})") from None
+    except json.JSONDecodeError:
+        raise HpoError(f"--reuse: {path} is not json (write it with `hpo train FILE --json {path}`)") from None
+    if not isinstance(got, dict) or "runs" not in got or "hp" not in got:
+        raise HpoError(f"--reuse: {path} is not the json of `hpo train --json`")
+    checks = (("scored on", got.get("where"), "test"), ("data set", got.get("dataset"), dataset),
+              ("training images", got.get("meta", {}).get("n_train"), meta["n_train"]),
+              ("test images", got.get("meta", {}).get("n_eval"), meta["n_eval"]),
+              ("seeds", got.get("seeds"), seeds), ("configuration", _same_run(got["hp"]), _same_run(hp)))
+    for what, theirs, ours in checks:
+        if theirs != ours:
+            raise HpoError(f"--reuse: {path} differs from this comparison in its {what}: {theirs!r}, here "
+                           f"{ours!r}; train it again with the same settings, or leave out --reuse")
+    return got["runs"]
 
 
 def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = None, storage: str | None = None,
                   smoke: bool = False, epochs: int | None = None, references: bool = True,
                   train_limit: int | None = None, eval_limit: int | None = None, out: str | Path | None = None,
-                  device: str | None = None, console: Console | None = None, artifacts: str | None = None) -> dict:
+                  device: str | None = None, console: Console | None = None, artifacts: str | None = None,
+                  reuse: str | Path | None = None) -> dict:
     """Re-run the study's paper rows, its best trial and the references on the test set; print the table,
     the findings and the protocol; write compare.json and report.md (with pictures) to runs/NAME/.
-    `device`: where to train (default: the study's budget.device, else cpu)."""
+    `device`: where to train (default: the study's budget.device, else cpu). `reuse`: the json of an
+    `hpo train --json` of the same optimum on the same data and seeds, taken instead of re-training it."""
     if smoke:
         seeds = seeds or SMOKE["seeds"]
         epochs, train_limit, eval_limit = epochs or SMOKE["epochs"], train_limit or SMOKE["train_limit"], \
@@ -172,12 +203,19 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
     threads = budget.get("threads", 2)
     seed0 = s.get("seed", 0)
     seed_list = [seed0 + i for i in range(seeds)]
+    if reuse is not None:
+        opt = next(e for e in entries if e["kind"] == "optimum")
+        opt["runs"] = reused_runs(reuse, opt["hp"], dataset, splits.meta, seed_list)
+        console.print(f"the optimum's {seeds} runs come from {reuse} (`hpo train --json`), not trained again")
 
     console.print(f"[bold]{study.study_name}[/]: re-running {len(entries)} configurations × {seeds} seeds on "
                   f"{dataset} ({splits.meta['n_train']} train / {splits.meta['n_eval']} test)")
     with progress_bar(console) as bar:
-        task = bar.add_task("runs", total=len(entries) * seeds)
+        task = bar.add_task("runs", total=sum("runs" not in e for e in entries) * seeds)
         for e in entries:
+            if "runs" in e:  # reused
+                e["stats"] = stats(e["runs"])
+                continue
             e["runs"] = run_seeds(e["hp"], splits, seed_list, threads=threads, label=e["name"], console=console,
                                   progress=bar, task=task)
             e["stats"] = stats(e["runs"])
