@@ -17,6 +17,24 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 METRIC_NAMES = {"accuracy": "val_accuracy", "params": "n_params", "latency": "latency_ms"}
 
 
+# A study's provenance that is too long for a table row (the study file as read, its description and space, the
+# package versions) lives in one system attribute, which `optuna studies` does not print, where it prints every
+# user attribute in its table. Optuna 5 reaches system attributes only through its storage API (Study.system_attrs
+# is gone); optuna-dashboard keeps its notes there the same way.
+PROVENANCE_ATTR = "hpo:provenance"
+
+
+def set_provenance(study: optuna.Study, attrs: dict) -> None:
+    study._storage.set_study_system_attr(study._study_id, PROVENANCE_ATTR, attrs)
+
+
+def study_attrs(study: optuna.Study) -> dict:
+    """What hpo recorded about a study: its user attributes and PROVENANCE_ATTR together (a study from before
+    keeps everything in its user attributes, and reads the same)."""
+    system = study._storage.get_study_system_attrs(study._study_id).get(PROVENANCE_ATTR) or {}
+    return {**system, **study.user_attrs}
+
+
 def outcome(t: FrozenTrial) -> str:
     """complete, running, waiting, or the outcome the objective recorded (pruned, diverged, time_cap, ...)."""
     if t.state == TrialState.COMPLETE:

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 import hpo
 from hpo.cli import main
 from hpo.search import objective as objective_mod
-from hpo.trials import COUNTED
+from hpo.trials import COUNTED, PROVENANCE_ATTR, set_provenance, study_attrs
 from tests.test_export import SPACE
 from tests.test_objective import tiny_study
 
@@ -34,7 +34,7 @@ def test_smoke_study_end_to_end_on_fashion_mnist(fmnist_available, capsys):
                                                              "T3 784-60-30-10 adam lr=0.001"]
     assert baselines[0].params == {"width_1": 50, "width_2": 30, "lr": 0.001, "batch_size": 64, "schedule": "constant",
                                    "weight_decay": 0.0, "dropout": 0.0, "label_smoothing": 0.0}
-    attrs = study.user_attrs
+    attrs = study_attrs(study)
     assert attrs["split"]["eval"] == "validation" and attrs["split"]["val_size"] == 10000
     assert attrs["split"]["dataset"] == "fashion_mnist" and attrs["split"]["verified"] == "payload sha256"
     assert attrs["versions"]["optuna"].startswith("5.") and attrs["protocol"]["epochs"] == 10
@@ -109,3 +109,28 @@ def test_python_use_emits_no_experimental_warning(tmp_path, tiny_mnist, monkeypa
     experimental = [f"{w.filename}:{w.lineno}: {w.message}" for w in seen
                     if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
     assert experimental == []
+
+
+def test_long_provenance_stays_out_of_the_attributes_optuna_studies_prints(tmp_path, tiny_mnist):
+    path = tiny_study(tmp_path, pruner="none", n_trials=1)
+    assert main(["study", path]) == 0
+    study = _load("t")
+    assert not {"study_yaml", "description", "space", "versions"} & set(study.user_attrs)
+    attrs = study_attrs(study)
+    assert attrs["study_yaml"]["dataset"] == "mnist" and attrs["versions"]["optuna"].startswith("5.")
+    assert attrs["space"]["lr"] == {"kind": "float", "low": 1e-3, "high": 0.1, "log": True}, attrs["space"]
+    optuna_cli = Path(sys.executable).parent / "optuna"
+    r = subprocess.run([str(optuna_cli), "studies", "--storage", os.environ["HPO_STORAGE"]], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "study_yaml" not in r.stdout and "Dist(" not in r.stdout, r.stdout
+
+
+def test_a_study_from_before_reads_the_same():
+    """Studies stored before PROVENANCE_ATTR keep everything, the space as reprs, in their user attributes."""
+    old = optuna.create_study()
+    old.set_user_attr("space", {"lr": "Dist(name='lr', kind='float', low=1e-05, high=0.1, log=True)"})
+    old.set_user_attr("study_yaml", {"dataset": "mnist"})
+    assert study_attrs(old)["study_yaml"] == {"dataset": "mnist"} and study_attrs(old)["space"]["lr"].startswith("Dist(")
+    set_provenance(old, {"versions": {"optuna": "5"}})
+    assert old._storage.get_study_system_attrs(old._study_id)[PROVENANCE_ATTR] == {"versions": {"optuna": "5"}}
+    assert study_attrs(old)["versions"] == {"optuna": "5"} and study_attrs(old)["study_yaml"] == {"dataset": "mnist"}

@@ -25,7 +25,7 @@ from hpo.search.notes import artifact_dir, study_url
 from hpo.search.storage import open_study
 from hpo.search.study import SMOKE_EVAL, SMOKE_TRAIN
 from hpo.training.config import TrainConfig, resolve_device
-from hpo.trials import best_trials
+from hpo.trials import best_trials, study_attrs
 
 SMOKE = {"seeds": 2, "epochs": 1, "train_limit": SMOKE_TRAIN, "eval_limit": SMOKE_EVAL}
 DEFAULT_SEEDS = 3
@@ -188,7 +188,7 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
     console = console or make_console()
     study = open_study(name, storage, smoke)
     artifact_dir(study_url(study), artifacts)  # a bad --artifacts is one line, before the re-runs
-    s = study.user_attrs
+    s = study_attrs(study)
     study_dataset = s.get("split", {}).get("dataset") or s.get("study_yaml", {}).get("dataset")
     dataset = dataset or study_dataset
     proto = s.get("protocol") or {}

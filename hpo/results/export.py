@@ -34,7 +34,7 @@ from hpo.search.config import display, read_yaml
 from hpo.search.space import PARAMS, Param, _coerce
 from hpo.search.storage import open_study, redact, storage_url
 from hpo.training.config import TrainConfig
-from hpo.trials import best_trials, complete_trials, metric_names
+from hpo.trials import best_trials, complete_trials, metric_names, study_attrs
 
 CONFIG_KEYS = ("dataset", "split", "train", "provenance")
 SPLIT_KEYS = ("val_size", "seed", "n_train", "n_eval")
@@ -135,7 +135,7 @@ def load_config(path: str | Path) -> ExportedConfig:
 
 
 def config_doc(study: optuna.Study, trial: FrozenTrial, rank: int, selection: str, storage: str) -> dict:
-    attrs, s = trial.user_attrs, study.user_attrs
+    attrs, s = trial.user_attrs, study_attrs(study)
     split = s.get("split", {})
     train = TrainConfig.from_dict(attrs["config"]).to_dict()
     prov = {

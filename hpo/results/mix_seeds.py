@@ -17,6 +17,7 @@ from hpo.training.activations import mix_p
 from hpo.training.config import TrainConfig, resolve_device
 from hpo.training.diagnostics import dead_units
 from hpo.training.loop import train
+from hpo.trials import study_attrs
 
 
 def mix_over_seeds(config: dict, splits: Splits, seeds: Iterable[int], *, threads: int | None = None,
@@ -61,7 +62,7 @@ def run_mix_seeds(study_name: str, n_seeds: int, *, storage: str | None = None, 
         raise StudyError(f"study {study_name!r} does not record its data split (user attr `split`)")
     if smoke:
         config.update(epochs=1, cycle_epochs=min(config.get("cycle_epochs", 0), 1))
-    budget = (study.user_attrs.get("study_yaml") or {}).get("budget") or {}
+    budget = (study_attrs(study).get("study_yaml") or {}).get("budget") or {}
     threads = budget.get("threads")
     device = resolve_device(device, budget.get("device", "cpu"))
     splits = data_mod.make_splits(data_mod.load(split["dataset"]), val_size=split.get("val_size") or 10000,

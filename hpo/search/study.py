@@ -8,7 +8,7 @@ import hashlib
 import json
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import optuna
 import torch
@@ -19,7 +19,7 @@ from hpo.errors import HpoError
 from hpo.provenance import git_commit, versions
 from hpo.search.config import StudyConfig, load_study
 from hpo.search.samplers import make_pruner, make_sampler
-from hpo.trials import METRIC_NAMES
+from hpo.trials import METRIC_NAMES, set_provenance
 
 # --smoke: the first few thousand training and validation images (hpo study, compare, --mix-seeds).
 SMOKE_TRAIN, SMOKE_EVAL = 3000, 1000
@@ -51,16 +51,28 @@ def create_or_load(cfg: StudyConfig, storage, study_name: str, split_meta: dict,
         with warnings.catch_warnings():  # experimental in Optuna; the dashboard shows the names
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([METRIC_NAMES[o] for o in cfg.objectives])
+        set_provenance(study, {"study_yaml": cfg.raw, "description": cfg.description, "versions": versions(),
+                               "space": {n: plain_dist(d) for n, d in space.params.items()}})
         attrs = {
-            "hpo_study": cfg.name, "study_file": cfg.source, "study_yaml": cfg.raw, "description": cfg.description,
-            "space_file": space.source, "space": {n: repr(d) for n, d in space.params.items()},
+            "hpo_study": cfg.name, "study_file": cfg.source, "space_file": space.source,
             "config_hash": config_hash(cfg), "objectives": list(cfg.objectives), "sampler": cfg.sampler,
             "pruner": cfg.pruner, "seed": cfg.seed, "split": split_meta, "paper": cfg.paper,
-            "tables": list(cfg.tables), "protocol": cfg.protocol, "versions": versions(), "git_commit": git_commit(),
+            "tables": list(cfg.tables), "protocol": cfg.protocol, "git_commit": git_commit(),
         }
         for k, v in attrs.items():
             study.set_user_attr(k, v)
     return study, created
+
+
+def plain_dist(d) -> dict:
+    """A space entry as plain data, its non-default fields only: {"kind": "float", "low": 1e-05, "high": 0.1,
+    "log": true}, which Optuna's CLI and the dashboard show as JSON (a Python repr reads as noise there)."""
+    out = {}
+    for f in fields(d):
+        value = getattr(d, f.name)
+        if f.name != "name" and (f.name == "kind" or value != f.default):
+            out[f.name] = json.loads(json.dumps(value, default=str))
+    return out
 
 
 def enqueue_baselines(study: optuna.Study, cfg: StudyConfig, space=None, baselines=None) -> int:
