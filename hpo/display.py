@@ -126,6 +126,8 @@ def describe_config(c: dict) -> str:
     for k, label in (("weight_decay", "wd"), ("dropout", "drop"), ("label_smoothing", "ls")):
         if c.get(k):
             extras.append(f"{label}={c[k]:.2g}")
+    if c.get("augment", "none") != "none":  # e.g. aug=shift_flip±2 (pixels)
+        extras.append(f"aug={c['augment']}" + (f"±{c['augment_shift']}" if "augment_shift" in c else ""))
     arch = describe_arch(c.get("widths", []), model=c.get("model", "mlp"))
     return (f"{arch} {act} {c.get('optimizer')} lr={c.get('lr', 0):.2e} "
             f"bs={c.get('batch_size')} ep={c.get('epochs')} {c.get('schedule')}" + (" " + " ".join(extras) if extras else ""))

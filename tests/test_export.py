@@ -196,3 +196,41 @@ def test_exported_headers_name_an_hpo_that_runs_from_here(tmp_path, monkeypatch,
     assert f"{hpo_command()} train {path} --seeds 5" in header
     monkeypatch.setenv("PATH", "/nonexistent")  # a fresh shell without the venv on its PATH
     assert hpo_command() != "hpo" and Path(hpo_command()).is_file()
+
+
+def test_an_old_study_s_adam_trial_exports_without_its_momentum(tmp_path, tiny_mnist):
+    """Trials recorded before conditional hyperparameters drew momentum for adam and stored every TrainConfig
+    field (no augment fields yet): they still export, with the active fields only, and read back."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    study = optuna.create_study(study_name="old", storage=url, direction="maximize")
+    study.set_user_attr("split", {"dataset": "mnist", "val_size": 100, "split_seed": 0, "n_train": 500, "n_eval": 100})
+    old = {k: v for k, v in TrainConfig(widths=(16,), optimizer="adam", lr=0.01, momentum=0.828, batch_size=32,
+                                         epochs=1).to_dict().items() if k not in ("augment", "augment_shift")}
+    dists = {"optimizer": optuna.distributions.CategoricalDistribution(["sgd_momentum", "adam"]),
+             "momentum": optuna.distributions.FloatDistribution(0.8, 0.99)}
+    study.add_trial(optuna.trial.create_trial(params={"optimizer": "adam", "momentum": 0.828}, distributions=dists,
+                                              value=0.9, user_attrs={"config": old}))
+    [(path, _)] = export("old", out=tmp_path / "best.yaml", storage=url)
+    train = yaml.safe_load(path.read_text())["train"]
+    assert "momentum" not in train and "negative_slope" not in train and "mix_lr" not in train
+    assert train["optimizer"] == "adam" and train["lr"] == 0.01
+    cfg = load_config(path).train
+    assert cfg == TrainConfig.from_dict({**old, "momentum": TrainConfig().momentum})
+
+
+def test_per_layer_slopes_and_augmentation_read_back(tmp_path):
+    doc = yaml.safe_load(yaml.safe_dump(GOOD))
+    doc["train"].update(widths=[16, 8], activation=["leaky_relu", "relu"], negative_slope=[0.2, 0.01],
+                        augment="shift_flip", augment_shift=3)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    cfg = load_config(path).train
+    assert cfg.negative_slope == (0.2, 0.01) and cfg.augment == "shift_flip" and cfg.augment_shift == 3
+    for change, key in [({"negative_slope": [0.2]}, "train.negative_slope"), ({"augment": "crop"}, "train.augment"),
+                        ({"augment_shift": 20}, "train.augment_shift")]:
+        bad = yaml.safe_load(yaml.safe_dump(doc))
+        bad["train"].update(change)
+        path.write_text(yaml.safe_dump(bad))
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        assert e.value.key == key, str(e.value)

@@ -7,8 +7,10 @@ An exported config is one YAML document:
     train: {model: mlp, widths: [60, 40], activation: relu, optimizer: adam, lr: 0.001, ..., seed: 0}
     provenance: {study: relu3_adam, trial: 17, val_accuracy: 0.89, sampler: tpe, versions: ..., ...}
 
-`train` holds every TrainConfig field, so `hpo train FILE` needs nothing else. A hand-written file may
-leave out the optional TrainConfig fields (they take TrainConfig's defaults), `split` and `provenance`.
+`train` holds every TrainConfig field that affects the run, so `hpo train FILE` needs nothing else; one that
+does not (momentum under adam: hpo.training.config.CONDITIONS) is left out and reads back as its default. A
+hand-written file may leave out the optional TrainConfig fields (they take TrainConfig's defaults), `split` and
+`provenance`.
 
 Files, in runs/NAME/ unless --out says otherwise:
     single objective   best.yaml (the best trial), and with --top K also top2.yaml … topK.yaml
@@ -88,13 +90,13 @@ def _train_values(doc: dict, src: str) -> dict:
             if not isinstance(v, list) or not v:
                 raise ConfigError(src, key, f"expected a non-empty list of ints, but got {v!r}")
             out[k] = tuple(_coerce(w, PARAMS["width"], src, f"{key}[{i}]") for i, w in enumerate(v))
-        elif k == "activation" and isinstance(v, list):
-            out[k] = tuple(_coerce(a, PARAMS["activation"], src, f"{key}[{i}]") for i, a in enumerate(v))
+        elif k in ("activation", "negative_slope") and isinstance(v, list):  # one per hidden layer
+            out[k] = tuple(_coerce(a, PARAMS[k], src, f"{key}[{i}]") for i, a in enumerate(v))
         else:  # a TrainConfig field the grammar does not list is checked by its default's type
             out[k] = _coerce(v, PARAMS.get(k) or Param(type(getattr(TrainConfig(), k))), src, key)
-    acts = out.get("activation")
-    if isinstance(acts, tuple) and len(acts) != len(out["widths"]):
-        raise ConfigError(src, "train.activation", f"has {len(acts)} entries but widths has {len(out['widths'])}")
+    for k in ("activation", "negative_slope"):
+        if isinstance(out.get(k), tuple) and len(out[k]) != len(out["widths"]):
+            raise ConfigError(src, f"train.{k}", f"has {len(out[k])} entries but widths has {len(out['widths'])}")
     return out
 
 
@@ -137,7 +139,7 @@ def load_config(path: str | Path) -> ExportedConfig:
 def config_doc(study: optuna.Study, trial: FrozenTrial, rank: int, selection: str, storage: str) -> dict:
     attrs, s = trial.user_attrs, study_attrs(study)
     split = s.get("split", {})
-    train = TrainConfig.from_dict(attrs["config"]).to_dict()
+    train = TrainConfig.from_dict(attrs["config"]).to_dict(active_only=True)  # an old study's adam trial had momentum
     prov = {
         "study": study.study_name, "study_file": s.get("study_file"), "space_file": s.get("space_file"),
         "storage": storage, "trial": trial.number, "rank": rank, "selection": selection,

@@ -123,7 +123,7 @@ class Objective:
         """Draw the trial's configuration and record it (and which machine and process runs it)."""
         hp = self.space.suggest(trial)
         tc = TrainConfig(**{"seed": self.cfg.seed, **hp})  # a space may draw the seed (a replicate factor)
-        trial.set_user_attr("config", tc.to_dict())
+        trial.set_user_attr("config", tc.to_dict(active_only=True))  # momentum only where it is used, etc.
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         return tc
 

@@ -5,20 +5,29 @@ A space file maps hyperparameter names (a closed set, PARAMS) to one of:
   {low, high, log?, step?}           an int or float range (the type comes from the hyperparameter)
   {choices: [...]}                   a categorical
 and `per_layer: true` on `width` or `activation` draws one value per hidden layer, after `depth`.
+A range or categorical may add `when: {PARENT: [VALUE, ...], ...}`: it is drawn only in trials whose PARENT (a
+categorical of the same space) took one of those values, for every PARENT listed.
 Anything else is an error naming the file and the key.
+
+Define-by-run: a hyperparameter that only matters under another one's value (hpo.training.config.CONDITIONS:
+momentum under sgd_momentum without onecycle, negative_slope where an activation is leaky_relu, mix_lr under the
+three-cycle schedule, augment_shift when augment is not none) is drawn only when it matters, whether or not
+the file says `when`; otherwise the run takes its TrainConfig default and the trial records no such parameter.
+With per-layer activations, negative_slope is drawn per leaky_relu layer (negative_slope_2, ...).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import optuna
 
 from hpo.errors import ConfigError
 from hpo.training.activations import ACTIVATIONS
-from hpo.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from hpo.training.augment import AUGMENTS, MAX_SHIFT
+from hpo.training.config import CONDITIONS, OPTIMIZERS, SCHEDULES, Condition, TrainConfig
 from hpo.training.models import CNN_MAX_DEPTH, INITS, MODELS
 
 
@@ -63,9 +72,14 @@ PARAMS: dict[str, Param] = {
     # A replicate factor: with the grid sampler, `seed: {choices: [0, 1, 2]}` trains every configuration under
     # each seed (spread over seeds in one study). Absent, every trial uses the study's seed.
     "seed": Param(int, check=_at_least(0)),
+    # Batch augmentation (hpo/training/augment.py): none | shift | shift_flip, and the largest shift in pixels.
+    "augment": Param(str, choices=lambda: AUGMENTS),
+    "augment_shift": Param(int, check=lambda v: None if 0 <= v <= MAX_SHIFT else f"`0 <= augment_shift <= {MAX_SHIFT}`"),
 }
 
-SPEC_KEYS = {"low", "high", "log", "step", "choices", "per_layer", "type"}
+SPEC_KEYS = {"low", "high", "log", "step", "choices", "per_layer", "type", "when"}
+
+_OFF = object()  # an inactive hyperparameter's value while a configuration is walked (Space._walk)
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,11 @@ class Dist:
     step: float | None = None
     choices: tuple = ()
     per_layer: bool = False
+    when: tuple = ()  # ((parent, (value, ...)), ...): the file's conditions, all of which must hold
+
+    def __repr__(self) -> str:  # without an empty `when`: a study's recorded space reads as before conditions
+        shown = [f.name for f in fields(self) if f.name != "when" or self.when]
+        return f"Dist({', '.join(f'{k}={getattr(self, k)!r}' for k in shown)})"
 
     def optuna(self) -> optuna.distributions.BaseDistribution:
         if self.kind == "int":
@@ -128,6 +147,33 @@ def _coerce(value, param: Param, source: str, key: str):
 
 
 def parse_param(name: str, spec, source: str) -> Dist:
+    dist = _parse_param(name, spec, source)
+    if isinstance(spec, dict) and "when" in spec:
+        dist = replace(dist, when=_parse_when(name, spec["when"], source))
+    return dist
+
+
+def _parse_when(name: str, when, source: str) -> tuple:
+    """`when: {PARENT: [VALUE, ...]}`, each value checked as PARENT's; whether PARENT is a categorical of the
+    space is Space.parse's to check."""
+    key = f"{name}.when"
+    if name == "depth":
+        raise ConfigError(source, key, "depth is drawn first (the per-layer names depend on it); it cannot be conditional")
+    if not isinstance(when, dict) or not when:
+        raise ConfigError(source, key, f"expected a mapping of hyperparameters to lists of values, e.g. "
+                                       f"`when: {{optimizer: [sgd_momentum]}}`, but got {when!r}")
+    out = []
+    for parent, values in when.items():
+        pkey = f"{key}.{parent}"
+        if parent not in PARAMS:
+            raise ConfigError(source, pkey, f"unknown hyperparameter; known: {', '.join(PARAMS)}")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(source, pkey, f"expected a non-empty list of {parent}'s values, but got {values!r}")
+        out.append((parent, tuple(_coerce(v, PARAMS[parent], source, f"{pkey}[{i}]") for i, v in enumerate(values))))
+    return tuple(out)
+
+
+def _parse_param(name: str, spec, source: str) -> Dist:
     if name not in PARAMS:
         raise ConfigError(source, name, f"unknown hyperparameter; known: {', '.join(PARAMS)}")
     param = PARAMS[name]
@@ -200,10 +246,68 @@ class Space:
         if not isinstance(raw, dict) or not raw:
             raise ConfigError(source, "", "a search space is a mapping of hyperparameter names to values or ranges")
         params = {name: parse_param(str(name), spec, source) for name, spec in raw.items()}
+        activation = params.get("activation")
+        slope = params.get("negative_slope")
+        if slope is not None and slope.kind != "fixed" and activation is not None and (
+                activation.per_layer or isinstance(activation.value, tuple)):
+            params["negative_slope"] = replace(slope, per_layer=True)  # one per leaky_relu layer
         space = cls(params, source, description)
         space._check_depth_consistency()
         space._check_model_and_cycles()
+        space._check_conditions()
         return space
+
+    def _check_conditions(self) -> None:
+        """A file's `when` names a categorical of this space and values among its choices; conditions form no
+        cycle; and a hyperparameter that only matters under another's value (CONDITIONS) can matter here."""
+        for name, dist in self.params.items():
+            for parent, values in dist.when:
+                key, p = f"{name}.when.{parent}", self.params.get(parent)
+                if p is None:
+                    raise ConfigError(self.source, key, f"{parent} is not in this space; a condition needs a "
+                                                        f"hyperparameter drawn from `choices` here")
+                if p.kind != "categorical":
+                    what = f"fixed to {p.value!r}" if p.kind == "fixed" else "a range"
+                    raise ConfigError(self.source, key, f"{parent} is {what} in this space; a condition needs a "
+                                                        f"hyperparameter drawn from `choices`")
+                if p.per_layer:
+                    raise ConfigError(self.source, key, f"{parent} is drawn per layer; a condition needs one value "
+                                                        f"per trial")
+                for j, v in enumerate(values):
+                    if v not in p.choices:
+                        raise ConfigError(self.source, f"{key}[{j}]", f"{v!r} is not among {parent}'s choices "
+                                                                      f"({', '.join(map(str, p.choices))})")
+        for name in self.params:
+            self._check_cycle(name, [name])
+        for name, dist in self.params.items():
+            for cond in CONDITIONS.get(PARAMS[name].field or name, ()):
+                allowed = self._possible_flat(cond.parent)
+                for parent, values in dist.when:
+                    if parent == cond.parent:
+                        allowed = [v for v in allowed if v in values]
+                if not any(cond.holds(v) for v in allowed):
+                    raise ConfigError(self.source, name, f"only matters when {cond.text}, which no trial of this "
+                                                         f"space has; leave {name} out")
+
+    def _parents(self, name: str) -> list[str]:
+        """What decides whether `name` is drawn: its `when` and, when this space sets them, its CONDITIONS."""
+        own = [parent for parent, _ in self.params[name].when]
+        return own + [c.parent for c in CONDITIONS.get(PARAMS[name].field or name, ()) if c.parent in self.params]
+
+    def _check_cycle(self, name: str, path: list[str]) -> None:
+        for parent in self._parents(name):
+            if parent in path:
+                cycle = [*path[path.index(parent):], parent]
+                key = next(n for n in cycle if self.params[n].when)  # CONDITIONS alone form no cycle
+                raise ConfigError(self.source, f"{key}.when", f"conditions form a cycle: {' -> '.join(cycle)}")
+            self._check_cycle(parent, [*path, parent])
+
+    def _possible_flat(self, name: str) -> list:
+        default = getattr(TrainConfig(), PARAMS[name].field or name)
+        out = []
+        for v in self.possible(name, default):
+            out += list(v) if isinstance(v, tuple) else [v]
+        return out
 
     def possible(self, name: str, default) -> tuple:
         """The values a hyperparameter can take here: a fixed value, the choices, or a range's two ends."""
@@ -250,56 +354,110 @@ class Space:
     def _layer_names(self, name: str, depth: int) -> list[str]:
         return [f"{name}_{i}" for i in range(1, depth + 1)]
 
-    def suggest(self, trial: optuna.Trial) -> dict:
-        """Draw one configuration; returns TrainConfig keyword arguments."""
-        hp: dict = {}
-        depth_dist = self.params.get("depth")
-        depth = depth_dist.suggest(trial, "depth") if depth_dist else len(TrainConfig().widths)
-        for name, dist in self.params.items():
+    def _walk(self, depth: int, pick: Callable[[str, Dist, int | None], object]) -> dict[str, object]:
+        """name -> value (a per-layer one as a tuple) of every hyperparameter active in one configuration, in
+        file order, a condition's parent before its child. `pick(optuna_name, dist, layer)` gives one value:
+        drawn from a trial, or read from a configuration (_OFF where it has none)."""
+        values: dict[str, object] = {}
+
+        def get(name: str):  # what a condition reads: this space's value, else the TrainConfig default
             if name == "depth":
-                continue
-            field_name = PARAMS[name].field or name
-            if dist.per_layer and dist.kind != "fixed":
-                values = tuple(dist.suggest(trial, n) for n in self._layer_names(name, depth))
-                hp[field_name] = values
-            elif name == "width":
-                v = dist.suggest(trial, name)
-                hp[field_name] = v if isinstance(v, tuple) else (v,) * depth
-            else:
-                hp[field_name] = dist.suggest(trial, name)
+                return depth
+            if name not in self.params:
+                return _default(name)
+            if name not in values:
+                values[name] = _OFF  # conditions form no cycle (Space.parse), so nothing reads this
+                values[name] = self._value(name, depth, pick, get)
+            return values[name]
+
+        for name in self.params:
+            if name != "depth":
+                get(name)
+        return {k: v for k, v in values.items() if v is not _OFF}
+
+    def _value(self, name: str, depth: int, pick, get):
+        dist = self.params[name]
+        for parent, allowed in dist.when:  # the file's: drawn only where its parent was drawn to one of these
+            if get(parent) not in allowed:
+                return _OFF
+        for cond in CONDITIONS.get(PARAMS[name].field or name, ()):  # what training reads
+            if name == "negative_slope":
+                continue  # per layer, below
+            v = get(cond.parent)
+            if not _holds(cond, _default(cond.parent) if v is _OFF else v):
+                return _OFF
+        if name == "negative_slope":
+            return self._slopes(dist, depth, pick, get)
+        if dist.per_layer and dist.kind != "fixed":
+            layers = tuple(pick(n, dist, i) for i, n in enumerate(self._layer_names(name, depth)))
+            return _OFF if _OFF in layers else layers
+        v = pick(name, dist, None)
+        return (v,) * depth if name == "width" and v is not _OFF and not isinstance(v, tuple) else v
+
+    def _slopes(self, dist: Dist, depth: int, pick, get):
+        """leaky_relu's slope: one for a shared activation, one per leaky_relu layer for per-layer ones."""
+        acts = get("activation")
+        acts = _default("activation") if acts is _OFF else acts
+        if not isinstance(acts, tuple) and not dist.per_layer:
+            return pick("negative_slope", dist, None) if acts == "leaky_relu" else _OFF
+        layers = acts if isinstance(acts, tuple) else (acts,) * depth
+        leaky = [i for i, a in enumerate(layers) if a == "leaky_relu"]
+        if not leaky:
+            return _OFF
+        if dist.kind == "fixed":
+            return dist.value
+        drawn = {i: pick(f"negative_slope_{i + 1}", dist, i) for i in leaky}
+        if _OFF in drawn.values():
+            return _OFF
+        return tuple(drawn.get(i, _default("negative_slope")) for i in range(depth))
+
+    def _depth(self, trial: optuna.Trial | None = None, hp: dict | None = None) -> int:
+        if hp is not None:
+            return len(hp.get("widths", TrainConfig().widths))
+        depth_dist = self.params.get("depth")
+        return depth_dist.suggest(trial, "depth") if depth_dist else len(TrainConfig().widths)
+
+    def suggest(self, trial: optuna.Trial) -> dict:
+        """Draw one configuration; returns TrainConfig keyword arguments (inactive hyperparameters left out)."""
+        depth = self._depth(trial)
+        values = self._walk(depth, lambda n, dist, layer: dist.suggest(trial, n))
+        hp = {PARAMS[name].field or name: v for name, v in values.items()}
         if "widths" not in hp:
             hp["widths"] = (TrainConfig().widths[0],) * depth
         return hp
 
-    def trial_params(self, hp: dict) -> dict:
-        """The Optuna parameters that make `suggest` return `hp` (for enqueuing baselines)."""
-        out = {}
-        depth = len(hp.get("widths", TrainConfig().widths))
-        for name, dist in self.params.items():
+    def _read(self, hp: dict, record: dict | None = None):
+        """A `pick` that reads a configuration's values (a fixed one is the space's), recording the Optuna
+        parameters it reads in `record`."""
+        def pick(optuna_name: str, dist: Dist, layer: int | None):
             if dist.kind == "fixed":
-                continue
-            field_name = PARAMS[name].field or name
-            if name == "depth":
-                out["depth"] = depth
-            elif field_name not in hp:  # e.g. a seed replicate: the sampler draws it for the enqueued trial
-                continue
-            elif dist.per_layer:
-                value = hp[field_name]
-                values = value if isinstance(value, tuple) else (value,) * depth
-                out.update(zip(self._layer_names(name, depth), values))
-            else:
-                value = hp[field_name]
-                out[name] = value[0] if isinstance(value, tuple) else value
+                return dist.value
+            value = hp.get(PARAMS[dist.name].field or dist.name, _OFF)
+            if isinstance(value, (tuple, list)):
+                value = value[layer if layer is not None else 0]
+            if record is not None and value is not _OFF:
+                record[optuna_name] = value
+            return value
+        return pick
+
+    def trial_params(self, hp: dict) -> dict:
+        """The Optuna parameters that make `suggest` return `hp` (for enqueuing baselines): the active ones only.
+        One that `hp` leaves out (e.g. a seed replicate) is left to the sampler."""
+        depth = self._depth(hp=hp)
+        out = {"depth": depth} if "depth" in self.params and self.params["depth"].kind != "fixed" else {}
+        self._walk(depth, self._read(hp, out))
         return out
 
     def problems(self, hp: dict) -> list[str]:
-        """Where a configuration lies outside this space (empty when it is inside)."""
+        """Where a configuration lies outside this space (empty when it is inside); inactive values are not
+        checked (momentum under adam may be anything)."""
         probs = []
-        depth = len(hp.get("widths", TrainConfig().widths))
+        depth = self._depth(hp=hp)
+        active = self._walk(depth, self._read(hp))
         for name, dist in self.params.items():
             field_name = PARAMS[name].field or name
             value = depth if name == "depth" else hp.get(field_name)
-            if value is None:
+            if value is None or (name != "depth" and name not in active):
                 continue
             if PARAMS[name].per_layer:
                 layers = tuple(value) if isinstance(value, (tuple, list)) else (value,) * depth
@@ -310,6 +468,11 @@ class Space:
                 else:
                     ok = all(dist.contains(v) for v in layers)
                 shown = list(layers)
+            elif isinstance(value, (tuple, list)):  # per-layer slopes: those of leaky_relu layers
+                acts = active.get("activation", _default("activation"))
+                acts = acts if isinstance(acts, tuple) else (acts,) * len(value)
+                shown = [v for v, a in zip(value, acts) if a == "leaky_relu"]
+                ok = all(dist.contains(v) for v in shown)
             else:
                 ok, shown = dist.contains(value), value
             if not ok:
@@ -344,6 +507,15 @@ class Space:
         base = optuna_name.rsplit("_", 1)[0] if optuna_name.rsplit("_", 1)[-1].isdigit() else optuna_name
         d = self.params.get(base) or self.params.get(optuna_name)
         return d
+
+
+def _default(name: str):
+    """The TrainConfig default of a hyperparameter the space leaves out (or leaves inactive)."""
+    return getattr(TrainConfig(), PARAMS[name].field or name)
+
+
+def _holds(cond: Condition, value) -> bool:
+    return any(map(cond.holds, value)) if isinstance(value, tuple) else cond.holds(value)
 
 
 def describe_dist(d: Dist) -> str:

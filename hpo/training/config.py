@@ -33,13 +33,35 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 
 
 @dataclass(frozen=True)
+class Condition:
+    """A field matters only when `parent`'s value passes `holds` (for a per-layer value: any layer's)."""
+
+    parent: str
+    holds: Callable[[object], bool]
+    text: str  # for messages: "optimizer is sgd_momentum"
+
+
+# Fields that matter only under other fields' values (all of a field's conditions must hold): what the training
+# code reads, so the search space draws such a hyperparameter only then, and records show it only then.
+CONDITIONS: dict[str, tuple[Condition, ...]] = {
+    # torch's OneCycleLR replaces the optimizer's momentum with its own cycle (0.95 -> 0.85 -> 0.95).
+    "momentum": (Condition("optimizer", lambda v: v == "sgd_momentum", "optimizer is sgd_momentum"),
+                 Condition("schedule", lambda v: v != "onecycle", "schedule is not onecycle")),
+    # Per layer: one slope per leaky_relu layer (hpo.search.space draws negative_slope_i for those only).
+    "negative_slope": (Condition("activation", lambda v: v == "leaky_relu", "activation is leaky_relu"),),
+    "mix_lr": (Condition("cycle_epochs", lambda v: v > 0, "cycle_epochs > 0"),),  # cycle 2 only
+    "augment_shift": (Condition("augment", lambda v: v != "none", "augment is not none"),),
+}
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines one training run, as plain values."""
 
     model: str = "mlp"
     widths: tuple[int, ...] = (64,)
     activation: str | tuple[str, ...] = "relu"
-    negative_slope: float = 0.01
+    negative_slope: float | tuple[float, ...] = 0.01  # leaky_relu's; a tuple: one per hidden layer
     dropout: float = 0.0
     init: str = "default"
     optimizer: str = "adam"
@@ -56,16 +78,32 @@ class TrainConfig:
     # set to the total, 3 x cycle_epochs, so that records show what was trained.
     cycle_epochs: int = 0
     mix_lr: float = 1e-2
+    # Augmentation of each training batch (hpo/training/augment.py): none | shift (a random translation by up to
+    # augment_shift pixels each way) | shift_flip (and a horizontal flip, half the time). Never on eval data.
+    augment: str = "none"
+    augment_shift: int = 2
 
     def __post_init__(self):
         if self.cycle_epochs > 0:
             object.__setattr__(self, "epochs", 3 * self.cycle_epochs)
 
-    def to_dict(self) -> dict:
+    def active(self, name: str) -> bool:
+        """Whether field `name` affects this run (CONDITIONS); momentum under adam, for one, does not."""
+        for c in CONDITIONS.get(name, ()):
+            value = getattr(self, c.parent)
+            if not (any(map(c.holds, value)) if isinstance(value, tuple) else c.holds(value)):
+                return False
+        return True
+
+    def to_dict(self, active_only: bool = False) -> dict:
+        """Every field, or with active_only=True only those that affect this run (the rest take their defaults
+        when the dict is read back): what trial records and exported configs show."""
         d = asdict(self)
-        d["widths"] = list(self.widths)
-        if not isinstance(self.activation, str):
-            d["activation"] = list(self.activation)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        if active_only:
+            d = {k: v for k, v in d.items() if self.active(k)}
         return d
 
     @classmethod
@@ -73,8 +111,9 @@ class TrainConfig:
         d = dict(d)
         if "widths" in d:
             d["widths"] = tuple(int(w) for w in d["widths"])
-        if isinstance(d.get("activation"), list):
-            d["activation"] = tuple(d["activation"])
+        for k in ("activation", "negative_slope"):
+            if isinstance(d.get(k), list):
+                d[k] = tuple(d[k])
         return cls(**d)
 
     def replace(self, **changes) -> "TrainConfig":

@@ -1,6 +1,7 @@
 """The training loop. It knows nothing of Optuna: plain values in, a TrainResult out.
 
-Data is held as tensors; a batch is a slice of a permutation (no Dataset, no DataLoader).
+Data is held as tensors; a batch is a slice of a permutation (no Dataset, no DataLoader), augmented as a whole
+when cfg.augment asks (hpo/training/augment.py); evaluation data are never augmented.
 An optional `on_epoch(epoch, eval_acc)` callback may raise to stop training (the objective
 uses it for pruning); a wall-time cap and a divergence check end training with a status.
 """
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from hpo.data import Splits
+from hpo.training.augment import BatchAugment
 from hpo.training.config import OPTIMIZERS, TrainConfig, TrainResult
 from hpo.training.cycles import train_cycles
 from hpo.training.fastmlp import fast_step
@@ -29,6 +31,13 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total_steps, 1))
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
+
+
+def augmenter(cfg: TrainConfig, data: Splits) -> BatchAugment:
+    """cfg's batch augmentation on data's device; shifted-in pixels take the training inputs' smallest value,
+    a black pixel once normalised (one sync, once per run)."""
+    return BatchAugment(cfg.augment, cfg.augment_shift, cfg.seed, data.train_x.shape[1],
+                        data.train_x.min().item(), data.train_x.device)
 
 
 def train(cfg: TrainConfig, data: Splits, *, threads: int | None = None, max_seconds: float | None = None,
@@ -65,6 +74,8 @@ def _train_run(cfg: TrainConfig, data: Splits, *, threads: int | None, max_secon
     # autograd's per-operation overhead, which dominates at these sizes. None for any other model.
     step_fn = fast_step(model, loss_fn) if fast else None
     gen = torch.Generator().manual_seed(cfg.seed)  # on the CPU: the same batch order on any device
+    # Augmentation draws from its own generator: without it, a run draws exactly what it always drew.
+    aug = None if cfg.augment == "none" else augmenter(cfg, data)
     result = TrainResult(model, "complete", "", n_params, 0)
     start = time.perf_counter()
     deadline = start + max_seconds if max_seconds else math.inf
@@ -72,11 +83,15 @@ def _train_run(cfg: TrainConfig, data: Splits, *, threads: int | None, max_secon
     model.train()
     for epoch in range(1, cfg.epochs + 1):
         perm = torch.randperm(n, generator=gen, device="cpu").to(device)
+        if aug is not None:
+            aug.epoch(n)
         loss_sum = torch.zeros((), device=device)
         for step, i in enumerate(range(0, n, bs), 1):
             idx = perm[i:i + bs]
             # index_select on the contiguous data: one gather, cheaper than advanced indexing's x[idx].
             xb, yb = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
+            if aug is not None:
+                xb = aug.batch(xb, i)
             if step_fn is not None:
                 loss = step_fn(xb, yb)  # writes every parameter's .grad
             else:

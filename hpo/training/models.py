@@ -16,19 +16,21 @@ INITS = ("default", "kaiming", "xavier")
 CNN_MAX_DEPTH = 5  # cnn: conv layers + 1 fc; four 2x2 poolings take 28x28 down to 1x1
 
 
-def _per_layer(value: str | Sequence[str], depth: int) -> list[str]:
-    return [value] * depth if isinstance(value, str) else list(value)
+def _per_layer(value, depth: int) -> list:
+    """One value per hidden layer: a scalar (an activation's name, a slope) stands for every layer."""
+    return list(value) if isinstance(value, (tuple, list)) else [value] * depth
 
 
 def mlp(in_features: int, widths: Sequence[int], n_classes: int = 10, activation: str | Sequence[str] = "relu",
-        dropout: float = 0.0, init: str = "default", negative_slope: float = 0.01) -> nn.Sequential:
+        dropout: float = 0.0, init: str = "default", negative_slope: float | Sequence[float] = 0.01) -> nn.Sequential:
     """in → widths[0] → … → widths[-1] → n_classes, activation (and dropout) after every hidden layer."""
     acts = _per_layer(activation, len(widths))
+    slopes = _per_layer(negative_slope, len(widths))
     layers: list[nn.Module] = []
     prev = in_features
-    for width, act in zip(widths, acts):
+    for width, act, slope in zip(widths, acts, slopes):
         layers.append(nn.Linear(prev, width))
-        layers.append(make_activation(act, width, negative_slope=negative_slope))
+        layers.append(make_activation(act, width, negative_slope=slope))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         prev = width
@@ -45,7 +47,7 @@ class CNN(nn.Sequential):
 
 
 def cnn(in_features: int, widths: Sequence[int], n_classes: int = 10, activation: str | Sequence[str] = "relu",
-        dropout: float = 0.0, init: str = "default", negative_slope: float = 0.01) -> nn.Sequential:
+        dropout: float = 0.0, init: str = "default", negative_slope: float | Sequence[float] = 0.01) -> nn.Sequential:
     """Bansal 2022's network: conv layers, then one hidden fully connected layer and the output layer.
 
     widths = (conv channels ..., fc hidden units): the paper's two conv + two fc layers are widths of length 3,
@@ -61,14 +63,15 @@ def cnn(in_features: int, widths: Sequence[int], n_classes: int = 10, activation
     if not 2 <= len(widths) <= CNN_MAX_DEPTH:
         raise ValueError(f"cnn needs 2 to {CNN_MAX_DEPTH} widths (conv channels, then fc units), got {list(widths)}")
     acts = _per_layer(activation, len(widths))
+    slopes = _per_layer(negative_slope, len(widths))
     layers: list[nn.Module] = [nn.Unflatten(1, (1, side, side))]
     channels, size = 1, side
-    for width, act in zip(widths[:-1], acts[:-1]):
+    for width, act, slope in zip(widths[:-1], acts[:-1], slopes[:-1]):
         layers += [nn.Conv2d(channels, width, 3, padding=1), nn.MaxPool2d(2),
-                   make_activation(act, width, negative_slope=negative_slope)]
+                   make_activation(act, width, negative_slope=slope)]
         channels, size = width, size // 2
     layers += [nn.Flatten(), nn.Linear(channels * size * size, widths[-1]),
-               make_activation(acts[-1], widths[-1], negative_slope=negative_slope)]
+               make_activation(acts[-1], widths[-1], negative_slope=slopes[-1])]
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
     layers.append(nn.Linear(widths[-1], n_classes))

@@ -8,9 +8,9 @@ What a pack shares (`pack_key`): the model kind (plain MLPs only), the depth, th
 the activation(s). Everything else is each member's own: widths (padded to the largest and masked, so that a
 member computes exactly its own network: padded units output 0 and receive no gradient), learning rate and
 schedule (constant, cosine, one-cycle: computed as torch's schedulers compute them), weight decay, momentum,
-negative slope, dropout, label smoothing, epochs (a member that is done leaves the pack, which is compacted),
-and seed: each member is initialised by `build_model` from its own seed, exactly as it would be alone, and
-draws its own batch order from its own generator. Its optimizer is torch's update rule written for stacked
+negative slopes (per layer), dropout, label smoothing, augmentation, epochs (a member that is done leaves the
+pack, which is compacted), and seed: each member is initialised by `build_model` from its own seed, exactly as
+it would be alone, and draws its own batch order (and augmentation) from its own generators. Its optimizer is torch's update rule written for stacked
 tensors, with one learning rate (and beta1 or momentum) per member.
 
 Like `train()`, this knows nothing of Optuna: `on_epoch(member, epoch, acc)` may raise to stop one member (the
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpo.data import Splits
+from hpo.training.augment import Shifter, draw, generator
 from hpo.training.config import TrainConfig, TrainResult
 from hpo.training.models import build_model, count_params
 
@@ -51,6 +52,11 @@ ONECYCLE = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4, "base
 
 def _acts(cfg: TrainConfig) -> tuple[str, ...]:
     return (cfg.activation,) * len(cfg.widths) if isinstance(cfg.activation, str) else tuple(cfg.activation)
+
+
+def _slopes(cfg: TrainConfig) -> tuple[float, ...]:
+    s = cfg.negative_slope
+    return tuple(s) if isinstance(s, tuple) else (s,) * len(cfg.widths)
 
 
 def packable(cfg: TrainConfig) -> bool:
@@ -127,7 +133,7 @@ class StackedMLP:
             self.biases.append(b.to(device).requires_grad_(True))
             self.masks.append(mask.to(device))
         self.acts = [PACKABLE_ACTIVATIONS[a] for a in _acts(cfgs[0])]
-        self.slopes = self._column([c.negative_slope for c in cfgs], device)
+        self.slopes = [self._column([_slopes(c)[i] for c in cfgs], device) for i in range(depth - 1)]  # per layer
         self.keep = self._column([1.0 - c.dropout for c in cfgs], device)
         self.any_dropout = any(c.dropout > 0 for c in cfgs)
 
@@ -146,7 +152,7 @@ class StackedMLP:
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = torch.baddbmm(b, h, w)
             if i < last:
-                h = self.acts[i](h, self.slopes) * self.masks[i]
+                h = self.acts[i](h, self.slopes[i]) * self.masks[i]
                 if training and self.any_dropout:  # each member its own rate; keep = 1 is a no-op for it
                     h = h * torch.bernoulli(self.keep.expand_as(h)) / self.keep
         return h
@@ -158,7 +164,8 @@ class StackedMLP:
             self.weights = [w.index_select(0, idx).requires_grad_(True) for w in self.weights]
             self.biases = [b.index_select(0, idx).requires_grad_(True) for b in self.biases]
         self.masks = [m.index_select(0, idx) for m in self.masks]
-        self.slopes, self.keep = self.slopes.index_select(0, idx), self.keep.index_select(0, idx)
+        self.slopes = [s.index_select(0, idx) for s in self.slopes]
+        self.keep = self.keep.index_select(0, idx)
         self.cfgs = [self.cfgs[r] for r in rows]
         self.any_dropout = any(c.dropout > 0 for c in self.cfgs)
 
@@ -283,6 +290,12 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
     wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float32, device=device)
     eps = torch.tensor([c.label_smoothing for c in cfgs], dtype=torch.float32, device=device)
     gens = [torch.Generator().manual_seed(c.seed) for c in cfgs]  # on the CPU: the batch order of a lone run
+    # Augmentation (hpo.training.augment): each augmenting member draws from its own generator, as it would
+    # alone; one index table for the largest shift serves all (a member without augmentation keeps its images).
+    augmenting = [c.augment != "none" for c in cfgs]
+    shifter = (Shifter(n_in, max(c.augment_shift for c, a in zip(cfgs, augmenting) if a), data.train_x.min().item(),
+                       device) if any(augmenting) else None)
+    aug_gens = [generator(c.seed) if a else None for c, a in zip(cfgs, augmenting)]
     results = [TrainResult(m, "complete", "", count_params(m), 0) for m in models]
     members = list(range(len(cfgs)))  # original indices of the members still training, in stacked order
     start = time.perf_counter()
@@ -290,12 +303,19 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
     eval_seconds, step_index = 0.0, 0
     for epoch in range(1, max(c.epochs for c in cfgs) + 1):
         perms = torch.stack([torch.randperm(n, generator=gens[j], device="cpu") for j in members]).to(device)
+        if shifter is not None:
+            codes = torch.stack([shifter.codes(draw(cfgs[j].augment, cfgs[j].augment_shift, n, aug_gens[j])
+                                               if augmenting[j] else torch.zeros(n, 3, dtype=torch.long))
+                                 for j in members])
         loss_sum = torch.zeros(len(members), device=device)
         stopped: dict[int, tuple[str, str]] = {}  # stacked row -> (status, reason)
         seen = 0
         for step, i in enumerate(range(0, n, bs), 1):
             idx = perms[:, i:i + bs]
-            xb = data.train_x.index_select(0, idx.reshape(-1)).view(len(members), idx.shape[1], -1)
+            xb = data.train_x.index_select(0, idx.reshape(-1))
+            if shifter is not None:
+                xb = shifter(xb, codes[:, i:i + bs].reshape(-1))
+            xb = xb.view(len(members), idx.shape[1], -1)
             yb = data.train_y.index_select(0, idx.reshape(-1)).view(len(members), idx.shape[1])
             losses = member_losses(net.forward(xb, training=True), yb, eps)
             for p in net.parameters():

@@ -1,0 +1,91 @@
+"""Augmentation of training batches: random translations (and horizontal flips) of whole batch tensors.
+
+A batch is the flat (B, side*side) tensor training sees, one grey image per row. Each image is moved by
+(dy, dx) pixels, both drawn uniformly from -shift..shift, the pixels shifted in from outside taking the
+background value (`fill`); with shift_flip it is also mirrored left to right half the time (Fashion-MNIST's
+classes are left-right symmetric). All of it is one `gather` per batch: every possible (dy, dx, flip) is a
+row of a precomputed index table, the batch's rows pick theirs, and an extra input column holds the fill for
+pixels that come from outside the image. No per-sample code, no PIL.
+
+The draws come from the run's own generator (`generator(seed)`), on the CPU so that a seed gives the same
+augmentation on any device, one (dy, dx, flip) per position of the epoch, drawn when the epoch starts. It is not
+the generator of the batch order: a run without augmentation draws exactly what it drew before this existed.
+Validation and test data are never augmented (the training loop calls this on training batches only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+AUGMENTS = ("none", "shift", "shift_flip")
+MAX_SHIFT = 8  # pixels each way; the index table holds (2 * shift + 1)^2 * 2 rows of side*side entries
+
+_SEED_OFFSET = 0x6175676D  # "augm": keeps this stream apart from the batch order's generator on the same seed
+
+
+def generator(seed: int) -> torch.Generator:
+    """The augmentation's generator for a run with this seed (on the CPU)."""
+    return torch.Generator().manual_seed(seed + _SEED_OFFSET)
+
+
+def draw(kind: str, shift: int, n: int, gen: torch.Generator) -> torch.Tensor:
+    """(n, 3) int64 on the CPU: dy, dx, flip (0 or 1) for n images; one randint call per epoch."""
+    if kind not in AUGMENTS or kind == "none":
+        raise ValueError(f"unknown augmentation {kind!r}; choose from {', '.join(AUGMENTS[1:])}")
+    span = 2 * shift + 1
+    flips = 2 if kind == "shift_flip" else 1
+    code = torch.randint(0, span * span * flips, (n,), generator=gen, device="cpu")
+    return torch.stack((code // span % span - shift, code % span - shift, code // (span * span)), dim=1)
+
+
+class Shifter:
+    """The index table for shifts up to `max_shift` (and flips) of side x side images, on `device`."""
+
+    def __init__(self, n_features: int, max_shift: int, fill: float, device: torch.device | str):
+        side = math.isqrt(n_features)
+        if side * side != n_features:
+            raise ValueError(f"augmentation needs square images, but a row has {n_features} values")
+        if not 0 <= max_shift <= MAX_SHIFT:
+            raise ValueError(f"augment_shift must lie in 0..{MAX_SHIFT}, but got {max_shift}")
+        self.side, self.max_shift, self.fill, self.n = side, max_shift, float(fill), n_features
+        s = max_shift
+        dy, dx, flip = torch.meshgrid(torch.arange(-s, s + 1), torch.arange(-s, s + 1), torch.arange(2), indexing="ij")
+        dy, dx, flip = (t.reshape(-1, 1) for t in (dy, dx, flip))
+        pos = torch.arange(n_features)
+        r, c = pos // side, pos % side
+        src_r, src_c = r - dy, c - dx  # output pixel (r, c) comes from input pixel (r - dy, c - dx) ...
+        inside = (src_r >= 0) & (src_r < side) & (src_c >= 0) & (src_c < side)
+        src_c = torch.where(flip.bool(), side - 1 - src_c, src_c)  # ... of the mirrored image when flipped
+        index = torch.where(inside, src_r * side + src_c, n_features)  # column n_features: the fill
+        self.table = index.to(device)  # row (dy + s) * (2s + 1) * 2 + (dx + s) * 2 + flip
+
+    def codes(self, draws: torch.Tensor) -> torch.Tensor:
+        """Table rows for (n, 3) draws (each within this table's max_shift), on the table's device."""
+        s, span = self.max_shift, 2 * self.max_shift + 1
+        return ((draws[:, 0] + s) * span * 2 + (draws[:, 1] + s) * 2 + draws[:, 2]).to(self.table.device)
+
+    def __call__(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """x (B, side*side) shifted (and flipped) row by row as codes (B,) say; a new tensor, x is unchanged."""
+        padded = F.pad(x, (0, 1), value=self.fill)
+        return padded.gather(1, self.table.index_select(0, codes))
+
+
+class BatchAugment:
+    """One run's augmentation: `epoch(n)` draws for the epoch's n positions, `batch(x, start)` applies them to
+    the batch at positions start..start+len(x). `fill`: the background value, e.g. the data's minimum (the
+    normalised value of a black pixel)."""
+
+    def __init__(self, kind: str, shift: int, seed: int, n_features: int, fill: float, device):
+        self.kind, self.shift = kind, shift
+        self.gen = generator(seed)
+        self.shifter = Shifter(n_features, shift, fill, device)
+        self.codes = torch.empty(0, dtype=torch.long)
+
+    def epoch(self, n: int) -> None:
+        self.codes = self.shifter.codes(draw(self.kind, self.shift, n, self.gen))
+
+    def batch(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        return self.shifter(x, self.codes[start:start + len(x)])
