@@ -25,16 +25,22 @@ def short_heartbeat(monkeypatch):
     monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "2")
 
 
-def _running_after_a_finished_one(url: str):
-    """(finished trials, a running trial) once at least one trial has finished and another is running."""
+def _finished_and_running(url: str, finished: int = 1, running: int = 1):
+    """(finished trials, running trials) once at least `finished` trials have finished and `running` run."""
     try:
         study = load(url)
     except KeyError:
         return None
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    running = [t for t in trials if t.state == TrialState.RUNNING and t.params]
-    return (done, running[0]) if done and running else None
+    live = [t for t in trials if t.state == TrialState.RUNNING and t.params]
+    return (done, live) if len(done) >= finished and len(live) >= running else None
+
+
+def _running_after_a_finished_one(url: str):
+    """(finished trials, a running trial) once at least one trial has finished and another is running."""
+    got = _finished_and_running(url)
+    return (got[0], got[1][0]) if got else None
 
 
 def _check_retried(url: str, killed, finished_before) -> None:
@@ -107,20 +113,10 @@ def test_a_worker_killed_mid_pack_leaves_every_member_to_be_failed_and_retried(t
     url = os.environ["HPO_STORAGE"]
     study_file = str(write_study(tmp_path, n_trials=6, epochs=EPOCHS, pack=3))
 
-    def second_pack_running():
-        try:
-            study = load(url)
-        except KeyError:
-            return None
-        trials = study.get_trials(deepcopy=False)
-        done = [t for t in trials if t.state == TrialState.COMPLETE]
-        running = [t for t in trials if t.state == TrialState.RUNNING and t.params]
-        return (done, running) if len(done) == 3 and len(running) == 3 else None
-
     worker = subprocess.Popen(hpo_command("study", study_file), cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        finished, running = wait_for(second_pack_running, 90, "the second pack to train")
+        finished, running = wait_for(lambda: _finished_and_running(url, 3, 3), 90, "the second pack to train")
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
     finally:
