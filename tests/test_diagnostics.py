@@ -111,10 +111,11 @@ def test_report_sections_cover_accuracy_mix_and_dead_units(tmp_path):
     assert [s.splitlines()[0] for s in sections] == ["## Accuracy by activation",
                                                      "## Learned mixing weights vs Bansal 2022", "## Dead units"]
     acc, mix, dead = sections
-    assert "| relu | 2 | 0.8550 ± 0.0071 | 0.8500 | 0.8600 | seeds | 10.0% / 0.0% |" in acc
+    # two runs: the mean and the range, no std (display.spread); min and max are the next columns
+    assert "| relu | 2 | 0.8550 | 0.8500 | 0.8600 | seeds | 10.0% / 0.0% |" in acc
     assert "| mix | 3 |" in acc and "| trials |" in acc  # mix trials differ in lr: not a spread over seeds
     # the best mix configuration's two seeds: P_relu layer 1 = 0.5, 0.6
-    assert "| 1 | 2 | 0.5500 ± 0.0707 | 0.5178 |" in mix and "relu / relu" in mix
+    assert "| 1 | 2 | 0.5500 (0.5000-0.6000) | 0.5178 |" in mix and "relu / relu" in mix
     assert "| 3 | 2 |" in mix and "sin / sin" in mix
     assert "| relu | 2 | 10.0% | 0.0% | - | 2 |" in dead
     for name in ("accuracy_by_activation.png", "mix_weights.png", "dead_units.png"):
@@ -167,3 +168,14 @@ def test_cli_mix_seeds_refuses_unknown_studies_and_studies_without_mix(tiny_mnis
     assert main(["activations", "--study", "plain"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no complete trial with a `mix`" in err
+
+
+def test_dead_units_are_drawn_only_when_there_is_something_to_see(tmp_path):
+    quiet = optuna.create_study(direction="maximize", study_name="quiet")
+    for t in _study(with_mix=False).trials:  # a few tenths of a percent: bars near 0 would tell nothing
+        quiet.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.value,
+                                                  user_attrs={**t.user_attrs, "dead_units": [0.004, 0.0]}))
+    (tmp_path / "dead_units.png").write_bytes(b"old")
+    dead = report_sections(quiet, tmp_path)[-1]
+    assert dead.startswith("## Dead units") and "No picture: every mean stays below 1%." in dead
+    assert "dead_units.png" not in dead and not (tmp_path / "dead_units.png").exists()

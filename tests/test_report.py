@@ -9,7 +9,8 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hpo.cli import main
-from hpo.results.plots import plot_importances
+from hpo.results import plots
+from hpo.results.plots import _bar, plot_importances
 from hpo.results.report import boundary_warnings, write_report
 from tests.test_export import smoke_study
 
@@ -74,3 +75,20 @@ def test_the_trials_section_is_a_markdown_table(tmp_path, monkeypatch, tiny_mnis
     section = report.split("## Trials (validation)")[1]
     assert "| trial | kind | configuration | val acc | paper | params | epochs | time | outcome |" in section
     assert "```" not in section.split("\n## ")[0] and "┃" not in report and "│" not in report
+
+
+def test_params_picture_bars_follow_the_number_of_seeds_and_outliers_do_not_set_the_axis(tmp_path, monkeypatch):
+    assert _bar({"n": 3, "mean": 0.88, "std": 0.01, "min": 0.87, "max": 0.89}) == (0.88, [[0.01], [0.01]])
+    mean, (lo, hi) = _bar({"n": 2, "mean": 0.88, "std": 0.014, "min": 0.87, "max": 0.89})  # the range, not a std
+    assert mean == 0.88 and abs(lo[0] - 0.01) < 1e-12 and abs(hi[0] - 0.01) < 1e-12
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("paper", "youn_hong_2024")
+    study.set_user_attr("tables", [3])
+    dist = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    for i, acc in enumerate([0.86, 0.87, 0.1]):  # 0.1: a diverged trial
+        study.add_trial(optuna.trial.create_trial(params={"lr": 1e-3}, distributions=dist, value=acc,
+                                                  user_attrs={"n_params": 40000 + i, "config": {}}))
+    seen = {}
+    monkeypatch.setattr(plots, "save", lambda fig, path, tight=True: seen.update(ylim=fig.axes[0].get_ylim()))
+    plots.plot_params(study, None, tmp_path / "p.png")
+    assert 0.7 < seen["ylim"][0] < 0.86 and seen["ylim"][1] > 0.9707  # the paper's 97% and the trials, not 0.1

@@ -9,9 +9,10 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from matplotlib.ticker import PercentFormatter
 from rich.table import Table
 
-from hpo.display import describe_config, pm, spread
+from hpo.display import describe_config, spread
 from hpo.paper import PAPER_MIX_FMNIST
 from hpo.plotting import plt
 from hpo.training.activations import Mix
@@ -41,6 +42,12 @@ def p_summary(runs: Sequence[dict]) -> list[dict]:
 
 
 
+def _p_cell(row: dict, i: int) -> str:
+    """One P component over the runs, in the words their number allows (display.spread)."""
+    values = [p[i] for p in row["values"]]
+    return spread(row["mean"][i], row["std"][i], row["n"], min(values), max(values))
+
+
 def p_table(summary: list[dict], title: str):
     """The P comparison as a rich table (for the terminal)."""
     table = Table(title=title, title_justify="left")
@@ -52,7 +59,7 @@ def p_table(summary: list[dict], title: str):
     for row in summary:
         cells = []
         for i in range(3):
-            cells += [pm(row["mean"][i], row["std"][i]), f"{row['paper'][i]:.4f}" if row["paper"] else "-"]
+            cells += [_p_cell(row, i), f"{row['paper'][i]:.4f}" if row["paper"] else "-"]
         table.add_row(str(row["layer"]), str(row["n"]), *cells)
     return table
 
@@ -177,14 +184,14 @@ def _mix_section(study, trials, outdir: Path, link: str) -> str | None:
     for row in summary:
         cells = []
         for i in range(3):
-            cells += [pm(row["mean"][i], row["std"][i]), f"{row['paper'][i]:.4f}" if row["paper"] else "-"]
+            cells += [_p_cell(row, i), f"{row['paper'][i]:.4f}" if row["paper"] else "-"]
         ours = BASIS[max(range(3), key=lambda i: row["mean"][i])]
         paper = BASIS[max(range(3), key=lambda i: row["paper"][i])] if row["paper"] else "-"
         lines.append(f"| {row['layer']} | {row['n']} | " + " | ".join(cells) + f" | {ours} / {paper} |")
     accs = [r["accuracy"] for r in runs if r.get("accuracy") is not None]
     if accs:
-        spread = statistics.stdev(accs) if len(accs) > 1 else float("nan")
-        lines += ["", f"Validation accuracy of these runs: {pm(statistics.fmean(accs), spread)}."]
+        std = statistics.stdev(accs) if len(accs) > 1 else float("nan")
+        lines += ["", f"Validation accuracy of these runs: {spread(statistics.fmean(accs), std, len(accs), min(accs), max(accs))}."]
 
     fig, axes = plt.subplots(1, len(summary), figsize=(3.4 * len(summary), 3.2), squeeze=False, sharey=True)
     for ax, row in zip(axes.flat, summary):
@@ -205,6 +212,10 @@ def _mix_section(study, trials, outdir: Path, link: str) -> str | None:
     plt.close(fig)
     lines += ["", f"![learned mixing weights]({link}mix_weights.png)"]
     return "\n".join(lines)
+
+
+# Below this mean dead fraction in every layer, the dead-units picture is left out and the report says so.
+DEAD_WORTH_DRAWING = 0.01
 
 
 def _dead_section(study, trials, outdir: Path, link: str) -> str | None:
@@ -240,6 +251,15 @@ def _dead_section(study, trials, outdir: Path, link: str) -> str | None:
                 break
             lines.append(f"| {t.number} | {describe_config(t.user_attrs.get('config', {}))} | {t.values[0]:.4f} | "
                          + " / ".join(f"{v:.1%}" for v in t.user_attrs["dead_units"]) + " |")
+    largest = max((v or 0.0) for m in means.values() for v in m)
+    picture = outdir / "dead_units.png"
+    picture.unlink(missing_ok=True)  # never leave an earlier run's picture behind the words that there is none
+    if len(means) < 2 or largest < DEAD_WORTH_DRAWING:
+        # Bars of a few tenths of a percent, or one activation's bars beside its own table row, tell nothing.
+        why = (f"every mean stays below {DEAD_WORTH_DRAWING:.0%}" if largest < DEAD_WORTH_DRAWING
+               else "one activation only, and the table holds its numbers")
+        lines += ["", f"No picture: {why}."]
+        return "\n".join(lines)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(means) * depth / 2 + 3), 3.4))
     width = 0.8 / depth
     labels = list(means)
@@ -247,8 +267,9 @@ def _dead_section(study, trials, outdir: Path, link: str) -> str | None:
         ax.bar([j + (i - (depth - 1) / 2) * width for j in range(len(labels))],
                [(means[lab][i] or 0.0) for lab in labels], width=width, label=f"layer {i + 1}")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-    ax.set_ylabel("dead fraction")
-    ax.set_ylim(0, max(0.05, max((v or 0) for m in means.values() for v in m) * 1.15))
+    ax.set_ylabel("dead units (mean over trials)")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_ylim(0, largest * 1.15)
     ax.legend(fontsize=7)
     ax.set_title(f"{study.study_name}: dead units per layer", fontsize=9)
     fig.tight_layout()

@@ -8,13 +8,15 @@ import warnings
 from pathlib import Path
 
 import optuna
-from matplotlib.ticker import MaxNLocator
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from optuna.trial import TrialState
 
+from hpo.display import MIN_SPREAD_N
 from hpo.paper import PAPERS
 from hpo.plotting import plt, save
 from hpo.training.models import mlp_param_count
-from hpo.trials import completed
+from hpo.trials import completed, outcome
 
 TOP_CURVES = 5
 MIN_IMPORTANCE_TRIALS = 3
@@ -78,67 +80,162 @@ def plot_importances(study, path: Path) -> tuple[bool, str | None]:
     return True, (f"From {n} completed trials: a rough guide with this few." if n < 20 else None)
 
 
+# Paper rows get these colours, one each, so that a row's reported number, its validation trial and its test
+# re-run read as one configuration; green is the optimum's, grey the searched trials'.
+ROW_COLORS = ("tab:blue", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:orange",
+              "navy", "darkred", "indigo", "sienna", "teal", "gold", "black", "magenta")
+OPTIMUM_COLOR = "tab:green"
+
+
+def _bar(st: dict) -> tuple[float, list[list[float]]]:
+    """A test re-run's mean and error bar: ± std from MIN_SPREAD_N seeds on, the seeds' range below that."""
+    if st["n"] >= MIN_SPREAD_N:
+        return st["mean"], [[st["std"]], [st["std"]]]
+    return st["mean"], [[st["mean"] - st["min"]], [st["max"] - st["mean"]]]
+
+
+def _focus_limits(values: list[float], pad: float, floor: float | None = None) -> tuple[float, float]:
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or abs(hi) * 0.1 or 1.0
+    return (lo - pad * span if floor is None else max(floor, lo - pad * span)), hi + pad * span
+
+
 def plot_params(study, result: dict | None, path: Path) -> None:
-    """Accuracy against parameter count; the paper's configurations and (multi-objective) the Pareto front."""
+    """Accuracy against parameter count. Left, every trial (log scale; the Pareto front of a multi-objective
+    study); right, a close-up of the paper's configurations and the optimum on a linear scale, where each paper
+    row has one colour for what the paper reports (star), what it reached here (diamond, validation) and its
+    test re-run (square with bar and seed dots). The y axis leaves out outliers far below what matters (a
+    diverged trial would squash everything into a line); they are drawn on the lower edge and counted."""
     multi = len(study.directions) > 1
     complete = completed(study)
-    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    s = study.user_attrs
+    rows = [r for t in s.get("tables", []) for r in PAPERS[s["paper"]].table(t)] if s.get("paper") else []
+    color = {r.name: ROW_COLORS[i % len(ROW_COLORS)] for i, r in enumerate(rows)}
+    n_params = {r.name: mlp_param_count(784, r.widths) for r in rows}
+    base = {t.user_attrs["baseline"]: t for t in complete if t.user_attrs.get("baseline")}
     search = [t for t in complete if not t.user_attrs.get("baseline")]
-    base = [t for t in complete if t.user_attrs.get("baseline")]
-    ax.scatter([t.user_attrs.get("n_params", 0) for t in search], [t.values[0] for t in search], s=16, alpha=0.6,
-               label="searched trial (validation)")
-    ax.scatter([t.user_attrs.get("n_params", 0) for t in base], [t.values[0] for t in base], marker="D", s=26,
-               color="tab:orange", label="paper configuration, trained here (validation)")
+    entries = [e for e in (result or {}).get("entries", []) if e["kind"] in ("paper", "optimum")]
+    opt_trial = next((t for t in complete if any(e["kind"] == "optimum" and e.get("trial") == t.number
+                                                  for e in entries)), None)
+
+    # What the picture is about: the paper's numbers, the baselines, the re-runs and the best searched trials.
+    focus_y = [r.reported for r in rows] + [t.values[0] for t in base.values()]
+    for e in entries:
+        mean, (lo, hi) = _bar(e["stats"])
+        focus_y += [mean - lo[0], mean + hi[0], e["stats"]["min"], e["stats"]["max"]]
+    accs = sorted(t.values[0] for t in search)
+    if accs:  # the better half of the search, and its best
+        focus_y += [accs[len(accs) // 2], accs[-1]]
+    ylim = _focus_limits(focus_y or [t.values[0] for t in complete] or [0.0, 1.0], 0.08, floor=0.0)
+
+    close_up = bool(rows or entries)
+    fig, axes = plt.subplots(1, 2 if close_up else 1, figsize=(11, 5.2) if close_up else (7, 5.2), squeeze=False)
+    ax = axes[0][0]
+    shown = [t for t in search if t.values[0] >= ylim[0]]
+    below = [t for t in search if t.values[0] < ylim[0]]
+    ax.scatter([t.user_attrs.get("n_params", 0) for t in shown], [t.values[0] for t in shown], s=14, color="grey",
+               alpha=0.5, zorder=2)
+    if below:
+        ax.scatter([t.user_attrs.get("n_params", 0) for t in below], [ylim[0]] * len(below), marker="v", s=22,
+                   color="grey", alpha=0.7, clip_on=False, zorder=3)
+        ax.annotate(f"{len(below)} trial{'s' * (len(below) > 1)} below {ylim[0]:.2f} (on the edge)", (0.01, 0.02),
+                    xycoords="axes fraction", fontsize=7, color="dimgrey")
     if multi:
         front = sorted(study.best_trials, key=lambda t: t.user_attrs.get("n_params", 0))
         ax.step([t.user_attrs.get("n_params", 0) for t in front], [t.values[0] for t in front], where="post",
-                color="tab:green", marker="o", label="Pareto front")
-    s = study.user_attrs
-    if s.get("paper"):
-        rows = [r for t in s.get("tables", []) for r in PAPERS[s["paper"]].table(t)]
-        ax.scatter([mlp_param_count(784, r.widths) for r in rows], [r.reported for r in rows], marker="*", s=70,
-                   facecolors="none", edgecolors="tab:red", label="paper-reported")
-        for r in rows if len(rows) <= 5 else []:  # more labels than that only hide each other
-            ax.annotate(f"T{r.table} {'-'.join(map(str, r.widths))} lr {r.lr:g}", (mlp_param_count(784, r.widths),
-                        r.reported), fontsize=6, color="tab:red", xytext=(4, 2), textcoords="offset points")
-    if result:
-        for e in result["entries"]:
-            if e["kind"] in ("paper", "optimum"):
-                st = e["stats"]
-                ax.errorbar(mlp_param_count(784, e["hp"]["widths"]), st["mean"], yerr=st["std"], fmt="s", ms=4,
-                            capsize=3, color="tab:green" if e["kind"] == "optimum" else "black")
-        ax.plot([], [], "s", color="black", ms=4, label=f"paper configuration, {result['dataset']} test re-run")
-        ax.plot([], [], "s", color="tab:green", ms=4, label=f"automated optimum, {result['dataset']} test re-run")
+                color=OPTIMUM_COLOR, marker="o", ms=4, zorder=4)
+    panels = [ax] + ([axes[0][1]] if close_up else [])
+    for a in panels:
+        for r in rows:
+            a.scatter(n_params[r.name], r.reported, marker="*", s=130, color=color[r.name], edgecolors="black",
+                      linewidths=0.4, zorder=5)
+            if r.name in base:
+                a.scatter(base[r.name].user_attrs.get("n_params", 0), base[r.name].values[0], marker="D", s=40,
+                          color=color[r.name], edgecolors="black", linewidths=0.4, zorder=5)
+        if opt_trial is not None:
+            a.scatter(opt_trial.user_attrs.get("n_params", 0), opt_trial.values[0], marker="o", s=60,
+                      facecolors="none", edgecolors=OPTIMUM_COLOR, linewidths=1.5, zorder=5)
+        for e in entries:
+            c = OPTIMUM_COLOR if e["kind"] == "optimum" else color.get(e["name"], "black")
+            x = mlp_param_count(784, e["hp"]["widths"])
+            mean, yerr = _bar(e["stats"])
+            a.errorbar(x, mean, yerr=yerr, fmt="s", ms=6, capsize=5, elinewidth=1.6, capthick=1.6, color=c,
+                       markeredgecolor="black", zorder=6)
+            seeds = [r["accuracy"] for r in e.get("runs", [])]
+            a.scatter([x] * len(seeds), seeds, s=6, color="black", zorder=7)
+        a.set_ylim(*ylim)
+        a.grid(alpha=0.3, which="both")
+        a.set_ylabel("accuracy")
     ax.set_xscale("log")
-    ax.set(xlabel="parameters", ylabel="accuracy",
-           title=f"{study.study_name}: {'Pareto front, ' if multi else ''}accuracy against parameter count")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: the points stay visible
-    save(fig, path)
+    ax.set(xlabel="parameters (log scale)", title="every completed trial" + (", Pareto front" if multi else ""))
+    if close_up:
+        a = axes[0][1]
+        xs = [n_params[r.name] for r in rows] + [mlp_param_count(784, e["hp"]["widths"]) for e in entries]
+        xs += [t.user_attrs.get("n_params", 0) for t in base.values()]
+        xlim = _focus_limits(xs, 0.12)
+        a.set_xlim(*xlim)
+        a.scatter([t.user_attrs.get("n_params", 0) for t in shown if xlim[0] <= t.user_attrs.get("n_params", 0) <= xlim[1]],
+                  [t.values[0] for t in shown if xlim[0] <= t.user_attrs.get("n_params", 0) <= xlim[1]],
+                  s=14, color="grey", alpha=0.35, zorder=2)
+        a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        a.set(xlabel="parameters", title="close-up: the paper's configurations and the optimum")
+
+    n = min((e["stats"]["n"] for e in entries), default=0)
+    bar = "mean ± std" if n >= MIN_SPREAD_N else "mean, bar: range of the seeds"
+    where = f"{result['dataset']} test re-run" if result else "test re-run"
+    handles = [Line2D([], [], ls="", marker="o", color="grey", alpha=0.6, label="searched trial (validation)"),
+               Line2D([], [], ls="", marker="*", ms=11, color="white", markeredgecolor="black",
+                      label="paper-reported")]
+    if base:
+        handles.append(Line2D([], [], ls="", marker="D", color="white", markeredgecolor="black",
+                              label="paper configuration trained here (validation)"))
+    if entries:
+        handles.append(Line2D([], [], ls="", marker="s", color="white", markeredgecolor="black",
+                              label=f"{where} ({bar}; dots: seeds)"))
+    if opt_trial is not None or entries:
+        handles.append(Line2D([], [], ls="", marker="s", color=OPTIMUM_COLOR, markeredgecolor="black",
+                              label="automated optimum (ring: its trial, validation)"))
+    if multi:
+        handles.append(Line2D([], [], color=OPTIMUM_COLOR, marker="o", ms=4, label="Pareto front"))
+    handles += [Line2D([], [], ls="", marker="s", color=color[r.name], label=r.name) for r in rows]
+    fig.suptitle(f"{study.study_name}: {'Pareto front, ' if multi else ''}accuracy against parameter count")
+    legend = fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.canvas.draw()  # the legend's height is known only once drawn; the panels take what is left above it
+    frac = legend.get_window_extent().height / fig.bbox.height
+    fig.tight_layout(rect=(0, frac + 0.01, 1, 0.97))
+    save(fig, path, tight=False)
 
 
 def plot_curves(study, path: Path) -> None:
-    """Validation accuracy per epoch of the best trials and of every baseline. Drawn here rather than with
-    optuna's plot_intermediate_values: that one draws every trial alike and cannot mark the baselines."""
-    fig, ax = plt.subplots(figsize=(9.5, 4))
-    best = sorted(completed(study), key=lambda t: -t.values[0])[:TOP_CURVES]
+    """Validation accuracy per epoch of the best searched trials and of every baseline. Drawn here rather than
+    with optuna's plot_intermediate_values: that one draws every trial alike and cannot mark the baselines.
+    Searched trials are solid lines in shades of green; the paper's configurations are thick dashed lines with
+    diamonds, each in its colour from the accuracy-against-parameters picture, so the two never read alike."""
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    s = study.user_attrs
+    rows = [r for t in s.get("tables", []) for r in PAPERS[s["paper"]].table(t)] if s.get("paper") else []
+    color = {r.name: ROW_COLORS[i % len(ROW_COLORS)] for i, r in enumerate(rows)}
+    search = [t for t in completed(study) if not t.user_attrs.get("baseline") and t.user_attrs.get("val_curve")]
+    best = sorted(search, key=lambda t: -t.values[0])[:TOP_CURVES]
     base = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline") and t.user_attrs.get("val_curve")]
-    for t in best:
-        c = t.user_attrs.get("val_curve") or []
-        tag = f", {t.user_attrs['baseline']}" if t.user_attrs.get("baseline") else ""
-        ax.plot(range(1, len(c) + 1), c, marker=".", ls="--" if tag else "-",
-                label=f"trial {t.number} ({t.values[0]:.4f}{tag})")
-    for t in base:
-        if t in best:
-            continue
+    greens = plt.get_cmap("Greens")
+    for i, t in enumerate(best):  # the best darkest
         c = t.user_attrs["val_curve"]
-        ax.plot(range(1, len(c) + 1), c, ls="--", marker=".", alpha=0.7, label=t.user_attrs["baseline"])
+        ax.plot(range(1, len(c) + 1), c, ls="-", lw=1.8, marker="o", ms=3,
+                color=greens(0.95 - 0.5 * i / max(len(best) - 1, 1)),
+                label=f"trial {t.number}: {t.values[0]:.4f}" if t.values else f"trial {t.number}")
+    for t in base:
+        c = t.user_attrs["val_curve"]
+        name = t.user_attrs["baseline"]
+        end = f"{t.values[0]:.4f}" if t.values else outcome(t)
+        ax.plot(range(1, len(c) + 1), c, ls=(0, (5, 2)), lw=2.2, marker="D", ms=4,
+                color=color.get(name, "black"), label=f"{name} (trial {t.number}): {end}")
     longest = max([len(t.user_attrs.get("val_curve") or []) for t in best + base] + [1])
     ax.set_xlim(0.5, longest + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel="validation accuracy",
-           title=f"{study.study_name}: best {len(best)} trials (solid), paper configurations (dashed)")
+           title=f"{study.study_name}: best {len(best)} searched trials (solid) and the paper's configurations (dashed)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), title="final validation accuracy",
+              title_fontsize=8)
     save(fig, path)
-

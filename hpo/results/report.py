@@ -156,8 +156,10 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
     if importance_note:
         md += ["", importance_note] if drawn else [importance_note]
     title = "Pareto front: accuracy against parameter count" if multi else "Accuracy against parameter count"
-    md += ["", f"### {title}", "", ("Red stars: what the paper reports for its configurations; orange diamonds: the "
-           "same configurations trained here (validation); black and green squares: test re-runs (mean ± std)."), "",
+    md += ["", f"### {title}", "", ("Left, every completed trial; right, a close-up of the paper's configurations "
+           "and the optimum. One colour per paper configuration: star, what the paper reports; diamond, what it "
+           "reached here (validation); square, its test re-run (bar: ± std from 3 seeds, else the seeds' range; "
+           "dots: the seeds). Green: the automated optimum. Trials far below are drawn on the lower edge."), "",
            f"![accuracy against parameter count]({pngs['params'].name})", "", "### Validation curves", "",
            f"![validation curves]({pngs['curves'].name})", "", "## Trials (validation)", ""]
     trials_title, trials_rows = summary_rows(study)
