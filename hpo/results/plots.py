@@ -178,7 +178,7 @@ def plot_params(study, result: dict | None, path: Path) -> None:
                   [t.values[0] for t in shown if xlim[0] <= t.user_attrs.get("n_params", 0) <= xlim[1]],
                   s=14, color="grey", alpha=0.35, zorder=2)
         a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-        a.set(xlabel="parameters", title="close-up: the paper's configurations and the optimum")
+        a.set(xlabel="parameters", title="close-up: paper configurations and optimum")
 
     n = min((e["stats"]["n"] for e in entries), default=0)
     bar = "mean ± std" if n >= MIN_SPREAD_N else "mean, bar: range of the seeds"
