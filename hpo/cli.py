@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="tiny sizes, about a minute (default --out "
                                                         "runs/bench-quick.md, so BENCHMARKS.md is left alone)")
     b.add_argument("--out", help="markdown file to write (default BENCHMARKS.md at the repository root)")
-    b.add_argument("--only", help="comma-separated items to run: throughput,search,scaling,overhead (default all)")
+    b.add_argument("--only", help="comma-separated items to run: throughput,search,scaling,overhead,packs (default all)")
     b.add_argument("--device", help="cpu or cuda: where the trials train (default cpu)")
     b.set_defaults(func=cmd_bench)
     return p

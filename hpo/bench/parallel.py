@@ -26,7 +26,7 @@ from hpo.search.objective import Objective
 from hpo.search.runner import run_study
 from hpo.search.samplers import make_pruner, make_sampler
 from hpo.search.storage import open_storage
-from hpo.search.study import create_or_load, prepare
+from hpo.search.study import create_or_load, enqueue_baselines, prepare
 from hpo.training.config import TrainConfig
 from hpo.training.loop import train
 from hpo.trials import COUNTED
@@ -104,6 +104,7 @@ def bench_scaling(scale, log: Callable[[str], None], workdir: Path) -> dict:
         for workers, _ in setups:
             url = f"sqlite:///{workdir / f'scaling-{rep}-{workers}.db'}"
             study, _ = create_or_load(cfg, open_storage(url), cfg.name + ("-smoke" if smoke else ""), None, space)
+            enqueue_baselines(study, cfg, space)  # none here; marks the study ready for the run that joins it
             for p in configs:
                 study.enqueue_trial(p)
             t0 = time.perf_counter()

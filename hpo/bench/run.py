@@ -6,10 +6,13 @@
                  the paper's Table 3 configurations on relu3_adam, against a hand-made grid; median over seeds
   3 scaling      trials per hour of `hpo study --workers N`: 1 worker x 2 threads against 2 workers x 1 thread
   4 overhead     the share of a 300-trial TPE study's wall time spent outside train() on SQLite storage
+  5 packs        trials per hour of `hpo study --pack K` for K = 1, 4, 8, and model-samples/s of a stacked run
+                 against the bare batched matrix products of the same shapes
 
 Every timing excludes warm-up and reports mean ± std over repeats; nothing here is asserted by tests.
 Items 2-4 run at a reduced scale (training subsets, short epoch ranges) stated in the output. This module
-runs the items and writes the file; item 1 is throughput.py, item 2 search.py, items 3-4 parallel.py.
+runs the items and writes the file; item 1 is throughput.py, item 2 search.py, items 3-4 parallel.py,
+item 5 packs.py.
 """
 
 
@@ -28,12 +31,12 @@ import optuna
 import torch
 
 from hpo import data as data_mod
-from hpo.bench import parallel, search, throughput
+from hpo.bench import packs, parallel, search, throughput
 from hpo.errors import HpoError
 from hpo.provenance import ROOT, versions
 from hpo.training.config import resolve_device
 
-ITEMS = ("throughput", "search", "scaling", "overhead")
+ITEMS = ("throughput", "search", "scaling", "overhead", "packs")
 
 
 
@@ -68,6 +71,10 @@ class Scale:
     oh_train: int = 2000
     oh_eval: int = 1000
     oh_epochs: int = 1
+    # 5 packs: trials per batch size and pack size, their epochs, repeats
+    pk_trials: int = 16
+    pk_epochs: int = 1
+    pk_repeats: int = 2
 
 
 FULL = Scale("full")
@@ -78,6 +85,7 @@ QUICK = Scale(  # one thread: quick numbers are for a first look, and one thread
           ("epochs", (1, 2))),
     sc_trials=4, sc_epochs=1, sc_repeats=1,  # the --smoke data subset
     oh_trials=12, oh_train=500, oh_eval=200, oh_epochs=1,
+    pk_trials=8, pk_epochs=1, pk_repeats=1,
 )
 
 
@@ -117,7 +125,8 @@ def machine(threads: int) -> dict:
 
 def markdown(results: dict, info: dict, scale: Scale, command: str) -> str:
     writers = {"throughput": throughput.markdown_throughput, "search": search.markdown,
-               "scaling": parallel.markdown_scaling, "overhead": parallel.markdown_overhead}
+               "scaling": parallel.markdown_scaling, "overhead": parallel.markdown_overhead,
+               "packs": packs.markdown_packs}
     sections, targets = [], []
     for key in ITEMS:
         if key in results:
@@ -168,6 +177,7 @@ def run_bench(quick: bool = False, out: str | None = None, only: list[str] | Non
             "search": lambda: search.bench_search(scale, log),
             "scaling": lambda: parallel.bench_scaling(scale, log, Path(tmp)),
             "overhead": lambda: parallel.bench_overhead(scale, log, Path(tmp)),
+            "packs": lambda: packs.bench_packs(scale, log, Path(tmp)),
         }
         for item in ITEMS:
             if item in items:
