@@ -30,7 +30,7 @@ from torch import nn
 
 from hpo.data import Splits
 from hpo.training.augment import Shifter, draw, generator
-from hpo.training.config import TrainConfig, TrainResult
+from hpo.training.config import TrainConfig, TrainResult, _kernel
 from hpo.training.models import build_model, count_params
 
 # Activations without parameters of their own, as functions of (x, negative_slope per member).
@@ -44,8 +44,8 @@ PACKABLE_ACTIVATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Ten
     "sigmoid": lambda x, slope: torch.sigmoid(x),
     "sin": lambda x, slope: torch.sin(x),
 }
+ZERO_AT_ZERO = {"relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sin"}  # f(0) = 0 and f'(0) finite
 STACKED_OPTIMIZERS = ("sgd", "sgd_momentum", "adam", "adamw")
-ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which hpo's optimizers use
 ONECYCLE = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4, "base_momentum": 0.85,
             "max_momentum": 0.95}  # torch.optim.lr_scheduler.OneCycleLR's defaults
 
@@ -133,6 +133,9 @@ class StackedMLP:
             self.biases.append(b.to(device).requires_grad_(True))
             self.masks.append(mask.to(device))
         self.acts = [PACKABLE_ACTIVATIONS[a] for a in _acts(cfgs[0])]
+        # A padded unit has zero weights and bias, so its pre-activation is 0: only an activation that is not 0
+        # at 0 (sigmoid) needs the mask to keep it silent.
+        self.masked = [a not in ZERO_AT_ZERO for a in _acts(cfgs[0])]
         self.slopes = [self._column([_slopes(c)[i] for c in cfgs], device) for i in range(depth - 1)]  # per layer
         self.keep = self._column([1.0 - c.dropout for c in cfgs], device)
         self.any_dropout = any(c.dropout > 0 for c in cfgs)
@@ -145,14 +148,16 @@ class StackedMLP:
         return [p for pair in zip(self.weights, self.biases) for p in pair]
 
     def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
-        """x: (K, B, in) → logits (K, B, out). Hidden outputs are masked: a padded unit is 0 whatever the
-        activation does at 0 (sigmoid(0) = 0.5), so it feeds nothing forward and gets no gradient back."""
+        """x: (K, B, in) → logits (K, B, out). A padded unit outputs 0 (masked where the activation is not 0 at 0:
+        sigmoid(0) = 0.5), so it feeds nothing forward and its weights get no gradient back."""
         h = x
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = torch.baddbmm(b, h, w)
             if i < last:
-                h = self.acts[i](h, self.slopes[i]) * self.masks[i]
+                h = self.acts[i](h, self.slopes[i])
+                if self.masked[i]:
+                    h = h * self.masks[i]
                 if training and self.any_dropout:  # each member its own rate; keep = 1 is a no-op for it
                     h = h * torch.bernoulli(self.keep.expand_as(h)) / self.keep
         return h
@@ -189,61 +194,75 @@ class StackedMLP:
         return correct.double() / max(len(x), 1)
 
 
-def member_losses(logits: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor) -> torch.Tensor:
+def member_losses(logits: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor,
+                  shared: float | None = None) -> torch.Tensor:
     """Each member's mean cross-entropy with its own label smoothing, as nn.CrossEntropyLoss computes it:
-    (1 - eps) nll + eps mean over classes of -log p. logits (K, B, C), y (K, B), smoothing (K,) → (K,)."""
+    (1 - eps) nll + eps mean over classes of -log p. logits (K, B, C), y (K, B), smoothing (K,) → (K,).
+    `shared`: the one smoothing every member has, if so (then one fused cross-entropy does it)."""
+    k, b, c = logits.shape
+    if shared is not None:
+        return F.cross_entropy(logits.reshape(k * b, c), y.reshape(k * b), label_smoothing=shared,
+                               reduction="none").view(k, b).mean(-1)
     logp = torch.log_softmax(logits, dim=-1)
     nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(-1)
     smooth = -logp.mean(-1).mean(-1)
     return (1 - smoothing) * nll + smoothing * smooth
 
 
-class StackedOptimizer:
-    """torch.optim's SGD (with momentum), Adam and AdamW update rules on stacked parameters, with one
-    learning rate, weight decay and momentum / beta1 per member, broadcast over each parameter's rows."""
+class MemberOptimizer:
+    """torch's own optimizer (its fused kernels, its exact update rule) over per-member views of the stacked
+    parameters: one param group per member, with that member's learning rate, weight decay and momentum (beta1
+    for Adam), set before every step from its schedule. The stacked parameters keep one gradient buffer each,
+    zeroed in place, so that every member's views stay valid."""
 
-    def __init__(self, kind: str, params: list[torch.Tensor]):
-        self.kind, self.params = kind, params
-        self.state: list[dict] = [{} for _ in params]
-        self.steps = 0
+    def __init__(self, kind: str, stacked: list[torch.Tensor], cfgs: Sequence[TrainConfig],
+                 state: list[list[dict]] | None = None):
+        self.kind, self.stacked = kind, stacked
+        for p in stacked:
+            p.grad = torch.zeros_like(p)
+        self.views = [[p.detach()[k] for p in stacked] for k in range(len(cfgs))]
+        for k, vs in enumerate(self.views):
+            for v, p in zip(vs, stacked):
+                v.grad = p.grad[k]
+        groups = [{"params": vs, "lr": c.lr, "weight_decay": c.weight_decay} for vs, c in zip(self.views, cfgs)]
+        kernel = _kernel(stacked)
+        if kind in ("sgd", "sgd_momentum"):
+            for g, c in zip(groups, cfgs):
+                g["momentum"] = c.momentum if kind == "sgd_momentum" else 0.0
+            self.opt = torch.optim.SGD(groups, lr=cfgs[0].lr, nesterov=False, **kernel)
+        else:
+            self.opt = (torch.optim.Adam if kind == "adam" else torch.optim.AdamW)(groups, lr=cfgs[0].lr, **kernel)
+        for vs, saved in zip(self.views, state or []):
+            for v, st in zip(vs, saved):
+                if st:
+                    self.opt.state[v] = st
 
-    def keep_members(self, rows: list[int], params: list[torch.Tensor]) -> None:
-        idx = torch.tensor(rows, device=params[0].device)
-        self.params = params
-        self.state = [{k: v.index_select(0, idx) for k, v in s.items()} for s in self.state]
+    def zero_grad(self) -> None:
+        for p in self.stacked:
+            p.grad.zero_()
 
-    @torch.no_grad()
-    def step(self, lr: torch.Tensor, weight_decay: torch.Tensor, momentum: torch.Tensor) -> None:
-        """lr, weight_decay, momentum: (K,) tensors (momentum is beta1 for Adam and AdamW)."""
-        self.steps += 1
-        for p, s in zip(self.params, self.state):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            lr_, wd, m = lr.view(shape), weight_decay.view(shape), momentum.view(shape)
-            g = p.grad
-            if self.kind in ("sgd", "sgd_momentum"):
-                d = g + wd * p
-                if "buf" not in s:
-                    s["buf"] = d.clone()  # torch: the first step's buffer is the gradient itself
+    def step(self, lrs: Sequence[float], moms: Sequence[float] | None) -> None:
+        for k, g in enumerate(self.opt.param_groups):
+            g["lr"] = lrs[k]
+            if moms is not None:  # one-cycle cycles momentum (beta1), as OneCycleLR does
+                if "betas" in g:
+                    g["betas"] = (moms[k], g["betas"][1])
                 else:
-                    s["buf"].mul_(m).add_(d)
-                p.sub_(lr_ * s["buf"])
-                continue
-            if self.kind == "adamw":
-                p.mul_(1 - lr_ * wd)
-            else:  # adam: L2 penalty added to the gradient
-                g = g + wd * p
-            if "m" not in s:
-                s["m"], s["v"] = torch.zeros_like(p), torch.zeros_like(p)
-            beta2 = ADAM_BETAS[1]
-            s["m"].mul_(m).add_((1 - m) * g)
-            s["v"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            bias1 = 1 - m ** self.steps
-            bias2_sqrt = math.sqrt(1 - beta2 ** self.steps)
-            denom = (s["v"].sqrt() / bias2_sqrt).add_(ADAM_EPS)
-            p.sub_((lr_ / bias1) * s["m"] / denom)
+                    g["momentum"] = moms[k]
+        self.opt.step()
+
+    def member_state(self, k: int) -> list[dict]:
+        return [self.opt.state.get(v, {}) for v in self.views[k]]
 
 
 # --- the loop -----------------------------------------------------------------------------------
+
+
+def _base_momentum(cfg: TrainConfig) -> float:
+    """The momentum (beta1 for Adam and AdamW) a config trains with when no schedule cycles it."""
+    if cfg.optimizer in ("adam", "adamw"):
+        return 0.9  # torch.optim.Adam's default beta1, which hpo's optimizers keep
+    return cfg.momentum if cfg.optimizer == "sgd_momentum" else 0.0
 
 
 def _check(cfgs: Sequence[TrainConfig]) -> None:
@@ -272,23 +291,18 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
     n_in, n_out = data.train_x.shape[1], int(data.train_y.max()) + 1
     models = list(models) if models is not None else [build_model(c, n_in, n_out) for c in cfgs]
     net = StackedMLP(models, cfgs, device)
-    opt = StackedOptimizer(cfgs[0].optimizer, net.parameters())
+    opt = MemberOptimizer(cfgs[0].optimizer, net.parameters(), cfgs)
     n = len(data.train_x)
     bs = min(cfgs[0].batch_size, n)
     steps_per_epoch = math.ceil(n / bs)
-    # Per step and member: learning rate and momentum (beta1 for Adam), padded with each member's last value.
-    total = steps_per_epoch * max(c.epochs for c in cfgs)
-    lr_rows, mom_rows = [], []
-    for c in cfgs:
-        lrs, moms = schedule(c, steps_per_epoch * c.epochs)
-        base = ADAM_BETAS[0] if c.optimizer in ("adam", "adamw") else c.momentum if c.optimizer == "sgd_momentum" else 0.0
-        moms = moms if moms is not None else [base] * len(lrs)
-        lr_rows.append(lrs + [lrs[-1]] * (total - len(lrs)))
-        mom_rows.append(moms + [moms[-1]] * (total - len(moms)))
-    lr_table = torch.tensor(lr_rows, dtype=torch.float32).t().contiguous().to(device)  # (steps, members)
-    mom_table = torch.tensor(mom_rows, dtype=torch.float32).t().contiguous().to(device)
-    wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float32, device=device)
-    eps = torch.tensor([c.label_smoothing for c in cfgs], dtype=torch.float32, device=device)
+    # Per member and step: learning rate and (one-cycle) momentum, as python floats, as torch's schedulers give.
+    plans = [schedule(c, steps_per_epoch * c.epochs) for c in cfgs]
+    cycled = any(m is not None for _, m in plans)
+    if cycled:  # members without one-cycle keep their own momentum (beta1) at every step
+        plans = [(lrs, moms if moms is not None else [_base_momentum(c)] * len(lrs)) for (lrs, moms), c in zip(plans, cfgs)]
+    eps_all = [c.label_smoothing for c in cfgs]
+    eps = torch.tensor(eps_all, dtype=torch.float32, device=device)
+    shared_eps = eps_all[0] if len(set(eps_all)) == 1 else None
     gens = [torch.Generator().manual_seed(c.seed) for c in cfgs]  # on the CPU: the batch order of a lone run
     # Augmentation (hpo.training.augment): each augmenting member draws from its own generator, as it would
     # alone; one index table for the largest shift serves all (a member without augmentation keeps its images).
@@ -300,7 +314,7 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
     members = list(range(len(cfgs)))  # original indices of the members still training, in stacked order
     start = time.perf_counter()
     deadline = start + max_seconds if max_seconds else math.inf
-    eval_seconds, step_index = 0.0, 0
+    eval_seconds, t = 0.0, 0
     for epoch in range(1, max(c.epochs for c in cfgs) + 1):
         perms = torch.stack([torch.randperm(n, generator=gens[j], device="cpu") for j in members]).to(device)
         if shifter is not None:
@@ -317,12 +331,11 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
                 xb = shifter(xb, codes[:, i:i + bs].reshape(-1))
             xb = xb.view(len(members), idx.shape[1], -1)
             yb = data.train_y.index_select(0, idx.reshape(-1)).view(len(members), idx.shape[1])
-            losses = member_losses(net.forward(xb, training=True), yb, eps)
-            for p in net.parameters():
-                p.grad = None
+            losses = member_losses(net.forward(xb, training=True), yb, eps, shared_eps)
+            opt.zero_grad()
             losses.sum().backward()  # each member's gradient is that of its own mean loss
-            opt.step(lr_table[step_index], wd, mom_table[step_index])
-            step_index += 1
+            opt.step([plans[j][0][t] for j in members], [plans[j][1][t] for j in members] if cycled else None)
+            t += 1
             loss_sum += losses.detach()
             seen += idx.shape[1]
             if step % check_every == 0 or step == steps_per_epoch:  # tolist() is a sync point
@@ -334,7 +347,7 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
                     stopped.setdefault(r, ("time_cap", f"stopped at the {max_seconds:g}s time cap in epoch {epoch}"))
             if len(stopped) == len(members):
                 break
-        step_index += steps_per_epoch - step  # a pack stopped early keeps its schedule rows aligned
+        t += steps_per_epoch - step  # a pack that stopped early keeps its schedule rows aligned
         t0 = time.perf_counter()
         live = [r for r in range(len(members)) if r not in stopped]
         accs = net.accuracy(data.eval_x, data.eval_y).tolist() if live else []
@@ -368,11 +381,10 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
         keep = [r for r in range(len(members)) if r not in leaving]
         if not keep:
             break
-        if leaving:
-            rows = torch.tensor(keep, device=device)
+        if leaving:  # compact: the stacked tensors, the optimizer (with each kept member's state), the tables
+            state = [opt.member_state(r) for r in keep]
             net.keep_members(keep)
-            opt.keep_members(keep, net.parameters())
-            lr_table, mom_table = lr_table.index_select(1, rows), mom_table.index_select(1, rows)
-            wd, eps = wd.index_select(0, rows), eps.index_select(0, rows)
             members = [members[r] for r in keep]
+            opt = MemberOptimizer(cfgs[0].optimizer, net.parameters(), [cfgs[j] for j in members], state)
+            eps = eps.index_select(0, torch.tensor(keep, device=device))
     return results
