@@ -9,8 +9,9 @@ import pytest
 
 from hpo.bench.parallel import TimedPruner, TimedSampler
 from hpo.bench.search import expected_first_hit, median_bound
-from hpo.bench.throughput import matmul_epoch
+from hpo.bench.throughput import AUGMENT, markdown_throughput, matmul_epoch
 from hpo.cli import main
+from hpo.display import pm_of
 
 
 @pytest.mark.parametrize("costs, hits, expected", [
@@ -100,3 +101,16 @@ def _seed(epochs: float, spent: float) -> dict:
 def test_median_over_seeds_is_a_lower_bound_when_a_search_did_not_reach(runs, expected):
     seeds = [_seed(e, s) for e, s in runs]
     assert median_bound(seeds, "random", "epochs") == expected
+
+
+def test_the_throughput_section_adds_augmentation_s_cost_and_keeps_its_table():
+    row = {"batch": 64, "train": [100.0, 110.0], "train_augment": [80.0, 88.0], "autograd": [50.0, 50.0],
+           "dataloader": [20.0, 20.0], "matmul": [300.0, 300.0], "fwd_bwd": [90.0, 90.0]}
+    lines, targets = markdown_throughput({"n": 1000, "rows": [row]})
+    text = "\n".join(lines)
+    assert f"`augment: {AUGMENT['augment']}`" in text
+    assert [line for line in lines if line.endswith("| 0.80x |")] == [
+        f"| 64 | {pm_of(row['train'])} | {pm_of(row['train_augment'])} | 0.80x |"]
+    assert len(targets) == 2  # augmentation adds no target, only its measured cost
+    old = {k: v for k, v in row.items() if k != "train_augment"}  # results from before it was measured
+    assert "augmentation" not in "\n".join(markdown_throughput({"n": 1000, "rows": [old]})[0]).lower()

@@ -1,5 +1,6 @@
 """Benchmark item 1: samples per second of train() against the per-sample DataLoader pipeline of the PyTorch
-quickstart and against the bare matrix products, with the hand-written ReLU MLP step on and off."""
+quickstart and against the bare matrix products, with the hand-written ReLU MLP step on and off, and with batch
+augmentation (shift_flip) on."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from hpo.training.loop import train
 from hpo.training.models import build_model
 
 WIDTHS = (60, 40)  # the paper's best Table 3 model
+AUGMENT = {"augment": "shift_flip", "augment_shift": 2}  # what the augmentation column measures
 
 
 class PerSampleDataset(torch.utils.data.Dataset):
@@ -127,6 +129,7 @@ def bench_throughput(scale, log: Callable[[str], None]) -> dict:
         cfg = TrainConfig(widths=WIDTHS, optimizer="adam", lr=1e-3, batch_size=bs, epochs=1)
         runs: dict[str, Callable[[], float]] = {
             "train": lambda cfg=cfg: train(cfg, splits, threads=scale.threads).samples_per_sec,
+            "train_augment": lambda cfg=cfg: train(cfg.replace(**AUGMENT), splits, threads=scale.threads).samples_per_sec,
             "autograd": lambda cfg=cfg: train_autograd(cfg, splits, scale.threads),
             "dataloader": lambda bs=bs: dataloader_epoch(raw, bs, device=scale.device),
             "matmul": lambda bs=bs: matmul_epoch(n, bs, device=scale.device),
@@ -142,7 +145,8 @@ def bench_throughput(scale, log: Callable[[str], None]) -> dict:
         out["rows"].append(row)
         m = {k: statistics.fmean(v) for k, v in got.items()}
         log(f"throughput batch {bs}: train {m['train']:,.0f}/s (autograd path {m['autograd']:,.0f}/s), "
-            f"dataloader {m['dataloader']:,.0f}/s, matmuls {m['matmul']:,.0f}/s, fwd+bwd {m['fwd_bwd']:,.0f}/s")
+            f"dataloader {m['dataloader']:,.0f}/s, matmuls {m['matmul']:,.0f}/s, fwd+bwd {m['fwd_bwd']:,.0f}/s, "
+            f"train with {AUGMENT['augment']} {m['train_augment']:,.0f}/s")
     if scale.tp_wait_policy:
         out["wait_policy"] = bench_wait_policy(scale, log)
     return out
@@ -228,6 +232,19 @@ def markdown_throughput(r: dict) -> tuple[list[str], list[tuple]]:
                         f"{vs_a:.1f}x", vs_a >= 5))
         targets.append((f"1 throughput, batch {row['batch']}", "train() within a factor of (b) matmuls alone",
                         f"≤ {bound}x", f"{vs_b:.2f}x", vs_b <= bound))
+    if all("train_augment" in row for row in r["rows"]):
+        lines += [
+            "",
+            (f"Batch augmentation's cost: train() as above with `augment: {AUGMENT['augment']}` (random shifts of up "
+             f"to {AUGMENT['augment_shift']} pixels each way and horizontal flips, one gather per batch from a "
+             "precomputed index table, hpo/training/augment.py), in the same interleaved runs."),
+            "",
+            f"| batch | train(), augment none | train(), {AUGMENT['augment']} ±{AUGMENT['augment_shift']} | with / without |",
+            "|---:|---:|---:|---:|",
+        ]
+        for row in r["rows"]:
+            ratio = statistics.fmean(row["train_augment"]) / statistics.fmean(row["train"])
+            lines.append(f"| {row['batch']} | {pm_of(row['train'])} | {pm_of(row['train_augment'])} | {ratio:.2f}x |")
     if "wait_policy" in r:
         wp = r["wait_policy"]
         lines += [
