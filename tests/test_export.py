@@ -234,3 +234,12 @@ def test_per_layer_slopes_and_augmentation_read_back(tmp_path):
         with pytest.raises(ConfigError) as e:
             load_config(path)
         assert e.value.key == key, str(e.value)
+
+
+def test_a_study_run_with_smoke_asked_for_without_says_add_smoke(tmp_path, monkeypatch, capsys):
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    optuna.create_study(study_name="relu3_adam-smoke", storage=storage)
+    err = _one_line_exit_2(["export", "relu3_adam", "--storage", storage], capsys)
+    assert "'relu3_adam-smoke' is there: add --smoke" in err, err
+    err = _one_line_exit_2(["export", "relu3adam", "--smoke", "--storage", storage], capsys)
+    assert "did you mean 'relu3_adam'?" in err, err

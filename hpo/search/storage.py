@@ -7,6 +7,7 @@ the `optuna` CLI and optuna-dashboard). PostgreSQL when workers span machines.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import re
@@ -176,8 +177,13 @@ def open_study(name: str, storage: str | None = None, smoke: bool = False) -> op
         return optuna.load_study(study_name=full, storage=rdb)
     except KeyError:
         known = optuna.study.get_all_study_names(rdb)
+        if f"{full}-smoke" in known:  # the usual slip: the study was run with --smoke, this command without
+            raise StudyError(f"no study {full!r} in {redact(url)}, but {full + '-smoke'!r} is there: add --smoke "
+                             f"(or run `{first.replace(' ARGS=--smoke', '')}` for the full study)") from None
+        near = difflib.get_close_matches(full, known, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0].removesuffix('-smoke')!r}? " if near else ""
         raise StudyError(f"no study {full!r} in {redact(url)} (studies there: {', '.join(known) or 'none'}); "
-                         f"run `{first}` first") from None
+                         f"{hint}run `{first}` first") from None
 
 
 # --- watching it --------------------------------------------------------------------------------
