@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from hpo.errors import ConfigError
-from hpo.search.config import load_space, load_study
+from hpo.provenance import ROOT
+from hpo.search.config import load_space, load_study, read_yaml
 from hpo.search.space import Space, on_boundary, parse_param
 from hpo.search.study import enqueue_baselines
 from hpo.training.augment import AUGMENTS
@@ -366,3 +367,11 @@ def test_spaces_without_conditions_draw_what_they_drew_before():
                                       "label_smoothing"])]:
         trial, _ = _ask(load_space(name, "t", "space"))
         assert list(trial.params) == want
+
+
+def test_the_readme_s_example_space_parses(tmp_path):
+    section = (ROOT / "README.md").read_text().split("## Writing a search space")[1].split("\n## ")[0]
+    (tmp_path / "example.yaml").write_text(section.split("```yaml\n")[1].split("```")[0])
+    space = Space.parse(read_yaml(tmp_path / "example.yaml")[0], "README.md")
+    assert space.params["momentum"].when == (("optimizer", ("sgd_momentum",)),)
+    assert {"augment", "augment_shift"} <= set(space.params)
