@@ -8,6 +8,7 @@ are kept under $HPO_ARTIFACTS (default: artifacts/ at the repository root).
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import select
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import urllib.request
 from html import unescape
 from pathlib import Path
 
@@ -79,11 +81,14 @@ def test_a_busy_port_is_one_line(tmp_path, capsys):
 
 @pytest.fixture
 def populated(tiny_mnist, tmp_path):
-    """A storage holding one tiny study: three trials (the paper's baselines) of two epochs each."""
+    """A storage holding one tiny study: three trials (the paper's baselines) of two epochs each, each with its
+    note and curve picture, compared on the test set (one seed, one epoch): the comparison is the study's note."""
+    from hpo.results.compare import compare_study
     from hpo.search.runner import run_study
 
     url = os.environ["HPO_STORAGE"]
     run_study(str(write_study(tmp_path, n_trials=3, epochs=2)), console=Console(file=io.StringIO()))
+    compare_study("tiny", seeds=1, epochs=1, references=False, out=tmp_path / "out", console=Console(file=io.StringIO()))
     return url
 
 
@@ -104,6 +109,9 @@ def dashboard(populated):
         m = re.search(r"open (http://127\.0\.0\.1:\d+)/dashboard", line)
         assert m, line + proc.stderr.read() if proc.poll() is not None else line
         assert "(1 study)" in line
+        folder = Path(populated[len("sqlite:///"):]).parent / "artifacts"
+        # Printed right after the first line (perhaps read into the pipe's buffer with it: no select here).
+        assert proc.stdout.readline().strip() == f"pictures from {folder}"  # beside the SQLite file, unasked
         yield m.group(1)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
@@ -165,3 +173,53 @@ def test_the_dashboard_lists_studies_and_shows_trials_in_a_browser(dashboard, po
         chromium(f"{dashboard}/dashboard/{page}", f"--screenshot={shot}", "--window-size=1280,900")
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def _images(dom: str) -> list[str]:
+    return re.findall(r'<img[^>]*\bsrc="([^"]+)"', dom)
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        assert r.status == 200
+        return r.read()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does)")
+def test_the_dashboard_shows_the_notes_and_pictures_in_a_browser(dashboard, populated, tmp_path):
+    """The study page holds the comparison with the report's pictures, a trial page its note and curve (issue 11)."""
+    findings = json.loads((tmp_path / "out" / "compare.json").read_text())["findings"]
+    storage = open_storage(populated, heartbeat=False)
+    study_id = storage.get_study_id_from_name("tiny")
+    trial = storage.get_all_trials(study_id)[0]
+
+    dom = chromium(f"{dashboard}/dashboard/studies/{study_id}/note", "--dump-dom")
+    note = text_of(dom)
+    assert "tiny: automated search against the hand-tuned configurations" in note
+    for words in ("Test-set comparison: mnist, seeds [0]", "paper config re-run", "automated optimum", "difference",
+                  "What the numbers say", *findings, "Protocol assumptions", "Search-space boundaries"):
+        assert " ".join(words.split()) in note, words
+    pictures = [src for src in _images(dom) if src.startswith(f"/artifacts/{study_id}/")]
+    assert len(pictures) >= 3, _images(dom)  # history, params, curves (and importances when drawn)
+    for src in pictures:  # served from the artifact folder, as the browser loads them
+        assert _fetch(dashboard + src)[:8] == b"\x89PNG\r\n\x1a\n"
+
+    dom = chromium(f"{dashboard}/dashboard/studies/{study_id}/trials?numbers=0", "--dump-dom")
+    page = text_of(dom)
+    assert "Trial 0: complete" in page and "Validation accuracy" in page and "after 2 epochs" in page
+    assert f"Paper baseline {trial.user_attrs['baseline']} (Youn & Hong 2024, Table 3): the paper reports" in page
+    curve = [src for src in _images(dom) if src.startswith(f"/artifacts/{study_id}/{trial._trial_id}/")]
+    assert curve, _images(dom)  # in the note and in the trial's artifact list
+    assert _fetch(dashboard + curve[0])[:8] == b"\x89PNG\r\n\x1a\n"
+
+    history = text_of(chromium(f"{dashboard}/dashboard/studies/{study_id}", "--dump-dom"))
+    assert "tiny: accuracy against parameter count" in history  # the plotly chart hpo saved
+
+    for page, name, height in ((f"studies/{study_id}/note", "dashboard-note.png", 2400),
+                               (f"studies/{study_id}/trials?numbers=0", "dashboard-trial-note.png", 1300)):
+        shot = artifacts() / name
+        shot.unlink(missing_ok=True)
+        chromium(f"{dashboard}/dashboard/{page}", f"--screenshot={shot}", f"--window-size=1280,{height}")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert shot.stat().st_size > 50_000  # a rendered page with pictures, not a blank one

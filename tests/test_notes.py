@@ -15,6 +15,7 @@ import pytest
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from optuna_dashboard import get_note
+from optuna_dashboard._note import get_note_from_system_attrs, version_is_incremented
 from rich.console import Console
 from studyfiles import write_study
 
@@ -147,12 +148,15 @@ def test_every_outcome_gets_a_note_and_a_complete_trial_its_curve(tmp_path, tiny
         assert f"/artifacts/{study._study_id}/{t._trial_id}/{metas[0].artifact_id})" in _trial_note(study, t)
         assert (tmp_path / "artifacts" / metas[0].artifact_id).read_bytes()[:4] == b"\x89PNG"
     assert get_all_artifact_meta(study.trials[1], storage=study._storage) == []
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    assert version_is_incremented(attrs, study.trials[0]._trial_id, 2)  # the dashboard's editor saves version 2
 
 
 def _trial_note(study, t) -> str:
-    from optuna_dashboard._note import get_note_from_system_attrs
-
-    return get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), t._trial_id)["body"]
+    """The note as optuna-dashboard's own reader finds it (its API serialises trials with this function)."""
+    note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), t._trial_id)
+    assert note["version"] == 1  # so that an edit in the dashboard (version 2) is accepted
+    return note["body"]
 
 
 def test_capped_trials_get_notes_too(tmp_path, tiny_mnist):
@@ -170,15 +174,16 @@ def test_a_failing_note_warns_once_and_the_trial_goes_on(tmp_path, tiny_mnist, c
     cfg = _cfg(tmp_path, n_trials=2, epochs=2, baselines=False)
     store = open_store(tmp_path / "gone")
     (tmp_path / "gone").rmdir()  # every upload now fails
-    monkeypatch.setattr(notes_mod.warn, "__defaults__", (set(),))  # a fresh memory of warnings shown
+    monkeypatch.setattr(notes_mod, "_WARNED", set())  # a fresh memory of the warnings shown
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'f.db'}", direction="maximize")
     with caplog.at_level(logging.WARNING, logger="hpo.search.notes"):
         study.optimize(Objective(cfg, _splits(), threads=1, notes=TrialNotes(None, store)), n_trials=2)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 2, lines  # one per trial number: the message names the trial
-    assert lines[0].startswith("hpo: warning: trial 0: its validation-curve picture was not uploaded: FileNotFoundError")
-    assert all("\n" not in line for line in lines)
+    assert len(lines) == 1, lines  # the second trial's same failure is not repeated
+    assert lines[0].startswith("hpo: warning: trial 0: a trial's validation-curve picture was not uploaded: "
+                               "FileNotFoundError: ")
+    assert lines[0].endswith("(the run goes on; repeats are not shown)") and "\n" not in lines[0]
     assert "![" not in _trial_note(study, study.trials[0])  # the note went without its picture
 
 
@@ -296,7 +301,7 @@ def test_a_comparison_goes_into_the_note(tmp_path, tiny_mnist):
     assert time.time() - t0 < 120
     study, _ = _notes_of(os.environ["HPO_STORAGE"])
     note = get_note(study)
-    assert "### Test-set comparison: mnist, seeds [0] (mean ± std)" in note
+    assert "### Test-set comparison: mnist, seeds [0]" in note
     assert ("| configuration | paper-reported (fashion_mnist) | paper config re-run | automated optimum | difference |"
             in note)
     for line in result["findings"]:

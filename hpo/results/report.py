@@ -181,7 +181,7 @@ def dashboard_note(study, result: dict | None, warnings: list[str], pictures: li
     try:
         store = open_store(artifact_dir(study_url(study), artifacts))
     except HpoError as e:  # e.g. a folder that cannot be made: the note goes without pictures
-        warn(f"study {study.study_name}: its pictures were not uploaded", e)
+        warn("the report's pictures were not uploaded", e, f"study {study.study_name}: ")
         store = None
     s = study.user_attrs
 
@@ -192,7 +192,7 @@ def dashboard_note(study, result: dict | None, warnings: list[str], pictures: li
               f"The full report: `{report}`.", ""]
         if result:
             headers, rows = table_rows(result)
-            md += [f"### Test-set comparison: {result['dataset']}, seeds {result['seeds']} (mean ± std)", "",
+            md += [f"### Test-set comparison: {result['dataset']}, seeds {result['seeds']}", "",
                    _markdown_table(headers, rows), "", "### What the numbers say", ""]
             md += [f"- {line}" for line in result["findings"]]
             md += ["", "### Protocol assumptions", ""]
@@ -213,7 +213,7 @@ def dashboard_note(study, result: dict | None, warnings: list[str], pictures: li
     try:
         save_params_chart(study, result)
     except Exception as e:  # the chart is a view; report.md is the record
-        warn(f"study {study.study_name}: the dashboard chart was not saved", e)
+        warn("the dashboard chart was not saved", e, f"study {study.study_name}: ")
 
 
 def report_study(name: str, *, storage: str | None = None, smoke: bool = False, out: str | Path | None = None,

@@ -31,6 +31,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
+from optuna_dashboard._note import note_str_key_prefix, note_ver_key
 
 from hpo.display import counts_line, describe_config, pct
 from hpo.errors import StudyError
@@ -102,12 +103,19 @@ def is_persistent(study: optuna.Study) -> bool:
     return isinstance(getattr(study._storage, "_backend", study._storage), RDBStorage)
 
 
-def warn(what: str, error: BaseException, _seen: set = set()) -> None:  # noqa: B006 (the set is the memory)
-    """One warning line per distinct failure in this process: a full disk must not print one per trial."""
-    line = f"hpo: warning: {what}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-    if line not in _seen:
-        _seen.add(line)
-        log.warning(line + " (the run goes on; repeats are not shown)")
+_WARNED: set[tuple[str, str]] = set()  # (what failed, exception type): each is shown once per process
+
+
+def warn(what: str, error: BaseException, where: str = "") -> None:
+    """One warning line per kind of failure in this process (a full disk must not print one line per trial);
+    `where` (e.g. "trial 12: ") names the first one it hit."""
+    key = (what, type(error).__name__)
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    message = str(error).splitlines()[0] if str(error) else ""
+    log.warning(f"hpo: warning: {where}{what}: {type(error).__name__}: {message} (the run goes on; "
+                f"repeats are not shown)")
 
 
 # --- a trial's note -------------------------------------------------------------------------------------
@@ -174,6 +182,19 @@ def plot_curve(curve: list[float], number: int, path: Path) -> Path:
     return save(fig, path, dpi=CURVE_DPI)
 
 
+def save_first_note(storage, study_id: int, trial_id: int, body: str) -> None:
+    """A trial's first note, as optuna_dashboard.save_note stores it (version 1, one chunk), in two writes.
+
+    save_note reads all of the study's system attributes twice (for the version, and to blank older chunks):
+    with a note per trial that read grows with the study, to 82 ms a note at 1,000 trials (measured; README).
+    A trial that has just ended has no note yet, so neither read is needed. The key format is optuna-dashboard's
+    own (its _note module); tests/test_notes.py reads the notes back through the dashboard's reader."""
+    if len(body) > TRIAL_NOTE_MAX:
+        raise ValueError(f"a first note is one chunk: {len(body)} > {TRIAL_NOTE_MAX} characters")
+    storage.set_study_system_attr(study_id, note_ver_key(trial_id), 1)
+    storage.set_study_system_attr(study_id, f"{note_str_key_prefix(trial_id)}0", body)
+
+
 class TrialNotes:
     """Writes a trial's note (and, for a completed trial of 2+ epochs, its curve picture) while it still runs:
     the objective calls `write` as the trial's outcome becomes known, before Optuna tells it."""
@@ -188,11 +209,12 @@ class TrialNotes:
             try:
                 picture = self._upload_curve(trial, attrs["val_curve"])
             except Exception as e:  # the note goes without its picture
-                warn(f"trial {trial.number}: its validation-curve picture was not uploaded", e)
+                warn("a trial's validation-curve picture was not uploaded", e, f"trial {trial.number}: ")
         try:
-            save_note(trial, trial_note(trial.number, state, attrs, value, self.paper_key, picture))
+            save_first_note(trial.storage, trial.study._study_id, trial._trial_id,
+                            trial_note(trial.number, state, attrs, value, self.paper_key, picture))
         except Exception as e:  # a note is a view of the trial, never a reason to lose it
-            warn(f"trial {trial.number}: its dashboard note was not written", e)
+            warn("a trial's dashboard note was not written", e, f"trial {trial.number}: ")
 
     def _upload_curve(self, trial: optuna.Trial, curve: list[float]) -> str:
         with tempfile.TemporaryDirectory(prefix="hpo-curve-") as folder:  # the file name is what the dashboard lists
@@ -267,7 +289,7 @@ class LiveNote:
             save_note(study, live_note(study))
             self.writes += 1
         except Exception as e:
-            warn(f"study {study.study_name}: its dashboard note was not updated", e)
+            warn("the study's live dashboard note was not updated", e, f"study {study.study_name}: ")
         self.pending, self.last = 0, self.clock()
 
 
@@ -305,5 +327,5 @@ def publish_report(study: optuna.Study, pictures: list[Path], compose: Callable[
         save_note(study, compose(urls))
         return True
     except Exception as e:  # report.md is the record; the dashboard's copy must not cost it
-        warn(f"study {study.study_name}: the report was not put into its dashboard note", e)
+        warn("the report was not put into the study's dashboard note", e, f"study {study.study_name}: ")
         return False
