@@ -36,6 +36,7 @@ def _isolated(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("HPO_CACHE_DIR", str(cache))
     monkeypatch.delenv("HPO_DATA_DIR", raising=False)
+    monkeypatch.delenv("HPO_MAKE", raising=False)  # `make test` exports it; hints would read `make study NAME=...`
     monkeypatch.setenv("HPO_STORAGE", f"sqlite:///{tmp_path_factory.mktemp('db') / 'hpo.db'}")
     data_mod._LOADED.clear()
     yield
