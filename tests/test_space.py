@@ -6,9 +6,10 @@ import optuna
 import pytest
 import torch
 
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, StudyError
 from hpo.provenance import ROOT
 from hpo.search.config import load_space, load_study, read_yaml
+from hpo.search.samplers import grid_space
 from hpo.search.space import Space, on_boundary, parse_param
 from hpo.search.study import enqueue_baselines
 from hpo.training.augment import AUGMENTS
@@ -375,3 +376,24 @@ def test_the_readme_s_example_space_parses(tmp_path):
     space = Space.parse(read_yaml(tmp_path / "example.yaml")[0], "README.md")
     assert space.params["momentum"].when == (("optimizer", ("sgd_momentum",)),)
     assert {"augment", "augment_shift"} <= set(space.params)
+
+
+@pytest.mark.parametrize("raw, conditional", [
+    (WIDE_LIKE, ["momentum"]),
+    ({"optimizer": "sgd_momentum", "momentum": _M}, []),  # always drawn: the default schedule is constant
+    ({"optimizer": {"choices": ["sgd_momentum", "adam"]}, "momentum": 0.9}, []),  # fixed: nothing is drawn
+    ({"activation": {"choices": ["relu", "leaky_relu"]}, "negative_slope": {"low": 0.01, "high": 0.3}}, ["negative_slope"]),
+    ({"augment": "shift", "augment_shift": {"choices": [1, 2]}}, []),
+    ({"optimizer": {"choices": ["adam", "adamw"]}, "lr": {"low": 1e-3, "high": 0.1, "when": {"optimizer": ["adamw"]}}},
+     ["lr"]),
+])
+def test_conditional_lists_what_some_trials_skip(raw, conditional):
+    assert Space.parse(raw, "s").conditional() == conditional
+
+
+def test_the_grid_sampler_refuses_a_conditional_hyperparameter():
+    space = Space.parse({"augment": {"choices": ["none", "shift"]}, "augment_shift": {"choices": [1, 2]}}, "x.yaml")
+    with pytest.raises(StudyError, match="^x.yaml: augment_shift: is drawn only in some trials"):
+        grid_space(space)
+    for name in ("activations", "mixed_activation"):  # the shipped grid spaces fix what is conditional
+        grid_space(load_space(name, "t", "space"))

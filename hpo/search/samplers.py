@@ -20,7 +20,8 @@ SAMPLERS = {
 }
 # Defaults a careful user would pick; a study's sampler_options override them.
 SAMPLER_DEFAULTS = {
-    # multivariate+group model the depth-conditional widths jointly; constant_liar keeps parallel workers apart.
+    # multivariate+group model the depth-conditional widths and the conditional hyperparameters (momentum only in
+    # sgd_momentum trials: hpo.search.space) jointly, group by group; constant_liar keeps parallel workers apart.
     "tpe": {"multivariate": True, "group": True, "constant_liar": True, "n_startup_trials": 10},
 }
 
@@ -45,6 +46,11 @@ PRUNER_DEFAULTS = {
 
 def grid_space(space) -> dict[str, list]:
     """GridSampler's search space: every categorical and small int range; float ranges cannot be gridded."""
+    skipped = space.conditional()
+    if skipped:  # a grid point is a full assignment: one whose parameter a trial skips repeats another's run
+        raise StudyError(f"{space.source}: {skipped[0]}: is drawn only in some trials (a condition), and the grid "
+                         f"sampler would train the same configuration once per value it skips; fix it or use "
+                         f"another sampler")
     grid = {}
     for name, dist in space.distributions().items():
         if isinstance(dist, optuna.distributions.CategoricalDistribution):

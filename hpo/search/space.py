@@ -289,6 +289,17 @@ class Space:
                     raise ConfigError(self.source, name, f"only matters when {cond.text}, which no trial of this "
                                                          f"space has; leave {name} out")
 
+    def conditional(self) -> list[str]:
+        """The hyperparameters that some trials of this space may not draw (a `when`, or a CONDITION that can
+        fail here), in file order."""
+        out = []
+        for name, dist in self.params.items():
+            conds = CONDITIONS.get(PARAMS[name].field or name, ())
+            if dist.kind != "fixed" and (dist.when or any(not all(c.holds(v) for v in self._possible_flat(c.parent))
+                                                           for c in conds)):
+                out.append(name)
+        return out
+
     def _parents(self, name: str) -> list[str]:
         """What decides whether `name` is drawn: its `when` and, when this space sets them, its CONDITIONS."""
         own = [parent for parent, _ in self.params[name].when]
