@@ -26,7 +26,7 @@ from rich.console import Console
 from studyfiles import ROOT, hpo_command, write_study
 
 from hpo.cli import build_parser, main
-from hpo.search.storage import DEFAULT_STORAGE, open_storage
+from hpo.search.storage import DEFAULT_STORAGE, describe_storage, open_storage
 from hpo.search.storage import dashboard_address as address
 from hpo.search.storage import dashboard_hint as hint
 
@@ -47,6 +47,9 @@ def test_hint_names_the_command_and_the_address(monkeypatch, tmp_path):
     # From another folder the same relative URL is another file: the hint names that file, not `make dashboard`.
     monkeypatch.chdir(tmp_path)
     assert f"hpo dashboard --storage sqlite:///{tmp_path.resolve()}/runs/hpo.db`" in hint(DEFAULT_STORAGE)
+    assert f"(that is {tmp_path.resolve()}/runs/hpo.db, under this folder" in describe_storage(DEFAULT_STORAGE)
+    monkeypatch.chdir(ROOT)
+    assert describe_storage(DEFAULT_STORAGE) == DEFAULT_STORAGE
     assert address("0.0.0.0", 9000) == "http://127.0.0.1:9000/dashboard"
     assert address("::1", 9000) == "http://[::1]:9000/dashboard"
 

@@ -19,7 +19,15 @@ from hpo.search.notes import LiveNote, TrialNotes, artifact_dir, open_store
 from hpo.search.objective import Objective
 from hpo.search.packs import run_packs
 from hpo.search.samplers import joining_seed, make_sampler
-from hpo.search.storage import dashboard_hint, fail_stale, heartbeat_settings, open_storage, redact, storage_url
+from hpo.search.storage import (
+    dashboard_hint,
+    describe_storage,
+    fail_stale,
+    heartbeat_settings,
+    open_storage,
+    redact,
+    storage_url,
+)
 from hpo.search.study import config_hash, create_or_load, enqueue_baselines, load_data, prepare
 from hpo.search.workers import run_workers, threads_per_worker
 from hpo.trials import counted
@@ -69,7 +77,7 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
         tail += f"; packs of up to {cfg.budget.pack} trials"
     console.print(f"[bold]{study_name}[/] ({cfg.source}): {data_line}, space {space.source}, sampler {cfg.sampler}, "
                   f"pruner {cfg.pruner}{tail}")
-    console.print(f"storage {redact(url)}; {'created' if created else f'resuming with {done} finished trials'}; "
+    console.print(f"storage {describe_storage(url)}; {'created' if created else f'resuming with {done} finished trials'}; "
                   f"{new_baselines} paper baselines enqueued; {dashboard_hint(url)}")
     if pictures is None:
         console.print(f"no artifact folder for {redact(url)}: trial notes without pictures; pass --artifacts PATH "

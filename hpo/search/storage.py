@@ -208,6 +208,15 @@ def sqlite_file(url: str, base: Path) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
+def describe_storage(url: str) -> str:
+    """A storage URL for people: a relative SQLite path also in full when it is not the repository's own
+    runs/hpo.db, so that a study run from another folder says where its new file is."""
+    here = sqlite_file(url, Path.cwd())
+    if here is None or Path(url[len("sqlite:///"):]).is_absolute() or Path.cwd().resolve() == ROOT:
+        return redact(url)
+    return f"{redact(url)} (that is {here.resolve()}, under this folder, not the repository's runs/)"
+
+
 def dashboard_hint(url: str) -> str:
     """How to watch a study on `url`, for `hpo study` to print. `make dashboard` runs in the repository with
     $HPO_STORAGE or runs/hpo.db there, so it is the hint only when that is this study's storage; from another
