@@ -139,6 +139,18 @@ def test_a_pack_member_augments_as_it_would_alone(splits):
             assert torch.allclose(q, r, atol=1e-4)
 
 
+def test_a_pack_member_keeps_its_own_per_layer_slopes(splits):
+    acts = ("leaky_relu", "relu", "leaky_relu")
+    cfgs = [TrainConfig(widths=(16, 8, 8), activation=acts, negative_slope=(0.2, 0.01, 0.05), lr=3e-3, batch_size=32,
+                        epochs=1, seed=0),
+            TrainConfig(widths=(8, 8, 4), activation=acts, negative_slope=(0.01, 0.01, 0.3), lr=3e-3, batch_size=32,
+                        epochs=1, seed=1)]
+    for a, p in zip([train(c, splits, threads=1) for c in cfgs], train_pack(cfgs, splits, threads=1)):
+        assert p.loss_curve == pytest.approx(a.loss_curve, rel=1e-4)
+        for q, r in zip(p.model.parameters(), a.model.parameters()):
+            assert torch.allclose(q, r, atol=1e-4)
+
+
 def test_batch_augment_draws_once_per_epoch():
     aug = BatchAugment("shift", 2, seed=0, n_features=784, fill=0.0, device="cpu")
     aug.epoch(100)
