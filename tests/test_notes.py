@@ -309,3 +309,13 @@ def test_a_comparison_goes_into_the_note(tmp_path, tiny_mnist):
     assert "### Protocol assumptions" in note and "- **batch_size** = 64: " in note
     attrs = study._storage.get_study_system_attrs(study._study_id)
     assert note.count("](/artifacts/") == len(attrs[notes_mod.REPORT_ARTIFACTS_ATTR]) >= 3  # history, params, curves
+
+
+def test_the_dashboard_refuses_a_missing_artifact_folder_it_was_given(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    open_storage(url, heartbeat=False)
+    assert main(["dashboard", "--storage", url, "--artifacts", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"hpo: error: {tmp_path / 'nope'}: no such artifact folder; `hpo study` and `hpo compare` make it "
+                   f"(pass the same --artifacts to them)"], err
+    assert not (tmp_path / "nope").exists()

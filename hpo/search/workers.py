@@ -83,6 +83,11 @@ class _Interrupts:
 
         return run
 
+    def settled(self) -> None:
+        """The running trial's outcome is known (Objective calls this before writing its note): a signal from
+        here on stops the worker after the trial is told, instead of failing the finished trial."""
+        self.raise_now = False
+
     def __call__(self, study, trial) -> None:  # a study callback: the safe point after each trial
         if self.requested:
             study.stop()
@@ -129,7 +134,8 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
         interrupts.raise_now = False
         study.should_stop = lambda: interrupts.requested  # a worker waiting for the last trials stops too
         objective = Objective(cfg, splits, threads=threads, space=space,
-                              notes=TrialNotes(cfg.paper, open_store(Path(artifacts) if artifacts else None)))
+                              notes=TrialNotes(cfg.paper, open_store(Path(artifacts) if artifacts else None)),
+                              settled=interrupts.settled)
         if remaining > 0 and cfg.budget.pack > 1:
             run_packs(study, objective, pack=cfg.budget.pack, max_trials=remaining, timeout=cfg.timeout,
                       callbacks=[interrupts, _ParentWatch()], around=interrupts.around)
