@@ -319,3 +319,21 @@ def test_the_dashboard_refuses_a_missing_artifact_folder_it_was_given(tmp_path, 
     assert err == [f"hpo: error: {tmp_path / 'nope'}: no such artifact folder; `hpo study` and `hpo compare` make it "
                    f"(pass the same --artifacts to them)"], err
     assert not (tmp_path / "nope").exists()
+
+
+def test_ctrl_c_while_a_note_is_written_fails_the_trial_as_interrupted_after_settling(tmp_path, tiny_mnist):
+    cfg = _cfg(tmp_path, n_trials=1, epochs=1, baselines=False)
+    order = []
+
+    class Interrupting:
+        def write(self, trial, state, value):
+            order.append(f"note {state}")
+            raise KeyboardInterrupt
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'k.db'}", direction="maximize")
+    objective = Objective(cfg, _splits(), threads=1, notes=Interrupting(), settled=lambda: order.append("settled"))
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert order == ["settled", "note complete"]  # a worker stops raising on signals before the note
+    assert t.state == TrialState.FAIL and t.user_attrs["outcome"] == "interrupted"
