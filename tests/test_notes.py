@@ -278,6 +278,8 @@ def test_the_report_becomes_the_study_note_and_replaces_its_pictures(tmp_path, t
     metas = get_all_artifact_meta(study)
     assert sorted(m.artifact_id for m in metas) == sorted(pictures.values())
     assert sorted(m.filename for m in metas) == ["curves.png", "history.png", "importances.png", "params.png"]
+    linked = set(re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", (tmp_path / "r" / "report.md").read_text()))
+    assert linked == {m.filename for m in metas}  # every picture report.md shows, and no other
     assert len(os.listdir(folder)) == 3 + 4  # three trial curves and one set of report pictures
     note = get_note(study)
     assert note.startswith("## tiny: automated search against the hand-tuned configurations")

@@ -5,6 +5,7 @@ say, the protocol assumptions, search-space boundaries, the trials, and the acti
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -169,7 +170,10 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
     path = folder / f"report{suffix}.md"
     path.write_text("\n".join(md))
     if is_persistent(study):  # an in-memory study has no dashboard to show it
-        dashboard_note(study, result, warnings, [p for p in pngs.values() if p.is_file()], path, artifacts)
+        # Every picture the report links to (its own and the activation sections'), once each, in order.
+        linked = dict.fromkeys(re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", "\n".join(md)))
+        pictures = [folder / name for name in linked if (folder / name).is_file()]
+        dashboard_note(study, result, warnings, pictures, path, artifacts)
     return path
 
 
