@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 AUGMENTS = ("none", "shift", "shift_flip")
 MAX_SHIFT = 8  # pixels each way; the index table holds (2 * shift + 1)^2 * 2 rows of side*side entries
@@ -61,6 +60,7 @@ class Shifter:
         src_c = torch.where(flip.bool(), side - 1 - src_c, src_c)  # ... of the mirrored image when flipped
         index = torch.where(inside, src_r * side + src_c, n_features)  # column n_features: the fill
         self.table = index.to(device)  # row (dy + s) * (2s + 1) * 2 + (dx + s) * 2 + flip
+        self._buffers: tuple[torch.Tensor, ...] | None = None
 
     def codes(self, draws: torch.Tensor) -> torch.Tensor:
         """Table rows for (n, 3) draws (each within this table's max_shift), on the table's device."""
@@ -68,9 +68,22 @@ class Shifter:
         return ((draws[:, 0] + s) * span * 2 + (draws[:, 1] + s) * 2 + draws[:, 2]).to(self.table.device)
 
     def __call__(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """x (B, side*side) shifted (and flipped) row by row as codes (B,) say; a new tensor, x is unchanged."""
-        padded = F.pad(x, (0, 1), value=self.fill)
-        return padded.gather(1, self.table.index_select(0, codes))
+        """x (B, side*side) shifted (and flipped) row by row as codes (B,) say; x is unchanged.
+
+        Hazard: the result lives in a buffer that the next call overwrites (a training step uses its batch up
+        before the next one is made). Fresh tensors each step cost more than the gather itself at batch 256 on
+        the CPU (measured 2.2 ms against 0.23 ms: large allocations are returned to the system and faulted in
+        again every time)."""
+        b = len(x)
+        buf = self._buffers
+        if buf is None or buf[0].shape[0] < b or buf[0].dtype != x.dtype or buf[0].device != x.device:
+            padded = torch.full((b, self.n + 1), self.fill, dtype=x.dtype, device=x.device)  # last column: fill
+            buf = self._buffers = (padded, torch.empty(b, self.n, dtype=torch.long, device=x.device),
+                                   torch.empty(b, self.n, dtype=x.dtype, device=x.device))
+        padded, index, out = (t[:b] for t in buf)
+        padded[:, :self.n].copy_(x)
+        torch.index_select(self.table, 0, codes, out=index)
+        return torch.gather(padded, 1, index, out=out)
 
 
 class BatchAugment:
