@@ -397,3 +397,14 @@ def test_the_grid_sampler_refuses_a_conditional_hyperparameter():
         grid_space(space)
     for name in ("activations", "mixed_activation"):  # the shipped grid spaces fix what is conditional
         grid_space(load_space(name, "t", "space"))
+
+
+def test_problems_check_the_slopes_of_leaky_relu_layers_only():
+    space = Space.parse({"depth": 3, "width": 16, "activation": {"choices": ["relu", "leaky_relu"], "per_layer": True},
+                         "negative_slope": {"low": 0.05, "high": 0.3}}, "s")
+    hp = {"widths": (16, 16, 16), "activation": ("leaky_relu", "relu", "leaky_relu"), "negative_slope": (0.1, 5.0, 0.2)}
+    assert space.problems(hp) == []  # 5.0 belongs to a relu layer: not used
+    assert space.trial_params(hp) == {"activation_1": "leaky_relu", "activation_2": "relu", "activation_3": "leaky_relu",
+                                      "negative_slope_1": 0.1, "negative_slope_3": 0.2}
+    assert space.problems({**hp, "negative_slope": (0.9, 0.01, 0.2)}) == [
+        "negative_slope=[0.9, 0.2] is outside [0.05, 0.3]"]
