@@ -102,9 +102,10 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 storage = RDBStorage(with_driver(url), engine_kwargs=engine_kwargs, **kwargs)
             break
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as e:
             # Processes that open a new database at the same moment all create its tables; the losers of
-            # that race fail with 'already exists' or a duplicate schema version, and find the tables next time.
+            # that race fail with 'already exists' (SQLite: OperationalError; PostgreSQL: ProgrammingError,
+            # DuplicateTable) or a duplicate schema version, and find the tables next time.
             if attempt < 2 and (isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in str(e)):
                 time.sleep(0.2)
                 continue
