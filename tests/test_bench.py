@@ -69,12 +69,13 @@ def test_quick_bench_writes_its_table(tmp_path, fmnist_available, capsys):
     text = out.read_text()
     assert "Written by `hpo bench --quick`" in text and "torch" in text and "cores" in text
     for heading in ("## 1. Objective throughput", "## 2. Search efficiency on relu3_adam", "## 3. Parallel scaling",
-                    "## 4. Overhead"):
+                    "## 4. Overhead", "## 5. Trial packs"):
         assert heading in text
     summary = text.split("| item | measure | target | result | met |")[1].split("\n\n")[0]
     rows = [line for line in summary.splitlines() if line.startswith("| ") and not line.startswith("|---")]
-    # every target of the issue has its row, met or not: 2 batch sizes x 2 for throughput, 2, 1, 1
-    assert [r.split(" | ")[0][2] for r in rows] == ["1"] * 4 + ["2"] * 2 + ["3", "4"]
+    # every target of the issue has its row, met or not: 2 batch sizes x 2 for throughput, 2, 1, 1, and packs
+    # at the three batch sizes up to 128
+    assert [r.split(" | ")[0][2] for r in rows] == ["1"] * 4 + ["2"] * 2 + ["3", "4"] + ["5"] * 3
     assert all(r.endswith(("| **yes** |", "| no |")) for r in rows)
     assert "nan" not in text
     assert f"wrote {out}" in capsys.readouterr().out

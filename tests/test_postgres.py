@@ -98,7 +98,8 @@ def test_workers_started_separately_share_one_study(tiny_mnist, tmp_path, postgr
     """Two workers started at the same moment on an empty database, as a job array would: one creates the
     study and enqueues the paper's baselines, the other joins it, and together they run exactly n_trials
     (also when each trains its trials in packs)."""
-    study_file = str(write_study(tmp_path, n_trials=8, epochs=10))
+    name = f"tiny_pack{pack}"  # one server for the module: each run its own study
+    study_file = str(write_study(tmp_path, name, n_trials=8, epochs=10))
     workers = [subprocess.Popen(hpo_command("study", study_file, "--storage", postgres_url, "--pack", str(pack)), cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     try:
@@ -113,9 +114,9 @@ def test_workers_started_separately_share_one_study(tiny_mnist, tmp_path, postgr
     outs = [" ".join(out.split()) for out, _ in outs]  # rich wraps long lines
     assert sorted("created; 3 paper baselines enqueued" in out for out in outs) == [False, True]
     assert sorted("resuming with" in out for out in outs) == [False, True]
-    assert f"`hpo dashboard --storage {postgres_url}`" in outs[0]
+    assert f"dashboard --storage {postgres_url}`" in outs[0]  # `hpo ...` or `.venv/bin/hpo ...`, as run
 
-    study = load(postgres_url)
+    study = load(postgres_url, name)
     assert count(study) == 8
     assert_no_duplicate_baselines(study)
     pids = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in study.trials if "worker" in t.user_attrs}

@@ -85,7 +85,7 @@ QUICK = Scale(  # one thread: quick numbers are for a first look, and one thread
           ("epochs", (1, 2))),
     sc_trials=4, sc_epochs=1, sc_repeats=1,  # the --smoke data subset
     oh_trials=12, oh_train=500, oh_eval=200, oh_epochs=1,
-    pk_trials=8, pk_epochs=1, pk_repeats=1,
+    pk_trials=4, pk_epochs=1, pk_repeats=1,
 )
 
 
