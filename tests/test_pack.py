@@ -12,6 +12,8 @@ from torch import nn
 
 from hpo import data as data_mod
 from hpo.errors import HpoError
+from hpo.results.compare import compare_study
+from hpo.results.export import export, load_config
 from hpo.search.config import load_study
 from hpo.search.runner import run_study
 from hpo.search.study import prepare
@@ -213,3 +215,14 @@ def test_a_pack_member_reports_to_optuna_each_epoch(tiny_mnist, tmp_path):
     for t in study.trials:
         assert [t.intermediate_values[e] for e in (1, 2, 3)] == pytest.approx(t.user_attrs["val_curve"], abs=1e-5)
     assert optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'r.db'}").best_value > 0
+
+
+def test_export_and_compare_see_a_packed_study_s_trials_as_ordinary_ones(tiny_mnist, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    study = run_study(str(write_study(tmp_path, n_trials=5, epochs=2, pack=5)), storage=url)
+    (path, best), = export("tiny", storage=url)
+    assert best.number == max(study.best_trials, key=lambda t: t.values[0]).number
+    assert load_config(path).train.widths == tuple(best.user_attrs["config"]["widths"])
+    result = compare_study("tiny", storage=url, seeds=2, epochs=1, references=False)
+    assert {e["kind"] for e in result["entries"]} == {"paper", "optimum"}

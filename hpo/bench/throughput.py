@@ -214,7 +214,7 @@ def markdown_throughput(r: dict) -> tuple[list[str], list[tuple]]:
         "products alone (three forward, five backward `torch.mm` into preallocated tensors, plus the ReLU masks; "
         "no biases, loss, optimizer, autograd or batch gathering). For reference, the model's forward+backward "
         "through autograd on one fixed batch, without optimizer or data movement, and train() with its "
-        "hand-written ReLU MLP step (hpo/fastmlp.py) switched off, i.e. through autograd."),
+        "hand-written ReLU MLP step (hpo/training/fastmlp.py) switched off, i.e. through autograd."),
         "",
         ("| batch | hpo train() | (a) per-sample Dataset + DataLoader | (b) matmuls alone | train / (a) "
          "| (b) / train | train(), autograd path | model fwd+bwd, no optimizer |"),

@@ -66,7 +66,7 @@ PARAMS: dict[str, Param] = {
     "epochs": Param(int, check=_at_least(1)),
     "schedule": Param(str, choices=lambda: SCHEDULES),
     "label_smoothing": Param(float, check=_unit_interval),
-    # Bansal 2022's three-cycle schedule (hpo/cycles.py): epochs per cycle (0: off) and the mixing weights' lr.
+    # Bansal 2022's three-cycle schedule (hpo/training/cycles.py): epochs per cycle (0: off) and the mixing weights' lr.
     "cycle_epochs": Param(int, check=_at_least(0)),
     "mix_lr": Param(float, check=lambda v: None if v > 0 else "`mix_lr > 0`"),
     # A replicate factor: with the grid sampler, `seed: {choices: [0, 1, 2]}` trains every configuration under
