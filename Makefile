@@ -89,7 +89,7 @@ dashboard: install ## serve optuna-dashboard on the project's storage (127.0.0.1
 activations: install ## plot the activation functions and print their properties
 	$(BIN)/hpo activations $(ARGS)
 
-bench: install data ## measure throughput, search efficiency, scaling and overhead; writes BENCHMARKS.md
+bench: install data ## measure throughput, search efficiency, scaling, overhead and packs; writes BENCHMARKS.md
 	$(BIN)/hpo bench $(ARGS)
 
 clean: ## remove runs/ (studies, exports, reports); keeps .venv
