@@ -226,3 +226,28 @@ def test_export_and_compare_see_a_packed_study_s_trials_as_ordinary_ones(tiny_mn
     assert load_config(path).train.widths == tuple(best.user_attrs["config"]["widths"])
     result = compare_study("tiny", storage=url, seeds=2, epochs=1, references=False)
     assert {e["kind"] for e in result["entries"]} == {"paper", "optimum"}
+
+
+def test_the_hand_written_relu_step_is_autograd_s_step():
+    """StackedMLP.fast_step writes the gradients autograd computes for the same stacked forward."""
+    cfgs = [TrainConfig(widths=(20, 12), seed=0, label_smoothing=0.1), TrainConfig(widths=(9, 15), seed=1)]
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 16, 784, generator=g), torch.randint(0, 10, (2, 16), generator=g)
+    eps = torch.tensor([c.label_smoothing for c in cfgs])
+    ref = StackedMLP([build_model(c) for c in cfgs], cfgs, "cpu")
+    member_losses(ref.forward(x, training=True), y, eps).sum().backward()
+    fast = StackedMLP([build_model(c) for c in cfgs], cfgs, "cpu")
+    for p in fast.parameters():
+        p.grad = torch.full_like(p, float("nan"))  # every entry must be written
+    assert fast.relu
+    losses = fast.fast_step(x, y, eps)
+    assert losses.tolist() == pytest.approx(member_losses(ref.forward(x, training=False), y, eps).tolist(), rel=1e-6)
+    for p, q in zip(fast.parameters(), ref.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6)
+
+
+def test_a_pack_trains_the_same_with_and_without_the_hand_written_step(splits):
+    fast = train_pack(MEMBERS, splits, threads=1)
+    slow = train_pack(MEMBERS, splits, threads=1, fast=False)
+    for a, b in zip(fast, slow):
+        assert a.loss_curve == pytest.approx(b.loss_curve, rel=1e-4) and a.eval_curve == pytest.approx(b.eval_curve, abs=0.02)

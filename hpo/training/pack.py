@@ -44,6 +44,7 @@ PACKABLE_ACTIVATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Ten
     "sigmoid": lambda x, slope: torch.sigmoid(x),
     "sin": lambda x, slope: torch.sin(x),
 }
+_threshold_backward = torch.ops.aten.threshold_backward
 ZERO_AT_ZERO = {"relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sin"}  # f(0) = 0 and f'(0) finite
 STACKED_OPTIMIZERS = ("sgd", "sgd_momentum", "adam", "adamw")
 ONECYCLE = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4, "base_momentum": 0.85,
@@ -162,6 +163,46 @@ class StackedMLP:
                     h = h * torch.bernoulli(self.keep.expand_as(h)) / self.keep
         return h
 
+    @property
+    def relu(self) -> bool:
+        """Every hidden activation is ReLU: the hand-written step (`fast_step`) applies."""
+        return all(a is PACKABLE_ACTIVATIONS["relu"] for a in self.acts)
+
+    @torch.no_grad()
+    def fast_step(self, x: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor) -> torch.Tensor:
+        """Forward, loss and backward of a ReLU pack without autograd, as hpo.training.fastmlp does for one model:
+        every weight's and bias's .grad is written in place (out=), for the optimizer to consume. Returns each
+        member's mean loss (K,). Dropout draws as `forward` does; smoothing is each member's label smoothing."""
+        inputs, h, last = [], x, len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            inputs.append(h)
+            h = torch.baddbmm(b, h, w)
+            if i < last:
+                h.relu_()
+                if self.any_dropout:
+                    h = h * (torch.bernoulli(self.keep.expand_as(h)) / self.keep)
+        k, batch, classes = h.shape
+        logp = torch.log_softmax(h, dim=-1)
+        eps = smoothing.view(k, 1, 1)
+        losses = (1 - smoothing) * -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(-1) \
+            + smoothing * -logp.mean(-1).mean(-1)
+        # d(mean loss)/d(logits) = (softmax - target) / batch, target = (1 - eps) one-hot + eps / classes
+        g = logp.exp_()  # the losses are computed already: logp may become the softmax in place
+        g.sub_(eps / classes)
+        g.scatter_add_(-1, y.unsqueeze(-1), (eps - 1).expand(k, batch, 1))
+        g.div_(batch)
+        for i in range(last, -1, -1):
+            w, b = self.weights[i], self.biases[i]
+            torch.bmm(inputs[i].transpose(1, 2), g, out=w.grad)
+            torch.sum(g, 1, keepdim=True, out=b.grad)
+            if i > 0:
+                g = torch.bmm(g, w.transpose(1, 2))
+                # The layer below's output is relu(a) * noise: nonzero exactly where gradient flows through both.
+                g = _threshold_backward(g, inputs[i], 0)
+                if self.any_dropout:
+                    g.div_(self.keep)
+        return losses
+
     def keep_members(self, rows: list[int]) -> None:
         """Compact the pack to `rows` (indices into the current members)."""
         idx = torch.tensor(rows, device=self.weights[0].device)
@@ -278,8 +319,11 @@ def _check(cfgs: Sequence[TrainConfig]) -> None:
 
 def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None = None,
                max_seconds: float | None = None, on_epoch: Callable[[int, int, float], None] | None = None,
-               check_every: int = 50, models: Sequence[nn.Module] | None = None) -> list[TrainResult]:
+               check_every: int = 50, models: Sequence[nn.Module] | None = None,
+               fast: bool = True) -> list[TrainResult]:
     """Train every config in `cfgs` at once on data.train_*, evaluating each on data.eval_* after every epoch.
+    A ReLU pack trains through the hand-written step (`StackedMLP.fast_step`) unless fast=False; any other
+    activation through autograd over the same stacked computation.
 
     Returns one TrainResult per config, in order; a member stopped by `on_epoch` has status "stopped" and the
     exception in `stopped_by`. A time cap (`max_seconds`) covers the pack: every member still training is
@@ -331,9 +375,12 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
                 xb = shifter(xb, codes[:, i:i + bs].reshape(-1))
             xb = xb.view(len(members), idx.shape[1], -1)
             yb = data.train_y.index_select(0, idx.reshape(-1)).view(len(members), idx.shape[1])
-            losses = member_losses(net.forward(xb, training=True), yb, eps, shared_eps)
-            opt.zero_grad()
-            losses.sum().backward()  # each member's gradient is that of its own mean loss
+            if fast and net.relu:
+                losses = net.fast_step(xb, yb, eps)  # writes every .grad
+            else:
+                losses = member_losses(net.forward(xb, training=True), yb, eps, shared_eps)
+                opt.zero_grad()
+                losses.sum().backward()  # each member's gradient is that of its own mean loss
             opt.step([plans[j][0][t] for j in members], [plans[j][1][t] for j in members] if cycled else None)
             t += 1
             loss_sum += losses.detach()
