@@ -124,9 +124,9 @@ def bench_stacked(scale, log: Callable[[str], None]) -> dict:
         cfgs = [TrainConfig(widths=WIDTHS, optimizer="adam", lr=1e-3, batch_size=bs, epochs=1, seed=s)
                 for s in range(max(STACKED))]
 
-        def packed(k: int, cfgs=cfgs) -> float:
+        def packed(k: int, cfgs=cfgs, fast: bool = True) -> float:
             t0 = time.perf_counter()
-            train_pack(cfgs[:k], splits, threads=scale.threads)
+            train_pack(cfgs[:k], splits, threads=scale.threads, fast=fast)
             return k * n / (time.perf_counter() - t0)
 
         def alone(k: int, cfgs=cfgs) -> float:
@@ -136,6 +136,7 @@ def bench_stacked(scale, log: Callable[[str], None]) -> dict:
             return k * n / (time.perf_counter() - t0)
 
         runs = {"alone": lambda k=4: alone(k), **{f"pack{k}": (lambda k=k: packed(k)) for k in STACKED},
+                "autograd8": lambda: packed(8, fast=False),
                 **{f"bmm{k}": (lambda k=k, bs=bs: stacked_matmul_epoch(n, bs, k, device=scale.device)) for k in STACKED}}
         for fn in runs.values():  # warm-up, not timed
             fn()
@@ -186,19 +187,20 @@ def markdown_packs(r: dict) -> tuple[list[str], list[tuple]]:
     lines += [
         "",
         (f"(b) One epoch of {s['n']:,} images for K copies of 784-60-40-10 (Adam, lr 1e-3, seeds 0..K-1): "
-         "model-samples per second (K × samples / wall time) of `train_pack`, of `train()` one model after "
-         "another (4 models, the hand-written ReLU step), and of the bound: the same stacked forward and backward "
+         "model-samples per second (K × samples / wall time) of `train_pack` (its hand-written ReLU step, and "
+         "for pack 8 also through autograd), of `train()` one model after another (4 models, the hand-written "
+         "ReLU step), and of the bound: the same stacked forward and backward "
          "matrix products alone (`torch.bmm` into preallocated tensors, ReLU masks; no biases, loss, optimizer, "
          "autograd or batch gathering). Mean ± std over repeats after a warm-up, contenders interleaved."),
         "",
-        "| batch | train() one at a time | " + " | ".join(f"pack {k}" for k in STACKED) + " | "
+        "| batch | train() one at a time | " + " | ".join(f"pack {k}" for k in STACKED) + " | pack 8, autograd | "
         + " | ".join(f"bmm bound, {k}" for k in STACKED) + " | bmm bound / pack 8 |",
-        "|---:|---:|" + "---:|" * (2 * len(STACKED)) + "---:|",
+        "|---:|---:|" + "---:|" * (2 * len(STACKED) + 1) + "---:|",
     ]
     for row in s["rows"]:
         ratio = statistics.fmean(row["bmm8"]) / statistics.fmean(row["pack8"])
         lines.append(f"| {row['batch']} | {pm_of(row['alone'])} | "
-                     + " | ".join(pm_of(row[f"pack{k}"]) for k in STACKED) + " | "
+                     + " | ".join(pm_of(row[f"pack{k}"]) for k in STACKED) + f" | {pm_of(row['autograd8'])} | "
                      + " | ".join(pm_of(row[f"bmm{k}"]) for k in STACKED) + f" | {ratio:.2f}x |")
     if r.get("device", "cpu") == "cpu":
         lines += ["", ("When a pack pays off: where per-operation overhead dominates, i.e. small batches and small "
