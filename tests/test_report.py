@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import matplotlib
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -92,3 +93,14 @@ def test_params_picture_bars_follow_the_number_of_seeds_and_outliers_do_not_set_
     monkeypatch.setattr(plots, "save", lambda fig, path, tight=True: seen.update(ylim=fig.axes[0].get_ylim()))
     plots.plot_params(study, None, tmp_path / "p.png")
     assert 0.7 < seen["ylim"][0] < 0.86 and seen["ylim"][1] > 0.9707  # the paper's 97% and the trials, not 0.1
+
+
+def test_importances_keep_optuna_s_plot_style_to_their_own_picture(tmp_path):
+    """optuna's matplotlib importances switch to its ggplot style globally; the report's other pictures keep
+    matplotlib's own."""
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("a", 0, 1) + 0.1 * t.suggest_float("b", 0, 1), n_trials=12)
+    before = dict(matplotlib.rcParams)
+    drawn, _ = plot_importances(study, tmp_path / "imp.png")
+    assert drawn and (tmp_path / "imp.png").is_file()
+    assert matplotlib.rcParams["axes.facecolor"] == before["axes.facecolor"]

@@ -68,15 +68,17 @@ def plot_importances(study, path: Path) -> tuple[bool, str | None]:
         return False, f"Parameter importances unavailable: {e}"
     if not imp:
         return False, "Parameter importances unavailable: no searched parameter is shared by every completed trial."
-    with warnings.catch_warnings():  # optuna marks its matplotlib plots experimental; not news to a reader
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    # optuna switches matplotlib to its ggplot style for good (plt.style.use); rc_context keeps that to this
+    # picture, so that the report's other pictures keep theirs.
+    with warnings.catch_warnings(), plt.rc_context():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # not news to a reader
         warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes", category=UserWarning)
         ax = optuna.visualization.matplotlib.plot_param_importances(
             study, params=list(imp), target=target, target_name="validation accuracy")
-    ax.set_title(f"{study.study_name}: parameter importances", loc="left")  # replaces optuna's own (left) title
-    ax.set_xlabel("importance (PED-ANOVA)\nfor reaching the top 10% of validation accuracy")
-    ax.figure.set_size_inches(6, 0.35 * len(imp) + 1.2)
-    save(ax.figure, path)
+        ax.set_title(f"{study.study_name}: parameter importances", loc="left")  # replaces optuna's left title
+        ax.set_xlabel("importance (PED-ANOVA)\nfor reaching the top 10% of validation accuracy")
+        ax.figure.set_size_inches(6, 0.35 * len(imp) + 1.2)
+        save(ax.figure, path)
     return True, (f"From {n} completed trials: a rough guide with this few." if n < 20 else None)
 
 
