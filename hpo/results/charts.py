@@ -7,6 +7,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from optuna_dashboard import save_plotly_graph_object
 
+from hpo.display import MIN_SPREAD_N
 from hpo.paper import PAPERS
 from hpo.training.models import mlp_param_count
 from hpo.trials import completed
@@ -35,12 +36,16 @@ def params_figure(study, result: dict | None) -> go.Figure:
                                  marker={"symbol": "star-open", "size": 12, "color": "red"},
                                  hovertemplate="%{text}: the paper reports %{y:.2%}<extra></extra>"))
     if result:
+        n = len(result["seeds"])
+        spread = n >= MIN_SPREAD_N  # a std from fewer runs is no basis for error bars (hpo.display)
+        shown = "mean ± std" if spread else f"mean of {n} seed{'s' * (n > 1)}"
         for kind, label, color in (("paper", "paper configuration", "black"), ("optimum", "automated optimum", "green")):
             entries = [e for e in result["entries"] if e["kind"] == kind]
             fig.add_trace(go.Scatter(
                 x=[mlp_param_count(784, e["hp"]["widths"]) for e in entries], y=[e["stats"]["mean"] for e in entries],
-                error_y={"type": "data", "array": [e["stats"]["std"] for e in entries]}, text=[e["name"] for e in entries],
-                mode="markers", name=f"{label}, {result['dataset']} test re-run (mean ± std)",
+                error_y={"type": "data", "array": [e["stats"]["std"] for e in entries], "visible": spread},
+                text=[e["name"] for e in entries],
+                mode="markers", name=f"{label}, {result['dataset']} test re-run ({shown})",
                 marker={"symbol": "square", "size": 8, "color": color},
                 hovertemplate="%{text}: %{y:.2%} test<extra></extra>"))
     # template "none": plotly's default theme alone is 6.5 kB of JSON in every stored figure.
