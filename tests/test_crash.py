@@ -43,6 +43,22 @@ def _running_after_a_finished_one(url: str):
     return (got[0], got[1][0]) if got else None
 
 
+def _kill_worker_when(study_file: str, ready, what: str):
+    """Run `hpo study FILE` in a process, SIGKILL it as soon as `ready()` returns something, and return that."""
+    worker = subprocess.Popen(hpo_command("study", study_file), cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        got = wait_for(ready, 90, what)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == -signal.SIGKILL
+    return got
+
+
 def _check_retried(url: str, killed, finished_before) -> None:
     study = load(url)
     assert study.trials[killed.number].state == TrialState.FAIL
@@ -62,17 +78,7 @@ def _check_retried(url: str, killed, finished_before) -> None:
 def test_a_killed_worker_trial_is_failed_and_retried_when_the_study_is_rerun(tiny_mnist, tmp_path, short_heartbeat):
     url = os.environ["HPO_STORAGE"]
     study_file = str(write_study(tmp_path, n_trials=4, epochs=EPOCHS))
-    worker = subprocess.Popen(hpo_command("study", study_file), cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        finished, running = wait_for(lambda: _running_after_a_finished_one(url), 90, "a trial to run")
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(10)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
-    assert worker.returncode == -signal.SIGKILL
+    finished, running = _kill_worker_when(study_file, lambda: _running_after_a_finished_one(url), "a trial to run")
     killed = load(url).trials[running.number]
     assert killed.state == TrialState.RUNNING  # killed mid-trial: nobody told the storage
     assert count(load(url)) < 4
@@ -113,16 +119,8 @@ def test_a_worker_killed_mid_pack_leaves_every_member_to_be_failed_and_retried(t
     url = os.environ["HPO_STORAGE"]
     study_file = str(write_study(tmp_path, n_trials=6, epochs=EPOCHS, pack=3))
 
-    worker = subprocess.Popen(hpo_command("study", study_file), cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        finished, running = wait_for(lambda: _finished_and_running(url, 3, 3), 90, "the second pack to train")
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(10)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
+    finished, running = _kill_worker_when(study_file, lambda: _finished_and_running(url, 3, 3),
+                                          "the second pack to train")
     assert {load(url).trials[t.number].state for t in running} == {TrialState.RUNNING}
     rerun = run_hpo("study", study_file, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
