@@ -22,7 +22,7 @@ from rich.console import Console
 
 from hpo import data as data_mod
 from hpo.bench.parallel import fixed_configs, steady_rate
-from hpo.bench.throughput import WIDTHS, _sync
+from hpo.bench.throughput import WIDTHS, _sync, interleaved
 from hpo.display import pm_of
 from hpo.provenance import ROOT
 from hpo.search.config import load_study, read_yaml
@@ -138,12 +138,7 @@ def bench_stacked(scale, log: Callable[[str], None]) -> dict:
         runs = {"alone": lambda k=4: alone(k), **{f"pack{k}": (lambda k=k: packed(k)) for k in STACKED},
                 "autograd8": lambda: packed(8, fast=False),
                 **{f"bmm{k}": (lambda k=k, bs=bs: stacked_matmul_epoch(n, bs, k, device=scale.device)) for k in STACKED}}
-        for fn in runs.values():  # warm-up, not timed
-            fn()
-        got: dict[str, list[float]] = {key: [] for key in runs}
-        for _ in range(scale.tp_repeats):  # interleaved, so that a noisy moment hits every contender
-            for key, fn in runs.items():
-                got[key].append(fn())
+        got = interleaved(runs, scale.tp_repeats)
         rows.append({"batch": bs, **got})
         log(f"stacked, batch {bs}: alone {statistics.fmean(got['alone']):,.0f} model-samples/s; "
             + ", ".join(f"pack {k} {statistics.fmean(got[f'pack{k}']):,.0f} (bmm bound "

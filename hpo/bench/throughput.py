@@ -43,6 +43,18 @@ class PerSampleDataset(torch.utils.data.Dataset):
         return (x - self.mean) / self.std, int(self.labels[i])  # Normalize
 
 
+def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Each contender once as a warm-up (not kept), then `repeats` rounds of all of them in turn, so that a
+    noisy moment on the machine hits every contender alike."""
+    for fn in runs.values():
+        fn()
+    got: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats):
+        for k, fn in runs.items():
+            got[k].append(fn())
+    return got
+
+
 def _sync(device: torch.device | str) -> None:
     """Wait for the device's queued kernels before reading the clock (CUDA runs them asynchronously)."""
     if torch.device(device).type == "cuda":
@@ -135,12 +147,7 @@ def bench_throughput(scale, log: Callable[[str], None]) -> dict:
             "matmul": lambda bs=bs: matmul_epoch(n, bs, device=scale.device),
             "fwd_bwd": lambda bs=bs: fwd_bwd_epoch(splits.train_x, splits.train_y, n, bs),
         }
-        for fn in runs.values():  # warm-up, not timed
-            fn()
-        got: dict[str, list[float]] = {k: [] for k in runs}
-        for _ in range(scale.tp_repeats):  # interleaved, so that a noisy moment hits every contender
-            for k, fn in runs.items():
-                got[k].append(fn())
+        got = interleaved(runs, scale.tp_repeats)
         row = {"batch": bs, **got}
         out["rows"].append(row)
         m = {k: statistics.fmean(v) for k, v in got.items()}
