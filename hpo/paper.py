@@ -62,6 +62,7 @@ YOUN_HONG_PROTOCOL = (
     Assumption("weight_decay", 0.0, "no regularisation is mentioned"),
     Assumption("dropout", 0.0, "no regularisation is mentioned"),
     Assumption("label_smoothing", 0.0, "no regularisation is mentioned"),
+    Assumption("augment", "none", "no data augmentation is mentioned"),
     Assumption("normalisation", "standardise", "not stated; inputs scaled to [0,1] and standardised with the "
                                               "training mean and std (an assumption, fixed for every run here)"),
     Assumption("evaluated_on", "test", "not stated whether 'Precision' is test or validation accuracy; "
@@ -103,7 +104,7 @@ REFERENCES = (
 )
 
 # Protocol keys that are TrainConfig fields (the rest describe data handling and are fixed here).
-TRAIN_KEYS = ("epochs", "batch_size", "init", "schedule", "weight_decay", "dropout", "label_smoothing")
+TRAIN_KEYS = ("epochs", "batch_size", "init", "schedule", "weight_decay", "dropout", "label_smoothing", "augment")
 
 
 def protocol(paper: Paper, overrides: dict | None = None) -> dict:

@@ -347,23 +347,29 @@ def test_baselines_enqueue_their_active_parameters_only():
     assert any("momentum=0.1" in p for p in space.problems({**sgd, "momentum": 0.1}))
 
 
-def test_the_wide_study_enqueues_its_paper_baselines_without_momentum():
-    cfg = load_study("wide")
+@pytest.mark.parametrize("name", ["wide", "relu3_adam"])
+def test_augmenting_studies_enqueue_their_paper_baselines_without_momentum_or_augmentation(name):
+    """The paper trains without augmentation (protocol `augment: none`): a baseline must not leave `augment`
+    to the sampler, and so draws no augment_shift either."""
+    cfg = load_study(name)
+    assert "augment" in cfg.space.params
     study = optuna.create_study(direction="maximize")
     assert enqueue_baselines(study, cfg) == len(cfg.baselines) == 3
     for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,)):
         params = t.system_attrs["fixed_params"]
-        assert params["optimizer"] == "adam" and "momentum" not in params
+        assert params.get("optimizer", "adam") == "adam" and "momentum" not in params  # relu3_adam fixes it
+        assert params["augment"] == "none" and "augment_shift" not in params
     trial = study.ask()
-    cfg.space.suggest(trial)
-    assert trial.params["optimizer"] == "adam" and "momentum" not in trial.params
+    hp = cfg.space.suggest(trial)
+    assert trial.params.get("optimizer", "adam") == "adam" and "momentum" not in trial.params
+    assert TrainConfig(**hp).augment == "none" and "augment_shift" not in trial.params
 
 
 def test_spaces_without_conditions_draw_what_they_drew_before():
-    """relu3_adam, relu2_sgd, relu3_sgd fix their optimizer and activation: nothing of theirs is conditional, and
+    """relu2_sgd, relu3_sgd fix their optimizer and activation: nothing of theirs is conditional, and
     the Optuna parameters are the same names in the same order as the grammar always drew them."""
-    for name, want in [("relu3_adam", ["width_1", "width_2", "lr", "batch_size", "epochs", "schedule",
-                                                       "weight_decay", "dropout", "label_smoothing"]),
+    for name, want in [("relu3_sgd", ["width_1", "width_2", "lr", "batch_size", "epochs", "schedule",
+                                      "weight_decay", "dropout", "label_smoothing"]),
                        ("relu2_sgd", ["width", "lr", "batch_size", "epochs", "schedule", "weight_decay", "dropout",
                                       "label_smoothing"])]:
         trial, _ = _ask(load_space(name, "t", "space"))

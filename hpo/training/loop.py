@@ -29,7 +29,9 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total_steps, 1))
+        # Plain SGD has no momentum to cycle: left on, OneCycleLR would give it 0.85-0.95 and make it sgd_momentum.
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total_steps, 1),
+                                                   cycle_momentum=cfg.optimizer != "sgd")
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
 

@@ -103,7 +103,7 @@ def schedule(cfg: TrainConfig, total_steps: int) -> tuple[list[float], list[floa
                     moms.append(_annealing_cos(m0, m1, pct))
                     break
                 start = end
-        return lrs, moms
+        return lrs, (None if cfg.optimizer == "sgd" else moms)  # plain SGD: no momentum to cycle (loop.py)
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
 
