@@ -21,7 +21,8 @@ from hpo.search.config import load_study
 from hpo.search.runner import run_study
 from hpo.search.study import load_data, prepare
 from hpo.training.config import TrainConfig
-from hpo.training.memory import OPTIMIZER_STATE, PeakMemory, current_rss, estimate_bytes
+from hpo.training.augment import BatchAugment, draw, generator
+from hpo.training.memory import OPTIMIZER_STATE, PeakMemory, augment_bytes, current_rss, estimate_bytes
 from hpo.training.models import build_model
 
 STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.yaml"))
@@ -45,6 +46,22 @@ def test_the_estimate_counts_optimizer_state_and_activations():
     assert _estimate(dropout=0.2)[0] > adam  # dropout keeps a mask and an output per layer
 
 
+@pytest.mark.parametrize("kind,shift", [("shift", 2), ("shift_flip", 8)])
+def test_the_estimate_counts_augmentation_buffers_as_allocated(kind, shift):
+    """What augment_bytes adds equals what a BatchAugment really holds after an epoch's draws and one batch."""
+    model = build_model(TrainConfig(widths=(16,)))
+    kw = dict(optimizer="adam", batch_size=64, in_features=784, n_train=1000, n_eval=100)
+    added = estimate_bytes(model, **kw, augment=kind, augment_shift=shift) - estimate_bytes(model, **kw)
+    assert added == augment_bytes(kind, shift, batch_size=64, in_features=784, n_train=1000) > 0
+    assert augment_bytes("none", shift, batch_size=64, in_features=784, n_train=1000) == 0
+    aug = BatchAugment(kind, shift, 0, 784, -1.0, "cpu")
+    aug.epoch(1000)
+    aug.batch(torch.zeros(64, 784), 0)
+    draws = draw(kind, shift, 1000, generator(0))
+    held = [aug.shifter.table, aug.codes, draws, *aug.shifter._buffers]
+    assert added == sum(t.numel() * t.element_size() for t in held)
+
+
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_every_shipped_study_fits_its_largest_configuration_in_its_memory_cap(path):
     """The cap refuses what cannot fit, never the shipped spaces' own corners (nor the paper's configurations)."""
@@ -61,8 +78,11 @@ def test_every_shipped_study_fits_its_largest_configuration_in_its_memory_cap(pa
         tc = TrainConfig(model=model_kind, widths=widths, batch_size=batch_size, optimizer=optimizer,
                          activation=space.possible("activation", "relu")[0],
                          dropout=max(space.possible("dropout", 0.0)))
+        augments = space.possible("augment", "none")
         need = estimate_bytes(build_model(tc), optimizer=optimizer, batch_size=batch_size, in_features=784,
-                              n_train=60000 - cfg.val_size, n_eval=cfg.val_size)
+                              n_train=60000 - cfg.val_size, n_eval=cfg.val_size,
+                              augment="shift_flip" if "shift_flip" in augments else augments[0],
+                              augment_shift=max(space.possible("augment_shift", 0)))
         assert need < cfg.budget.memory_mb * 2**20, (model_kind, widths, need / 2**20)
 
 

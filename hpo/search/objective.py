@@ -152,7 +152,7 @@ class Objective:
         if cap:
             need = estimate_bytes(model, optimizer=tc.optimizer, batch_size=tc.batch_size,
                                   in_features=self.data.train_x.shape[1], n_train=len(self.data.train_x),
-                                  n_eval=len(self.data.eval_x))
+                                  n_eval=len(self.data.eval_x), augment=tc.augment, augment_shift=tc.augment_shift)
             if need > cap:
                 self._stop(trial, "memory_cap", f"needs an estimated {need / 2**20:.1f} MiB (parameters, gradients, "
                                                 f"{tc.optimizer} state, batch-{tc.batch_size} activations), over the "

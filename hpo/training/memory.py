@@ -1,8 +1,8 @@
 """A trial's memory: estimated before training, measured while it trains.
 
 `budget.memory_mb` caps what one trial adds to its worker process. The objective checks it twice:
-  - before training, against `estimate_bytes` (parameters, gradients, optimizer state and the
-    activations of one batch), so that a configuration that cannot fit is refused without running;
+  - before training, against `estimate_bytes` (parameters, gradients, optimizer state, the
+    activations of one batch and the augmentation's buffers), so that a configuration that cannot fit is refused without running;
   - after every epoch, against `PeakMemory.growth()`, the peak resident memory (CPU) or peak allocated
     memory (CUDA) above where the trial started, which catches what the estimate leaves out.
 Both know nothing of Optuna.
@@ -47,14 +47,26 @@ def activation_sizes(model: nn.Module, in_features: int, device="cpu") -> list[i
     return sizes
 
 
+def augment_bytes(kind: str, shift: int, *, batch_size: int, in_features: int, n_train: int) -> int:
+    """Bytes a run's batch augmentation holds (hpo.training.augment): the int64 index table of every
+    (dy, dx, flip), the epoch's draws and table rows, and the reused per-batch buffers (the padded batch, its
+    gather index, the result). 0 without augmentation."""
+    if kind == "none":
+        return 0
+    table = (2 * shift + 1) ** 2 * 2 * in_features * 8
+    draws = n_train * (3 + 1) * 8  # (n, 3) draws and (n,) table rows, int64
+    buffers = batch_size * ((in_features + 1) * 4 + in_features * 8 + in_features * 4)
+    return table + draws + buffers
+
+
 def estimate_bytes(model: nn.Module, *, optimizer: str, batch_size: int, in_features: int, n_train: int,
-                   n_eval: int) -> int:
+                   n_eval: int, augment: str = "none", augment_shift: int = 0) -> int:
     """Bytes one trial needs beyond the data it shares with every other trial.
 
     Parameters, their gradients, the optimizer's state and the temporaries of its foreach update, plus
     the larger of: a training batch (its inputs, every layer's output kept for backward and the
-    gradient of each), or an evaluation chunk (inference keeps about two layers' outputs at a time).
-    A deliberate upper-side estimate: allocator slack and library buffers are not in it.
+    gradient of each), or an evaluation chunk (inference keeps about two layers' outputs at a time), plus
+    the augmentation's buffers (`augment_bytes`). A deliberate upper-side estimate: allocator slack and library buffers are not in it.
     """
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     state = OPTIMIZER_STATE.get(optimizer, 2)
@@ -64,7 +76,8 @@ def estimate_bytes(model: nn.Module, *, optimizer: str, batch_size: int, in_feat
     train_act = bs * (in_features + 2 * sum(sizes)) * 4
     eval_act = min(EVAL_CHUNK, max(n_eval, 1)) * 2 * max(sizes) * 4
     perm = n_train * 8  # the int64 permutation drawn every epoch
-    return param_bytes * (3 + state) + max(train_act, eval_act) + perm
+    aug = augment_bytes(augment, augment_shift, batch_size=bs, in_features=in_features, n_train=n_train)
+    return param_bytes * (3 + state) + max(train_act, eval_act) + perm + aug
 
 
 def _status_kib(field: str) -> int | None:
