@@ -167,6 +167,10 @@ def test_on_boundary():
     assert on_boundary(d, 1e-2) is None
     w = parse_param("width", {"low": 8, "high": 64}, "s")
     assert on_boundary(w, 64) == "high" and on_boundary(w, 30) is None
+    depth = parse_param("depth", {"low": 1, "high": 3}, "s")
+    assert on_boundary(depth, 1) == "low" and on_boundary(depth, 3) == "high" and on_boundary(depth, 2) is None
+    epochs = parse_param("epochs", {"low": 10, "high": 60}, "s")
+    assert on_boundary(epochs, 11) == "low" and on_boundary(epochs, 12) is None
 
 
 # --- conditions: `when` in a file, and what the registry knows ------------------------------------

@@ -538,7 +538,8 @@ def describe_dist(d: Dist) -> str:
 
 
 def on_boundary(d: Dist, value, rel: float = 0.02) -> str | None:
-    """'low'/'high' when a numeric value sits at (within 2% of, on the sampling scale) an edge of its range."""
+    """'low'/'high' when a numeric value sits at (within 2% of, on the sampling scale) an edge of its range.
+    An int one step inside a short range (depth 2 of 1..3) is not at its edge."""
     if d.kind not in ("int", "float"):
         return None
     lo, hi, v = d.low, d.high, value
@@ -547,7 +548,7 @@ def on_boundary(d: Dist, value, rel: float = 0.02) -> str | None:
     span = hi - lo
     if span <= 0:
         return None
-    tol = max(rel * span, (d.step or 1) if d.kind == "int" and not d.log else 0)
+    tol = rel * span
     if v - lo <= tol:
         return "low"
     if hi - v <= tol:
