@@ -4,6 +4,7 @@ validation curves of the best trials and of the baselines."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def plot_importances(study, path: Path) -> tuple[bool, str | None]:
     if n < MIN_IMPORTANCE_TRIALS:
         return False, f"Parameter importances need at least {MIN_IMPORTANCE_TRIALS} completed trials; this study has {n}."
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             # PED-ANOVA (optuna's default) takes lower as better once a target is given; ours is negated.
             warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes", category=UserWarning)
             target = (lambda t: -t.values[0]) if len(study.directions) > 1 else None  # None: the study's direction
@@ -73,13 +75,25 @@ def plot_importances(study, path: Path) -> tuple[bool, str | None]:
     with warnings.catch_warnings(), plt.rc_context():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # not news to a reader
         warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Some regimes for parameter", category=UserWarning)  # said below
         ax = optuna.visualization.matplotlib.plot_param_importances(
             study, params=list(imp), target=target, target_name="validation accuracy")
         ax.set_title(f"{study.study_name}: parameter importances", loc="left")  # replaces optuna's left title
         ax.set_xlabel("importance (PED-ANOVA)\nfor reaching the top 10% of validation accuracy")
         ax.figure.set_size_inches(6, 0.35 * len(imp) + 1.2)
         save(ax.figure, path)
-    return True, (f"From {n} completed trials: a rough guide with this few." if n < 20 else None)
+    # A conditional parameter (drawn in a few trials only) makes PED-ANOVA warn on stderr; the reader gets it here.
+    sparse = sorted({m.group(1) for w in caught
+                     if (m := re.search(r"Some regimes for parameter `([^`]+)` have less than", str(w.message)))})
+    notes = [f"From {n} completed trials: a rough guide with this few."] if n < 20 else []
+    if sparse:
+        notes.append(f"The importance of {', '.join(f'`{p}`' for p in sparse)} may be inaccurate: some of "
+                     f"{'its' if len(sparse) == 1 else 'their'} ranges hold fewer than 2 completed trials "
+                     f"(optuna's PED-ANOVA).")
+    for w in caught:  # anything else optuna said goes on as it would have
+        if "Some regimes for parameter" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return True, " ".join(notes) or None
 
 
 # Paper rows get these colours, one each, so that a row's reported number, its validation trial and its test
