@@ -109,6 +109,21 @@ def test_hand_written_config_with_defaults_trains(tmp_path, tiny_mnist):
     assert cfg.train.widths == (16,) and cfg.train.schedule == "constant" and cfg.val_size == 10000
     r = train_file(str(path), seeds=2)
     assert [x["seed"] for x in r["runs"]] == [3, 4] and r["meta"]["n_eval"] == 200
+    assert "mix_p" not in r["runs"][0]  # no mix layer, no P
+
+
+def test_hpo_train_of_a_mix_config_records_and_prints_its_learned_p(tmp_path, tiny_mnist, capsys):
+    """mixed_activation's test-set numbers come from `hpo train`: each run keeps its P per layer."""
+    path = tmp_path / "mix.yaml"
+    path.write_text("dataset: mnist\ntrain: {model: cnn, widths: [4, 4, 8], activation: mix, optimizer: adam,\n"
+                    "  lr: 0.001, mix_lr: 0.01, cycle_epochs: 1, epochs: 3, batch_size: 64, seed: 0}\n")
+    r = train_file(str(path), seeds=2, json_out=tmp_path / "t.json")
+    for run in r["runs"]:
+        assert len(run["mix_p"]) == 3 and all(abs(sum(p) - 1) < 1e-5 for p in run["mix_p"])
+    assert r["runs"][0]["mix_p"] != r["runs"][1]["mix_p"]  # each seed learns its own
+    out = " ".join(capsys.readouterr().out.split())  # the table's title may wrap
+    assert "learned P per layer over 2 seeds" in out and "P_relu" in out
+    assert "mix_p" in (tmp_path / "t.json").read_text()
 
 
 GOOD = {"dataset": "mnist", "split": {"val_size": 100, "seed": 0},

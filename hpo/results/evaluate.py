@@ -14,7 +14,9 @@ from rich.table import Table
 from hpo import data as data_mod
 from hpo.display import describe_config, make_console, spread, spread_label
 from hpo.errors import HpoError
+from hpo.results.activations import p_summary, p_table
 from hpo.results.export import load_config
+from hpo.training.activations import mix_p
 from hpo.training.config import TrainConfig, resolve_device
 from hpo.training.loop import train
 from hpo.training.models import accuracy
@@ -29,8 +31,12 @@ def run_seeds(hp: dict, splits, seeds: list[int], *, threads: int | None = None,
     for s in seeds:
         r = train(TrainConfig.from_dict({**hp, "seed": s}), splits, threads=threads)
         acc = r.eval_acc if r.status == "complete" else accuracy(r.model, splits.eval_x, splits.eval_y)
-        runs.append({"seed": s, "accuracy": acc, "status": r.status, "reason": r.reason, "epochs": r.epochs,
-                     "seconds": round(r.train_seconds, 2), "curve": [round(a, 5) for a in r.eval_curve]})
+        run = {"seed": s, "accuracy": acc, "status": r.status, "reason": r.reason, "epochs": r.epochs,
+               "seconds": round(r.train_seconds, 2), "curve": [round(a, 5) for a in r.eval_curve]}
+        learned = mix_p(r.model)
+        if any(p is not None for p in learned):  # a learnable mix: its P per layer too
+            run["mix_p"] = learned
+        runs.append(run)
         if console is not None:
             flag = f" [red]{r.status}: {r.reason}[/]" if r.status != "complete" else ""
             console.print(f"{label} seed {s}: {acc:.4f} ({r.epochs} ep, {r.train_seconds:.1f}s){flag}", highlight=False)
@@ -91,6 +97,9 @@ def train_file(path: str, *, seeds: int = 1, validation: bool = False, epochs: i
         table.add_row(spread_label(seeds), spread(st["mean"], st["std"], st["n"], st["min"], st["max"]), "", "", "",
                       style="bold")
     console.print(table)
+    if any(r.get("mix_p") for r in runs):
+        console.print(p_table(p_summary(runs), f"{cfg.source}: learned P per layer over {seeds} seed"
+                                               f"{'s' * (seeds > 1)} vs Bansal 2022 (Fashion-MNIST)"))
     result = {"config": cfg.source, "dataset": cfg.dataset, "where": where, "hp": hp, "seeds": seed_list,
               "trial": cfg.provenance.get("trial"), "meta": splits.meta, "runs": runs, "stats": st}
     if validation:
