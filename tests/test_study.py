@@ -33,7 +33,8 @@ def test_smoke_study_end_to_end_on_fashion_mnist(fmnist_available, capsys):
     assert [t.user_attrs["baseline"] for t in baselines] == ["T3 784-50-30-10 adam lr=0.001",
                                                              "T3 784-60-30-10 adam lr=0.001"]
     assert baselines[0].params == {"width_1": 50, "width_2": 30, "lr": 0.001, "batch_size": 64, "schedule": "constant",
-                                   "weight_decay": 0.0, "dropout": 0.0, "label_smoothing": 0.0}
+                                   "weight_decay": 0.0, "dropout": 0.0, "label_smoothing": 0.0,
+                                   "augment": "none"}  # the space searches augment; the paper trains without
     attrs = study_attrs(study)
     assert attrs["split"]["eval"] == "validation" and attrs["split"]["val_size"] == 10000
     assert attrs["split"]["dataset"] == "fashion_mnist" and attrs["split"]["verified"] == "payload sha256"
