@@ -20,8 +20,8 @@ import hpo.search.objective as objective_mod
 from hpo.search.config import load_study
 from hpo.search.runner import run_study
 from hpo.search.study import load_data, prepare
-from hpo.training.config import TrainConfig
 from hpo.training.augment import BatchAugment, draw, generator
+from hpo.training.config import TrainConfig
 from hpo.training.memory import OPTIMIZER_STATE, PeakMemory, augment_bytes, current_rss, estimate_bytes
 from hpo.training.models import build_model
 

@@ -21,6 +21,7 @@ from hpo.trials import completed, outcome
 
 TOP_CURVES = 5
 MIN_IMPORTANCE_TRIALS = 3
+SPARSE_REGIMES = "Some regimes for parameter"  # PED-ANOVA's warning for a rarely drawn parameter
 
 
 def plot_history(study, path: Path) -> None:
@@ -75,7 +76,7 @@ def plot_importances(study, path: Path) -> tuple[bool, str | None]:
     with warnings.catch_warnings(), plt.rc_context():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # not news to a reader
         warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes", category=UserWarning)
-        warnings.filterwarnings("ignore", message="Some regimes for parameter", category=UserWarning)  # said below
+        warnings.filterwarnings("ignore", message=SPARSE_REGIMES, category=UserWarning)  # said below
         ax = optuna.visualization.matplotlib.plot_param_importances(
             study, params=list(imp), target=target, target_name="validation accuracy")
         ax.set_title(f"{study.study_name}: parameter importances", loc="left")  # replaces optuna's left title
@@ -84,14 +85,14 @@ def plot_importances(study, path: Path) -> tuple[bool, str | None]:
         save(ax.figure, path)
     # A conditional parameter (drawn in a few trials only) makes PED-ANOVA warn on stderr; the reader gets it here.
     sparse = sorted({m.group(1) for w in caught
-                     if (m := re.search(r"Some regimes for parameter `([^`]+)` have less than", str(w.message)))})
+                     if (m := re.search(SPARSE_REGIMES + r" `([^`]+)` have less than", str(w.message)))})
     notes = [f"From {n} completed trials: a rough guide with this few."] if n < 20 else []
     if sparse:
         notes.append(f"The importance of {', '.join(f'`{p}`' for p in sparse)} may be inaccurate: some of "
                      f"{'its' if len(sparse) == 1 else 'their'} ranges hold fewer than 2 completed trials "
                      f"(optuna's PED-ANOVA).")
     for w in caught:  # anything else optuna said goes on as it would have
-        if "Some regimes for parameter" not in str(w.message):
+        if SPARSE_REGIMES not in str(w.message):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return True, " ".join(notes) or None
 

@@ -32,6 +32,12 @@ OPTIMIZERS: dict[str, Callable[[list, "TrainConfig"], torch.optim.Optimizer]] = 
 SCHEDULES = ("constant", "cosine", "onecycle")
 
 
+def cycles_momentum(cfg) -> bool:
+    """Whether one-cycle cycles this run's momentum (beta1 for Adam/AdamW): plain SGD has none to cycle, and
+    cycling it would make it sgd_momentum (torch's OneCycleLR would set 0.85-0.95)."""
+    return cfg.optimizer != "sgd"
+
+
 @dataclass(frozen=True)
 class Condition:
     """A field matters only when `parent`'s value passes `holds` (for a per-layer value: any layer's)."""

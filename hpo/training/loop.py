@@ -17,7 +17,7 @@ from torch import nn
 
 from hpo.data import Splits
 from hpo.training.augment import BatchAugment
-from hpo.training.config import OPTIMIZERS, TrainConfig, TrainResult
+from hpo.training.config import OPTIMIZERS, TrainConfig, TrainResult, cycles_momentum
 from hpo.training.cycles import train_cycles
 from hpo.training.fastmlp import fast_step
 from hpo.training.models import accuracy, build_model, count_params
@@ -29,9 +29,8 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
     if cfg.schedule == "onecycle":
-        # Plain SGD has no momentum to cycle: left on, OneCycleLR would give it 0.85-0.95 and make it sgd_momentum.
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total_steps, 1),
-                                                   cycle_momentum=cfg.optimizer != "sgd")
+                                                   cycle_momentum=cycles_momentum(cfg))
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
 

@@ -1,8 +1,9 @@
 """A trial's memory: estimated before training, measured while it trains.
 
 `budget.memory_mb` caps what one trial adds to its worker process. The objective checks it twice:
-  - before training, against `estimate_bytes` (parameters, gradients, optimizer state, the
-    activations of one batch and the augmentation's buffers), so that a configuration that cannot fit is refused without running;
+  - before training, against `estimate_bytes` (parameters, gradients, optimizer state, the activations
+    of one batch and the augmentation's buffers), so that a configuration that cannot fit is refused
+    without running;
   - after every epoch, against `PeakMemory.growth()`, the peak resident memory (CPU) or peak allocated
     memory (CUDA) above where the trial started, which catches what the estimate leaves out.
 Both know nothing of Optuna.

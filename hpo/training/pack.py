@@ -30,7 +30,7 @@ from torch import nn
 
 from hpo.data import Splits
 from hpo.training.augment import Shifter, draw, generator
-from hpo.training.config import TrainConfig, TrainResult, _kernel
+from hpo.training.config import TrainConfig, TrainResult, _kernel, cycles_momentum
 from hpo.training.models import build_model, count_params
 
 # Activations without parameters of their own, as functions of (x, negative_slope per member).
@@ -103,7 +103,7 @@ def schedule(cfg: TrainConfig, total_steps: int) -> tuple[list[float], list[floa
                     moms.append(_annealing_cos(m0, m1, pct))
                     break
                 start = end
-        return lrs, (None if cfg.optimizer == "sgd" else moms)  # plain SGD: no momentum to cycle (loop.py)
+        return lrs, (moms if cycles_momentum(cfg) else None)
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
 
