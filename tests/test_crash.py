@@ -43,13 +43,32 @@ def _running_after_a_finished_one(url: str):
     return (got[0], got[1][0]) if got else None
 
 
-def _kill_worker_when(study_file: str, ready, what: str):
-    """Run `hpo study FILE` in a process, SIGKILL it as soon as `ready()` returns something, and return that."""
+def _kill_mid_trial(pid: int, url: str, numbers) -> bool:
+    """SIGKILL worker `pid` only while every trial in `numbers` is still RUNNING in the storage.
+
+    The worker is frozen (SIGSTOP) before the look, so it cannot finish a trial between the look and the kill;
+    if one had already finished, it is let go on (SIGCONT) and False is returned. The storage is SQLite in WAL
+    mode, so the look never waits on a lock the frozen worker holds.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    trials = load(url).get_trials(deepcopy=False)
+    mid = all(trials[n].state == TrialState.RUNNING for n in numbers)
+    os.kill(pid, signal.SIGKILL if mid else signal.SIGCONT)
+    return mid
+
+
+def _kill_worker_when(study_file: str, url: str, ready, what: str):
+    """Run `hpo study FILE` in a process and SIGKILL it as soon as `ready()` returns (finished, running) with
+    the running trials still unfinished; return that."""
     worker = subprocess.Popen(hpo_command("study", study_file), cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
+
+    def killed_mid_trial():
+        got = ready()
+        return got if got and _kill_mid_trial(worker.pid, url, [t.number for t in got[1]]) else None
+
     try:
-        got = wait_for(ready, 90, what)
-        worker.send_signal(signal.SIGKILL)
+        got = wait_for(killed_mid_trial, 90, what)
         worker.wait(10)
     finally:
         if worker.poll() is None:
@@ -78,8 +97,8 @@ def _check_retried(url: str, killed, finished_before) -> None:
 def test_a_killed_worker_trial_is_failed_and_retried_when_the_study_is_rerun(tiny_mnist, tmp_path, short_heartbeat):
     url = os.environ["HPO_STORAGE"]
     study_file = str(write_study(tmp_path, n_trials=4, epochs=EPOCHS))
-    finished, running = _kill_worker_when(study_file, lambda: _running_after_a_finished_one(url), "a trial to run")
-    killed = load(url).trials[running.number]
+    finished, running = _kill_worker_when(study_file, url, lambda: _finished_and_running(url), "a trial to run")
+    killed = load(url).trials[running[0].number]
     assert killed.state == TrialState.RUNNING  # killed mid-trial: nobody told the storage
     assert count(load(url)) < 4
 
@@ -98,10 +117,15 @@ def test_a_parallel_run_retries_a_killed_worker_trial_itself(tiny_mnist, tmp_pat
     parent = subprocess.Popen(hpo_command("study", study_file, "--workers", "2"), cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        finished, running = wait_for(lambda: _running_after_a_finished_one(url), 90, "a trial to run")
-        pid = int(running.user_attrs["worker"].rsplit(":", 1)[1])
+        def killed_mid_trial():
+            got = _running_after_a_finished_one(url)
+            if not got:
+                return None
+            pid = int(got[1].user_attrs["worker"].rsplit(":", 1)[1])
+            return (*got, pid) if _kill_mid_trial(pid, url, [got[1].number]) else None
+
+        finished, running, pid = wait_for(killed_mid_trial, 90, "a trial to run")
         finished = [load(url).trials[t.number] for t in finished]
-        os.kill(pid, signal.SIGKILL)
         out, _ = parent.communicate(timeout=120)
     finally:
         if parent.poll() is None:
@@ -119,7 +143,7 @@ def test_a_worker_killed_mid_pack_leaves_every_member_to_be_failed_and_retried(t
     url = os.environ["HPO_STORAGE"]
     study_file = str(write_study(tmp_path, n_trials=6, epochs=EPOCHS, pack=3))
 
-    finished, running = _kill_worker_when(study_file, lambda: _finished_and_running(url, 3, 3),
+    finished, running = _kill_worker_when(study_file, url, lambda: _finished_and_running(url, 3, 3),
                                           "the second pack to train")
     assert {load(url).trials[t.number].state for t in running} == {TrialState.RUNNING}
     rerun = run_hpo("study", study_file, timeout=120)
