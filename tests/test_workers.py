@@ -112,6 +112,36 @@ def test_a_trial_left_running_without_any_heartbeat_is_failed_and_retried(tmp_pa
     assert count(study) == 1
 
 
+def test_ctrl_c_inside_a_storage_write_leaves_no_trial_of_this_worker_running(tmp_path, monkeypatch):
+    """A signal that lands inside tell's write escapes Optuna's handling and leaves the trial RUNNING; the
+    stopping worker's fail_left_running marks it FAIL (outcome interrupted) and touches no other trial."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    other = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat=False))
+    others = other.ask()  # another worker's trial, still running
+    study = BudgetStudy("s", open_storage(url, heartbeat=False), 5)
+    write = study._storage.set_trial_state_values
+    calls = []
+
+    def interrupted_on_the_second_tell(trial_id, state, values=None):
+        calls.append(trial_id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return write(trial_id, state, values)
+
+    monkeypatch.setattr(study._storage, "set_trial_state_values", interrupted_on_the_second_tell)
+    with pytest.raises(KeyboardInterrupt):
+        study.run(lambda t: 1.0, max_trials=5)
+    monkeypatch.setattr(study._storage, "set_trial_state_values", write)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.RUNNING, TrialState.COMPLETE, TrialState.RUNNING]
+
+    assert study.fail_left_running() == [2]
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL]
+    assert trials[2].user_attrs["outcome"] == "interrupted"
+    assert trials[others.number].state == TrialState.RUNNING and study.fail_left_running() == []
+
+
 def test_a_trial_that_races_past_the_last_slot_is_not_run(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     other = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat=False))

@@ -57,6 +57,12 @@ class BudgetStudy(optuna.Study):
         self._rdb = storage if isinstance(storage, RDBStorage) and storage.heartbeat_interval else None
         self.on_wait = on_wait  # called with the number of running trials when this worker starts to wait
         self.should_stop = should_stop  # polled while waiting: True ends the run (e.g. Ctrl-C)
+        self.asked: list[int] = []  # trial ids this process created, for fail_left_running
+
+    def _ask_here(self, fixed_distributions=None) -> optuna.Trial:
+        trial = super().ask(fixed_distributions)
+        self.asked.append(trial._trial_id)
+        return trial
 
     def ask(self, fixed_distributions=None) -> optuna.Trial:
         waiting, silent_since = False, {}
@@ -72,7 +78,7 @@ class BudgetStudy(optuna.Study):
             time.sleep(self.poll_seconds)
             fail_stale(self)
             self._fail_silent(silent_since)
-        return super().ask(fixed_distributions)
+        return self._ask_here(fixed_distributions)
 
     def _fail_silent(self, silent_since: dict[int, float]) -> None:
         """Fail (and re-enqueue, through the storage's stale-trial callback) running trials that have had no
@@ -104,7 +110,24 @@ class BudgetStudy(optuna.Study):
         for its first, which is running)."""
         if taken(self)[0] >= self.n_trials:
             return None
-        return super().ask()
+        return self._ask_here()
+
+    def fail_left_running(self, outcome: str = "interrupted") -> list[int]:
+        """Mark FAIL (with `outcome`) every trial this process asked for that is still RUNNING; return their
+        numbers. For a stopped worker on its way out: a signal that lands inside a storage write, or between
+        ask and the objective, can leave its trial untold, and it would then hold its slot until the heartbeat
+        expires. Trials finished meanwhile (here or, after a heartbeat failure, elsewhere) are left alone."""
+        left = []
+        for trial_id in self.asked:
+            if self._storage.get_trial(trial_id).state != TrialState.RUNNING:
+                continue
+            try:
+                self._storage.set_trial_user_attr(trial_id, "outcome", outcome)
+                if self._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    left.append(self._storage.get_trial(trial_id).number)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # finished between the look and the write
+        return left
 
     def check_surplus(self, trial: optuna.Trial) -> None:
         """Raise SurplusTrial (outcome `surplus`) when `trial` started after every slot was taken."""
@@ -131,4 +154,10 @@ class BudgetStudy(optuna.Study):
                           callbacks=list(callbacks), gc_after_trial=False)
         except StudyFull:
             pass
+        except UnboundLocalError as e:
+            # Ctrl-C inside tell's storage write: Optuna's clean-up after it reads a variable the write never
+            # set (optuna/study/_optimize.py, _run_trial) and hides the interrupt behind this error.
+            if isinstance(e.__context__, KeyboardInterrupt):
+                raise KeyboardInterrupt from e
+            raise
 

@@ -123,6 +123,7 @@ def _run_here(study: optuna.Study, rdb, created: bool, cfg: StudyConfig, space, 
                 study.run(objective, max_trials=cfg.n_trials - done, timeout=cfg.timeout, callbacks=[live, note])
         except KeyboardInterrupt:
             live.progress.stop()
+            study.fail_left_running()  # Ctrl-C between ask and tell leaves a trial untold
             console.print(f"[yellow]interrupted[/]: {counted(study)} finished trials are kept in {redact(url)}; "
                           f"run the same command to continue")
             raise

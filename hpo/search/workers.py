@@ -111,7 +111,7 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the parent shows every trial and its reason
     torch.set_num_threads(threads)
-    storage = None
+    storage = study = None
     try:
         try:
             cfg, space = prepare(name_or_path, smoke=smoke, trials=n_trials, timeout=timeout, pack=pack)
@@ -144,6 +144,8 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
                       callbacks=[interrupts, _ParentWatch()])
     except KeyboardInterrupt:
         pass  # stopped by the parent or Ctrl-C; Optuna has marked the running trial FAIL
+    if study is not None and interrupts.requested:
+        study.fail_left_running()  # a signal inside a storage write can leave one untold
     _quick_exit(storage)
 
 
