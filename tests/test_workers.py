@@ -80,10 +80,13 @@ def test_a_full_study_waits_for_running_trials_before_it_ends(tmp_path, other_en
     url = f"sqlite:///{tmp_path / 's.db'}"
     other = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat=False))
     held = other.ask()
-    threading.Timer(0.5, lambda: other.tell(held, 0.5 if other_ends_as == TrialState.COMPLETE else None,
-                                            state=other_ends_as)).start()
     calls, waits = [], []
-    study = BudgetStudy("s", open_storage(url, heartbeat=False), 1, on_wait=waits.append)
+
+    def other_ends_once_this_worker_waits(running):  # not a timer: a slow start cannot let it end first
+        waits.append(running)
+        other.tell(held, 0.5 if other_ends_as == TrialState.COMPLETE else None, state=other_ends_as)
+
+    study = BudgetStudy("s", open_storage(url, heartbeat=False), 1, on_wait=other_ends_once_this_worker_waits)
     study.poll_seconds = 0.05
     study.run(lambda t: calls.append(t.number) or 1.0, max_trials=5)
     assert waits == [1]
