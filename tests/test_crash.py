@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
+from contextlib import closing
 
 import pytest
 from optuna.trial import TrialState
@@ -37,24 +39,36 @@ def _finished_and_running(url: str, finished: int = 1, running: int = 1):
     return (done, live) if len(done) >= finished and len(live) >= running else None
 
 
-def _running_after_a_finished_one(url: str):
-    """(finished trials, a running trial) once at least one trial has finished and another is running."""
+def _one_running_after_a_finished_one(url: str):
+    """(finished trials, [a running trial]) once at least one trial has finished and another is running."""
     got = _finished_and_running(url)
-    return (got[0], got[1][0]) if got else None
+    return (got[0], got[1][:1]) if got else None
 
 
-def _kill_mid_trial(pid: int, url: str, numbers) -> bool:
-    """SIGKILL worker `pid` only while every trial in `numbers` is still RUNNING in the storage.
+def _worker_pid(trial) -> int:
+    return int(trial.user_attrs["worker"].rsplit(":", 1)[1])
+
+
+def _killed_mid_trial(url: str, ready, pid_of):
+    """A wait_for condition: once `ready()` returns (finished, running), SIGKILL worker `pid_of(running)` only
+    while every one of `running` is still RUNNING in the storage, and return what `ready()` returned.
 
     The worker is frozen (SIGSTOP) before the look, so it cannot finish a trial between the look and the kill;
-    if one had already finished, it is let go on (SIGCONT) and False is returned. The storage is SQLite in WAL
-    mode, so the look never waits on a lock the frozen worker holds.
+    if one had already finished, it is let go on (SIGCONT) and None says to look again. The look is a plain
+    read-only query: hpo's storage begins every transaction with the write lock (BEGIN IMMEDIATE), which the
+    frozen worker may hold, while a reader of the WAL-mode file never waits for it.
     """
+    got = ready()
+    if not got:
+        return None
+    pid = pid_of(got[1])
     os.kill(pid, signal.SIGSTOP)
-    trials = load(url).get_trials(deepcopy=False)
-    mid = all(trials[n].state == TrialState.RUNNING for n in numbers)
+    ids = [t._trial_id for t in got[1]]
+    with closing(sqlite3.connect(f"file:{url.removeprefix('sqlite:///')}?mode=ro", uri=True)) as db:
+        states = db.execute(f"SELECT state FROM trials WHERE trial_id IN ({','.join('?' * len(ids))})", ids)
+        mid = [state for (state,) in states] == ["RUNNING"] * len(ids)
     os.kill(pid, signal.SIGKILL if mid else signal.SIGCONT)
-    return mid
+    return got if mid else None
 
 
 def _kill_worker_when(study_file: str, url: str, ready, what: str):
@@ -62,13 +76,8 @@ def _kill_worker_when(study_file: str, url: str, ready, what: str):
     the running trials still unfinished; return that."""
     worker = subprocess.Popen(hpo_command("study", study_file), cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-
-    def killed_mid_trial():
-        got = ready()
-        return got if got and _kill_mid_trial(worker.pid, url, [t.number for t in got[1]]) else None
-
     try:
-        got = wait_for(killed_mid_trial, 90, what)
+        got = wait_for(lambda: _killed_mid_trial(url, ready, lambda _: worker.pid), 90, what)
         worker.wait(10)
     finally:
         if worker.poll() is None:
@@ -117,14 +126,9 @@ def test_a_parallel_run_retries_a_killed_worker_trial_itself(tiny_mnist, tmp_pat
     parent = subprocess.Popen(hpo_command("study", study_file, "--workers", "2"), cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        def killed_mid_trial():
-            got = _running_after_a_finished_one(url)
-            if not got:
-                return None
-            pid = int(got[1].user_attrs["worker"].rsplit(":", 1)[1])
-            return (*got, pid) if _kill_mid_trial(pid, url, [got[1].number]) else None
-
-        finished, running, pid = wait_for(killed_mid_trial, 90, "a trial to run")
+        ready = lambda: _one_running_after_a_finished_one(url)  # noqa: E731
+        finished, (running,) = wait_for(lambda: _killed_mid_trial(url, ready, lambda live: _worker_pid(live[0])),
+                                        90, "a trial to run")
         finished = [load(url).trials[t.number] for t in finished]
         out, _ = parent.communicate(timeout=120)
     finally:
@@ -132,7 +136,7 @@ def test_a_parallel_run_retries_a_killed_worker_trial_itself(tiny_mnist, tmp_pat
             os.killpg(parent.pid, signal.SIGKILL)
             parent.wait()
     assert parent.returncode == 0, out
-    assert re.search(rf"worker w\d \(pid {pid}\) died: SIGKILL", out), out
+    assert re.search(rf"worker w\d \(pid {_worker_pid(running)}\) died: SIGKILL", out), out
     _check_retried(url, load(url).trials[running.number], finished)
 
 

@@ -57,11 +57,11 @@ class BudgetStudy(optuna.Study):
         self._rdb = storage if isinstance(storage, RDBStorage) and storage.heartbeat_interval else None
         self.on_wait = on_wait  # called with the number of running trials when this worker starts to wait
         self.should_stop = should_stop  # polled while waiting: True ends the run (e.g. Ctrl-C)
-        self.asked: list[int] = []  # trial ids this process created, for fail_left_running
+        self.asked: set[int] = set()  # trial ids this process created, for fail_left_running
 
     def _ask_here(self, fixed_distributions=None) -> optuna.Trial:
         trial = super().ask(fixed_distributions)
-        self.asked.append(trial._trial_id)
+        self.asked.add(trial._trial_id)
         return trial
 
     def ask(self, fixed_distributions=None) -> optuna.Trial:
@@ -118,13 +118,13 @@ class BudgetStudy(optuna.Study):
         ask and the objective, can leave its trial untold, and it would then hold its slot until the heartbeat
         expires. Trials finished meanwhile (here or, after a heartbeat failure, elsewhere) are left alone."""
         left = []
-        for trial_id in self.asked:
-            if self._storage.get_trial(trial_id).state != TrialState.RUNNING:
+        for t in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            if t._trial_id not in self.asked:
                 continue
             try:
-                self._storage.set_trial_user_attr(trial_id, "outcome", outcome)
-                if self._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                    left.append(self._storage.get_trial(trial_id).number)
+                self._storage.set_trial_user_attr(t._trial_id, "outcome", outcome)
+                if self._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                    left.append(t.number)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # finished between the look and the write
         return left
