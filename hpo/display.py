@@ -107,19 +107,25 @@ def number(v: float) -> str:
 # --- configurations and trials ------------------------------------------------------------------
 
 
-def describe_arch(widths: Sequence[int], in_features: int = 784, n_classes: int = 10, model: str = "mlp") -> str:
-    """The paper's way of writing an architecture, input side first: 784-60-40-10; a cnn's conv layers are
-    marked by their channels: cnn 784-c16-c32-64-10."""
-    if model == "cnn":
-        inner = [f"c{w}" for w in widths[:-1]] + [str(w) for w in widths[-1:]]
-        return "cnn " + "-".join([str(in_features), *inner, str(n_classes)])
-    return "-".join(str(d) for d in (in_features, *widths, n_classes))
+def describe_arch(widths: Sequence[int], io: Sequence[int] | None = None, model: str = "mlp") -> str:
+    """The paper's way of writing an architecture, input side first: 784-60-40-10 with `io` = (inputs, classes),
+    60-40 without; a cnn's conv layers are marked by their channels: cnn 784-c16-c32-64-10."""
+    inner = [f"c{w}" for w in widths[:-1]] + [str(w) for w in widths[-1:]] if model == "cnn" else list(map(str, widths))
+    dims = [str(io[0]), *inner, str(io[1])] if io else inner
+    return ("cnn " if model == "cnn" else "") + "-".join(dims)
 
 
-def describe_config(c: dict) -> str:
-    """One line for a trial's configuration: 784-60-40-10 relu adam lr=1.0e-03 bs=64 ep=10 constant."""
+def describe_config(c: dict, io: Sequence[int] | None = None) -> str:
+    """One line for a trial's configuration: 784-60-40-10 relu adam lr=1.0e-03 bs=64 ep=10 constant; `io`
+    (inputs, classes) where known. A user's model shows as FUNCTION(args)."""
     if not c:
         return "?"
+    if ":" in c.get("model", "mlp"):
+        args = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in
+                         (c.get("model_args") or {}).items())
+        head = f"{c['model'].rpartition(':')[2]}({args})"
+        return (f"{head} {c.get('optimizer')} lr={c.get('lr', 0):.2e} bs={c.get('batch_size')} ep={c.get('epochs')} "
+                f"{c.get('schedule')}")
     act = c.get("activation", "relu")
     act = act if isinstance(act, str) else "/".join(act)
     extras = []
@@ -128,7 +134,7 @@ def describe_config(c: dict) -> str:
             extras.append(f"{label}={c[k]:.2g}")
     if c.get("augment", "none") != "none":  # e.g. aug=shift_flip±2 (pixels)
         extras.append(f"aug={c['augment']}" + (f"±{c['augment_shift']}" if "augment_shift" in c else ""))
-    arch = describe_arch(c.get("widths", []), model=c.get("model", "mlp"))
+    arch = describe_arch(c.get("widths", []), io, model=c.get("model", "mlp"))
     return (f"{arch} {act} {c.get('optimizer')} lr={c.get('lr', 0):.2e} "
             f"bs={c.get('batch_size')} ep={c.get('epochs')} {c.get('schedule')}" + (" " + " ".join(extras) if extras else ""))
 
@@ -141,7 +147,7 @@ def trial_line(t: FrozenTrial) -> str:
     secs = t.user_attrs.get("train_seconds")
     tail = f" {t.user_attrs.get('epochs_trained', 0)} ep {secs:.1f}s" if secs is not None else ""
     reason = f" [dim]({t.user_attrs['reason']})[/]" if o not in ("complete", "pruned") and t.user_attrs.get("reason") else ""
-    return f"trial {t.number:>3} [{color}]{o:<9}[/] {value}  {describe_config(t.user_attrs.get('config', {}))}{tail}{tag}{reason}"
+    return f"trial {t.number:>3} [{color}]{o:<9}[/] {value}  {describe_config(t.user_attrs.get('config', {}), t.user_attrs.get('io'))}{tail}{tag}{reason}"
 
 
 # --- the console and progress -------------------------------------------------------------------
@@ -228,7 +234,7 @@ def summary_rows(study: optuna.Study, top: int = 5) -> tuple[str, list[list[str]
         secs = t.user_attrs.get("train_seconds")
         rows.append([
             str(t.number), "baseline" if t.user_attrs.get("baseline") else "search",
-            describe_config(t.user_attrs.get("config", {})),
+            describe_config(t.user_attrs.get("config", {}), t.user_attrs.get("io")),
             f"{t.values[0]:.4f}" if t.values else "-",
             f"{reported:.4f}" if reported else "",
             f"{t.user_attrs.get('n_params', 0):,}", str(t.user_attrs.get("epochs_trained", "")),

@@ -10,7 +10,7 @@ import torch
 from hpo.cli import main
 from hpo.data import Splits
 from hpo.errors import ConfigError
-from hpo.paper import PAPER_MIX_FMNIST
+from hpo.search.papers import load_paper
 from hpo.search.space import Space
 from hpo.tools import activations as act
 from hpo.tools.activations import value_and_grad
@@ -18,6 +18,8 @@ from hpo.training.activations import ACTIVATIONS, Mix, make_activation, mix_p
 from hpo.training.config import TrainConfig
 from hpo.training.loop import train
 from hpo.training.models import mlp
+
+PAPER_MIX_FMNIST = load_paper("bansal_2022").mix_weights["fashion_mnist"]
 
 X = torch.linspace(-6, 6, 1000, dtype=torch.float64)  # even count: no point lands on a kink at 0
 

@@ -94,7 +94,7 @@ class Recorder(torch.nn.Module):
 def test_training_batches_are_augmented_and_evaluation_data_are_not(splits):
     cfg = TrainConfig(widths=(16,), batch_size=64, epochs=2, augment="shift_flip", augment_shift=3, seed=5)
     train_x, eval_x = splits.train_x.clone(), splits.eval_x.clone()
-    model = Recorder(build_model(cfg))
+    model = Recorder(build_model(cfg, (1, 28, 28), 10))
     r = train(cfg, splits, threads=1, model=model)
     assert r.status == "complete"
     assert torch.equal(splits.train_x, train_x) and torch.equal(splits.eval_x, eval_x)  # data never changed
@@ -152,7 +152,7 @@ def test_a_pack_member_keeps_its_own_per_layer_slopes(splits):
 
 
 def test_batch_augment_draws_once_per_epoch():
-    aug = BatchAugment("shift", 2, seed=0, n_features=784, fill=0.0, device="cpu")
+    aug = BatchAugment("shift", 2, seed=0, shape=784, fill=0.0, device="cpu")
     aug.epoch(100)
     first = aug.codes.clone()
     aug.epoch(100)
@@ -215,7 +215,7 @@ def test_active_only_dicts_read_back_as_the_same_config():
 
 def test_per_layer_slopes_reach_their_layers():
     model = build_model(TrainConfig(widths=(8, 8, 8), activation=("leaky_relu", "relu", "leaky_relu"),
-                                    negative_slope=(0.1, 0.01, 0.3)))
+                                    negative_slope=(0.1, 0.01, 0.3)), (1, 28, 28), 10)
     slopes = [m.negative_slope for m in model if isinstance(m, torch.nn.LeakyReLU)]
     assert slopes == [0.1, 0.3]
 

@@ -18,7 +18,7 @@ from hpo.training.models import MODELS, accuracy, build_model, cnn, count_params
 
 
 def test_the_paper_s_shape_from_flat_inputs():
-    model = cnn(784, (16, 32, 64), activation="mix")
+    model = cnn(784, (16, 32, 64), 10, activation="mix")
     out = model(torch.randn(5, 784))
     assert out.shape == (5, 10)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -30,14 +30,14 @@ def test_the_paper_s_shape_from_flat_inputs():
 
 
 def test_per_layer_activations_in_order():
-    model = cnn(784, (4, 4, 8), activation=("relu", "tanh", "mix"))
+    model = cnn(784, (4, 4, 8), 10, activation=("relu", "tanh", "mix"))
     assert [type(a) for a in activation_layers(model)] == [nn.ReLU, nn.Tanh, Mix]
 
 
 def test_build_model_dispatches_and_inits_convs():
     assert "cnn" in MODELS
-    a = build_model(TrainConfig(model="cnn", widths=(4, 8), init="kaiming", seed=3))
-    b = build_model(TrainConfig(model="cnn", widths=(4, 8), init="kaiming", seed=3))
+    a = build_model(TrainConfig(model="cnn", widths=(4, 8), init="kaiming", seed=3), (1, 28, 28), 10)
+    b = build_model(TrainConfig(model="cnn", widths=(4, 8), init="kaiming", seed=3), (1, 28, 28), 10)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     conv = next(m for m in a.modules() if isinstance(m, nn.Conv2d))
     assert torch.count_nonzero(conv.bias) == 0  # kaiming init zeroes conv biases too
@@ -46,7 +46,7 @@ def test_build_model_dispatches_and_inits_convs():
 @pytest.mark.parametrize("widths", [(8,), (4, 4, 4, 4, 4, 4)])
 def test_cnn_refuses_depths_it_cannot_build(widths):
     with pytest.raises(ValueError, match="cnn needs 2 to 5 widths"):
-        cnn(784, widths)
+        cnn(784, widths, 10)
 
 
 @pytest.mark.parametrize("raw", [{"model": "cnn"}, {"model": "cnn", "depth": {"low": 1, "high": 3}},

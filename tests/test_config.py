@@ -88,7 +88,7 @@ BAD = [
     (GOOD_STUDY + "budget: {gpus: 1}\n", GOOD_SPACE, "budget.gpus", "unknown key"),
     (GOOD_STUDY + "sampler_options: {n_startup: 3}\n", GOOD_SPACE, "sampler_options.n_startup", "unknown option"),
     (GOOD_STUDY + "objectives: [params]\n", GOOD_SPACE, "objectives", "first objective must be accuracy"),
-    (GOOD_STUDY + "baselines: {paper: smith_2020}\n", GOOD_SPACE, "baselines.paper", "unknown paper"),
+    (GOOD_STUDY + "baselines: {paper: smith_2020}\n", GOOD_SPACE, "baselines.paper", "no paper named 'smith_2020'"),
     (GOOD_STUDY + "baselines: {paper: youn_hong_2024, tables: [3]}\n", GOOD_SPACE, "baselines", "lies outside the space"),
     (GOOD_STUDY + "seed: 1\nseed: 2\n", GOOD_SPACE, "line", "duplicate key"),
     (GOOD_STUDY + "n_trials: [\n", GOOD_SPACE, "line", "malformed YAML"),

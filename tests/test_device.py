@@ -102,8 +102,8 @@ def test_train_keeps_every_tensor_on_the_data_device(splits, cfg):
 def test_the_same_seed_gives_the_same_network_on_any_device(tiny_mnist):
     """Models are initialised on the CPU: a seed names one network, wherever it then trains."""
     with device_guard():
-        a = build_model(TrainConfig(widths=(16, 8), seed=3))
-    b = build_model(TrainConfig(widths=(16, 8), seed=3))
+        a = build_model(TrainConfig(widths=(16, 8), seed=3), (1, 28, 28), 10)
+    b = build_model(TrainConfig(widths=(16, 8), seed=3), (1, 28, 28), 10)
     assert all(p.device.type == "cpu" for p in a.parameters())
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
@@ -118,7 +118,7 @@ def test_objective_trials_stay_on_the_data_device(splits, tmp_path):
 
 
 def test_latency_is_measured_on_the_data_device(splits):
-    model = build_model(TrainConfig(widths=(8,))).to(splits.eval_x.device)
+    model = build_model(TrainConfig(widths=(8,)), (1, 28, 28), 10).to(splits.eval_x.device)
     with device_guard():
         assert measure_latency_ms(model, splits.eval_x, repeats=3) > 0
 

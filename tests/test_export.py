@@ -50,7 +50,7 @@ def test_export_then_train_round_trip_on_fashion_mnist(fmnist_available, tmp_pat
     best = max((t for t in study.trials if t.values), key=lambda t: (t.values[0], -t.number))
 
     cfg = load_config(path)
-    assert cfg.dataset == "fashion_mnist" and (cfg.val_size, cfg.split_seed) == (10000, 0)
+    assert cfg.dataset.spec() == "fashion_mnist" and (cfg.val_size, cfg.split_seed) == (10000, 0)
     assert cfg.train == TrainConfig.from_dict(best.user_attrs["config"])
     assert cfg.provenance["trial"] == best.number and cfg.provenance["val_accuracy"] == best.values[0]
     assert cfg.provenance["sampler"] == "tpe" and cfg.provenance["versions"]["optuna"].startswith("5.")

@@ -29,7 +29,7 @@ STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.ya
 
 
 def _estimate(optimizer="adam", batch_size=64, widths=(64, 32), dropout=0.0):
-    model = build_model(TrainConfig(widths=widths, dropout=dropout))
+    model = build_model(TrainConfig(widths=widths, dropout=dropout), (1, 28, 28), 10)
     return estimate_bytes(model, optimizer=optimizer, batch_size=batch_size, in_features=784, n_train=1000,
                           n_eval=100), sum(p.numel() * 4 for p in model.parameters())
 
@@ -49,7 +49,7 @@ def test_the_estimate_counts_optimizer_state_and_activations():
 @pytest.mark.parametrize("kind,shift", [("shift", 2), ("shift_flip", 8)])
 def test_the_estimate_counts_augmentation_buffers_as_allocated(kind, shift):
     """What augment_bytes adds equals what a BatchAugment really holds after an epoch's draws and one batch."""
-    model = build_model(TrainConfig(widths=(16,)))
+    model = build_model(TrainConfig(widths=(16,)), (1, 28, 28), 10)
     kw = dict(optimizer="adam", batch_size=64, in_features=784, n_train=1000, n_eval=100)
     added = estimate_bytes(model, **kw, augment=kind, augment_shift=shift) - estimate_bytes(model, **kw)
     assert added == augment_bytes(kind, shift, batch_size=64, in_features=784, n_train=1000) > 0
@@ -79,7 +79,7 @@ def test_every_shipped_study_fits_its_largest_configuration_in_its_memory_cap(pa
                          activation=space.possible("activation", "relu")[0],
                          dropout=max(space.possible("dropout", 0.0)))
         augments = space.possible("augment", "none")
-        need = estimate_bytes(build_model(tc), optimizer=optimizer, batch_size=batch_size, in_features=784,
+        need = estimate_bytes(build_model(tc, (1, 28, 28), 10), optimizer=optimizer, batch_size=batch_size, in_features=784,
                               n_train=60000 - cfg.val_size, n_eval=cfg.val_size,
                               augment="shift_flip" if "shift_flip" in augments else augments[0],
                               augment_shift=max(space.possible("augment_shift", 0)))

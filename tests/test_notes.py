@@ -26,6 +26,7 @@ from hpo.search import notes as notes_mod
 from hpo.search.config import load_study
 from hpo.search.notes import LiveNote, TrialNotes, artifact_dir, live_note, open_store, trial_note
 from hpo.search.objective import Objective
+from hpo.search.papers import load_paper
 from hpo.search.storage import open_storage
 from hpo.training.loop import train
 
@@ -38,7 +39,7 @@ CONFIG = {"model": "mlp", "widths": [60, 40], "activation": "relu", "optimizer":
 CASES = [
     ("complete baseline", "complete", 0.8712,
      {"config": CONFIG, "n_params": 50890, "epochs_trained": 10, "train_seconds": 23.4, "samples_per_sec": 21000.0,
-      "baseline": "T3 784-60-40-10 adam lr=0.001", "paper_reported": 0.9707},
+      "baseline": "T3 784-60-40-10 adam lr=0.001", "paper_reported": 0.9707, "io": [784, 10]},
      ["### Trial 7: complete", "Validation accuracy **87.12%** after 10 epochs in 23.4 s (21,000 samples/s).",
       "Configuration: `784-60-40-10 relu adam lr=1.00e-03 bs=64 ep=10 constant` (50,890 parameters).",
       "Paper baseline **T3 784-60-40-10 adam lr=0.001** (Youn & Hong 2024, Table 3): the paper reports 97.07%; "
@@ -61,7 +62,7 @@ CASES = [
 
 @pytest.mark.parametrize("label,state,value,attrs,expected", CASES, ids=[c[0] for c in CASES])
 def test_a_trial_note_says_what_happened(label, state, value, attrs, expected):
-    note = trial_note(7, state, attrs, value, "youn_hong_2024", picture="/artifacts/1/2/abc")
+    note = trial_note(7, state, attrs, value, load_paper("youn_hong_2024", io=(784, 10)), picture="/artifacts/1/2/abc")
     for line in expected:
         assert line in note.splitlines(), (line, note)
     assert note.endswith("![validation accuracy per epoch](/artifacts/1/2/abc)")

@@ -42,7 +42,7 @@ def test_the_first_step_has_each_member_s_own_loss_and_gradients(widths, act):
     activations that are not 0 at 0 (sigmoid), where a padded unit would otherwise leak."""
     cfgs = [TrainConfig(widths=widths, activation=act, seed=0, negative_slope=0.1, label_smoothing=0.1),
             TrainConfig(widths=tuple(w + 3 for w in widths), activation=act, seed=1, negative_slope=0.3)]
-    models = [build_model(c) for c in cfgs]
+    models = [build_model(c, (1, 28, 28), 10) for c in cfgs]
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(2, 16, 784, generator=g), torch.randint(0, 10, (2, 16), generator=g)
     net = StackedMLP(models, cfgs, "cpu")
@@ -236,9 +236,9 @@ def test_the_hand_written_relu_step_is_autograd_s_step():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(2, 16, 784, generator=g), torch.randint(0, 10, (2, 16), generator=g)
     eps = torch.tensor([c.label_smoothing for c in cfgs])
-    ref = StackedMLP([build_model(c) for c in cfgs], cfgs, "cpu")
+    ref = StackedMLP([build_model(c, (1, 28, 28), 10) for c in cfgs], cfgs, "cpu")
     member_losses(ref.forward(x, training=True), y, eps).sum().backward()
-    fast = StackedMLP([build_model(c) for c in cfgs], cfgs, "cpu")
+    fast = StackedMLP([build_model(c, (1, 28, 28), 10) for c in cfgs], cfgs, "cpu")
     for p in fast.parameters():
         p.grad = torch.full_like(p, float("nan"))  # every entry must be written
     assert fast.relu

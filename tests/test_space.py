@@ -298,7 +298,7 @@ def test_per_layer_activations_draw_one_slope_per_leaky_relu_layer():
             for i in (1, 2, 3):
                 want = trial.params[f"negative_slope_{i}"] if i in leaky else TrainConfig().negative_slope
                 assert hp["negative_slope"][i - 1] == want
-            built = [m.negative_slope for m in build_model(TrainConfig(**hp)) if isinstance(m, torch.nn.LeakyReLU)]
+            built = [m.negative_slope for m in build_model(TrainConfig(**hp), (1, 28, 28), 10) if isinstance(m, torch.nn.LeakyReLU)]
             assert built == [trial.params[f"negative_slope_{i}"] for i in leaky]
         else:
             assert "negative_slope" not in hp

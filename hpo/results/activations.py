@@ -13,16 +13,26 @@ from matplotlib.ticker import PercentFormatter
 from rich.table import Table
 
 from hpo.display import describe_config, spread
-from hpo.paper import PAPER_MIX_FMNIST
 from hpo.plotting import plt
+from hpo.search.papers import Paper, load_paper, study_paper
+from hpo.sources import name_of
 from hpo.training.activations import Mix
-from hpo.trials import completed
+from hpo.trials import completed, study_attrs
 
 BASIS = Mix.BASIS
 
 
-def p_summary(runs: Sequence[dict]) -> list[dict]:
-    """Per mix layer: mean and std (over runs) of each P component, beside the paper's FMNIST row."""
+# The shipped paper whose learned mixing weights a mix run is shown beside when its study names no paper of its own.
+MIX_PAPER = "bansal_2022"
+
+
+def paper_mix(paper: Paper | None, dataset) -> tuple | None:
+    """A paper's learned mixing weights for this data set (one P per layer), if it reports them."""
+    return paper.mix_weights.get(name_of(dataset)) if paper else None
+
+
+def p_summary(runs: Sequence[dict], paper_p: Sequence | None = None) -> list[dict]:
+    """Per mix layer: mean and std (over runs) of each P component, beside the paper's row (`paper_p`)."""
     n_layers = max((len(r["mix_p"]) for r in runs if r.get("mix_p")), default=0)
     rows = []
     for layer in range(n_layers):
@@ -36,7 +46,7 @@ def p_summary(runs: Sequence[dict]) -> list[dict]:
             "mean": [statistics.fmean(c) for c in cols],
             "std": [statistics.stdev(c) if len(c) > 1 else float("nan") for c in cols],
             "values": ps,
-            "paper": list(PAPER_MIX_FMNIST[layer]) if layer < len(PAPER_MIX_FMNIST) else None,
+            "paper": list(paper_p[layer]) if paper_p and layer < len(paper_p) else None,
         })
     return rows
 
@@ -161,7 +171,9 @@ def _mix_section(study, trials, outdir: Path, link: str) -> str | None:
                        " to retrain it with five")
     else:
         return None
-    summary = p_summary(runs)
+    attrs = study_attrs(study)
+    paper = study_paper(attrs) or load_paper(MIX_PAPER)
+    summary = p_summary(runs, paper_mix(paper, (attrs.get("split") or {}).get("dataset")))
     if not summary:
         return None
     model = config.get("model", "mlp")
@@ -249,7 +261,7 @@ def _dead_section(study, trials, outdir: Path, link: str) -> str | None:
         for t in worst:
             if max(t.user_attrs["dead_units"]) <= 0:
                 break
-            lines.append(f"| {t.number} | {describe_config(t.user_attrs.get('config', {}))} | {t.values[0]:.4f} | "
+            lines.append(f"| {t.number} | {describe_config(t.user_attrs.get('config', {}), t.user_attrs.get('io'))} | {t.values[0]:.4f} | "
                          + " / ".join(f"{v:.1%}" for v in t.user_attrs["dead_units"]) + " |")
     largest = max((v or 0.0) for m in means.values() for v in m)
     picture = outdir / "dead_units.png"

@@ -8,9 +8,10 @@ import plotly.graph_objects as go
 from optuna_dashboard import save_plotly_graph_object
 
 from hpo.display import MIN_SPREAD_N
-from hpo.paper import PAPERS
-from hpo.training.models import mlp_param_count
-from hpo.trials import completed
+from hpo.search.papers import study_paper
+from hpo.sources import recorded_shape
+from hpo.training.models import mlp_param_count, param_count
+from hpo.trials import completed, study_attrs
 
 # A fixed id: every report replaces the chart instead of adding one.
 PARAMS_CHART_ID = "hpo-accuracy-vs-params"
@@ -29,9 +30,11 @@ def params_figure(study, result: dict | None) -> go.Figure:
                                  mode="markers", name=label, marker={"symbol": symbol, "size": 7},
                                  hovertemplate="trial %{customdata}: %{y:.2%} with %{x:,} parameters<extra></extra>"))
     s = study.user_attrs
-    if s.get("paper"):
-        rows = [r for t in s.get("tables", []) for r in PAPERS[s["paper"]].table(t)]
-        fig.add_trace(go.Scatter(x=[mlp_param_count(784, r.widths) for r in rows], y=[r.reported for r in rows],
+    shape, n_classes = recorded_shape(s.get("split") or {})
+    paper = study_paper(study_attrs(study))
+    if paper:
+        rows = [r for t in s.get("tables", []) for r in paper.table(t)]
+        fig.add_trace(go.Scatter(x=[mlp_param_count(shape, r.widths, n_classes) for r in rows], y=[r.reported for r in rows],
                                  text=[r.name for r in rows], mode="markers", name="paper-reported",
                                  marker={"symbol": "star-open", "size": 12, "color": "red"},
                                  hovertemplate="%{text}: the paper reports %{y:.2%}<extra></extra>"))
@@ -42,7 +45,7 @@ def params_figure(study, result: dict | None) -> go.Figure:
         for kind, label, color in (("paper", "paper configuration", "black"), ("optimum", "automated optimum", "green")):
             entries = [e for e in result["entries"] if e["kind"] == kind]
             fig.add_trace(go.Scatter(
-                x=[mlp_param_count(784, e["hp"]["widths"]) for e in entries], y=[e["stats"]["mean"] for e in entries],
+                x=[param_count(e["hp"], shape, n_classes) for e in entries], y=[e["stats"]["mean"] for e in entries],
                 error_y={"type": "data", "array": [e["stats"]["std"] for e in entries], "visible": spread},
                 text=[e["name"] for e in entries],
                 mode="markers", name=f"{label}, {result['dataset']} test re-run ({shown})",

@@ -17,13 +17,14 @@ from rich.console import Console
 from hpo import data as data_mod
 from hpo.display import MIN_SPREAD_N, describe_config, make_console, pct, pm_stats, prediction_interval, progress_bar
 from hpo.errors import HpoError
-from hpo.paper import PAPERS, REFERENCES, TRAIN_KEYS, row_config
 from hpo.provenance import git_commit, versions
 from hpo.results.evaluate import run_seeds, stats
 from hpo.results.report import print_result, write_report
 from hpo.search.notes import artifact_dir, study_url
+from hpo.search.papers import Paper, study_paper
 from hpo.search.storage import open_study
-from hpo.search.study import SMOKE_EVAL, SMOKE_TRAIN
+from hpo.search.study import SMOKE_EVAL, SMOKE_TRAIN, check_same_data
+from hpo.sources import name_of
 from hpo.training.config import TrainConfig, resolve_device
 from hpo.trials import best_trials, study_attrs
 
@@ -31,20 +32,12 @@ SMOKE = {"seeds": 2, "epochs": 1, "train_limit": SMOKE_TRAIN, "eval_limit": SMOK
 DEFAULT_SEEDS = 3
 
 
-def reference_config(ref: dict, proto: dict) -> dict:
-    """Xiao et al.'s scikit-learn MLPClassifier, re-created: its default solver (adam, lr 1e-3) under the protocol."""
-    hp = {k: proto[k] for k in TRAIN_KEYS if k in proto}
-    hp.update(widths=tuple(ref["widths"]), activation=ref["activation"], optimizer="adam", lr=1e-3)
-    return hp
-
-
-def protocol_lines(paper_key: str | None, proto: dict, extra: list[tuple[str, str, str]],
-                   tables: list[int] | None = None) -> list[dict]:
+def protocol_lines(paper: Paper | None, proto: dict, extra: list[tuple[str, str, str]],
+                   tables: list | None = None) -> list[dict]:
     """Each assumption the comparison rests on: key, value, reason (the paper's protocol, then this run's).
     One that concerns only other tables than those compared is left out, unless the study set it."""
-    paper = PAPERS[paper_key or "youn_hong_2024"]
     lines = []
-    for a in paper.protocol:
+    for a in paper.protocol if paper else ():
         value = proto.get(a.key, a.value)
         if tables and a.tables and not set(a.tables) & set(tables) and value == a.value:
             continue
@@ -54,23 +47,29 @@ def protocol_lines(paper_key: str | None, proto: dict, extra: list[tuple[str, st
     return lines
 
 
-def build_entries(study, proto: dict, dataset: str, references: bool) -> list[dict]:
+def build_entries(study, paper: Paper | None, proto: dict, dataset: str, references: bool) -> list[dict]:
     s = study.user_attrs
     entries = []
-    if s.get("paper"):
-        paper = PAPERS[s["paper"]]
+    if paper:
         for t in s.get("tables", []):
             for row in paper.table(t):
                 entries.append({"kind": "paper", "name": row.name, "table": t, "reported": row.reported,
-                                "note": row.note, "hp": row_config(row, proto)})
+                                "note": row.note, "hp": paper.row_config(row, proto)})
     best = best_trials(study, 1)[0]
     hp = {k: v for k, v in best.user_attrs["config"].items() if k != "seed"}
     entries.append({"kind": "optimum", "name": f"automated optimum (trial {best.number})", "trial": best.number,
-                    "val_accuracy": best.values[0], "reported": None, "note": describe_config(hp), "hp": hp})
-    if references:
-        for ref in REFERENCES:
-            entries.append({"kind": "reference", "name": ref["name"], "reported": ref.get(dataset),
-                            "note": "scikit-learn MLPClassifier, re-created", "hp": reference_config(ref, proto)})
+                    "val_accuracy": best.values[0], "reported": None, "note": describe_config(hp, best.user_attrs.get("io")),
+                    "hp": hp})
+    if references and paper and paper.references:
+        # The references of the compared data set where the paper cites them, else the first data set's rows.
+        refs = [r for r in paper.references if r.dataset == dataset]
+        if not refs:
+            first = paper.references[0].dataset
+            refs = [r for r in paper.references if r.dataset == first]
+        for ref in refs:
+            entries.append({"kind": "reference", "name": ref.name, "reported": ref.reported if ref.dataset == dataset
+                            else None, "note": ref.note or "a published number, re-run here",
+                            "hp": paper.row_config(ref, proto)})
     return entries
 
 
@@ -190,16 +189,20 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
     artifact_dir(study_url(study), artifacts)  # a bad --artifacts is one line, before the re-runs
     s = study_attrs(study)
     study_dataset = s.get("split", {}).get("dataset") or s.get("study_yaml", {}).get("dataset")
-    dataset = dataset or study_dataset
+    spec = dataset or study_dataset
+    dataset, study_dataset = name_of(spec), name_of(study_dataset)
     proto = s.get("protocol") or {}
-    entries = build_entries(study, proto, dataset, references)  # raises when there is no completed trial
+    paper = study_paper(s)
+    entries = build_entries(study, paper, proto, dataset, references)  # raises when there is no completed trial
     if epochs:
         for e in entries:
             e["hp"] = {**e["hp"], "epochs": epochs}
     budget = s.get("study_yaml", {}).get("budget") or {}
     device = resolve_device(device, budget.get("device", "cpu"))
-    splits = data_mod.make_splits(data_mod.load(dataset), final=True, train_limit=train_limit, eval_limit=eval_limit)
-    splits = splits.to(device)
+    ds = data_mod.load(spec)
+    if dataset == study_dataset:
+        check_same_data(study, ds.sha256)
+    splits = data_mod.make_splits(ds, final=True, train_limit=train_limit, eval_limit=eval_limit).to(device)
     threads = budget.get("threads", 2)
     seed0 = s.get("seed", 0)
     seed_list = [seed0 + i for i in range(seeds)]
@@ -227,18 +230,19 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
         ("optimum", f"trained with its own tuned {'' if epochs else 'epochs, '}batch size, schedule and regularisation",
          "what the search chose is part of the configuration being compared"),
     ]
-    if references:
-        extra.append(("references", "adam, lr 1e-3, under the protocol's epochs and batch size",
-                      "scikit-learn's MLPClassifier default solver, re-created in PyTorch (no scikit-learn here)"))
+    if any(e["kind"] == "reference" for e in entries):
+        extra.append(("references", "their rows' own settings, under this paper's protocol",
+                      "published numbers beside the paper's, re-run the same way (scikit-learn models re-created in "
+                      "PyTorch)"))
     if epochs:
         extra.append(("epochs override", epochs, ("asked for on the command line (--epochs or --smoke): "
                                                  "a quick look, not the paper's protocol")))
-    paper_dataset = PAPERS[s["paper"]].dataset if s.get("paper") else study_dataset
+    paper_dataset = paper.dataset_name if paper else study_dataset
     result = {
-        "study": study.study_name, "dataset": dataset, "paper_dataset": paper_dataset, "paper": s.get("paper"),
+        "study": study.study_name, "dataset": dataset, "paper_dataset": paper_dataset, "paper": s.get("paper"), "paper_title": paper.title if paper else None,
         "tables": s.get("tables", []), "seeds": seed_list,
         "smoke": smoke, "epochs_override": epochs, "train_limit": train_limit, "eval_limit": eval_limit,
-        "data": splits.meta, "protocol": protocol_lines(s.get("paper"), proto, extra, s.get("tables")), "entries": entries,
+        "data": splits.meta, "protocol": protocol_lines(paper, proto, extra, s.get("tables")), "entries": entries,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
         "git_commit": git_commit(),
     }

@@ -14,8 +14,9 @@ from rich.table import Table
 from hpo import data as data_mod
 from hpo.display import describe_config, make_console, spread, spread_label
 from hpo.errors import HpoError
-from hpo.results.activations import p_summary, p_table
+from hpo.results.activations import MIX_PAPER, p_summary, p_table, paper_mix
 from hpo.results.export import load_config
+from hpo.search.papers import load_paper
 from hpo.training.activations import mix_p
 from hpo.training.config import TrainConfig, resolve_device
 from hpo.training.loop import train
@@ -81,10 +82,11 @@ def train_file(path: str, *, seeds: int = 1, validation: bool = False, epochs: i
         splits = data_mod.make_splits(ds, final=True, train_limit=train_limit, eval_limit=eval_limit)
     splits = splits.to(device)
     where = "validation" if validation else "test"
-    console.print(f"[bold]{cfg.source}[/]: {describe_config(hp)}")
-    console.print(f"{cfg.dataset}: {splits.meta['n_train']} training images, {splits.meta['n_eval']} {where} images")
+    io = (splits.train_x.shape[1], splits.n_classes)
+    console.print(f"[bold]{cfg.source}[/]: {describe_config(hp, io)}")
+    console.print(f"{cfg.dataset}: {splits.meta['n_train']} training samples, {splits.meta['n_eval']} {where} samples")
     seed_list = [cfg.train.seed + i for i in range(seeds)]
-    runs = run_seeds(hp, splits, seed_list, threads=threads, label=describe_config(hp)[:40], console=console)
+    runs = run_seeds(hp, splits, seed_list, threads=threads, label=describe_config(hp, io)[:40], console=console)
     st = stats(runs)
 
     table = Table(title=f"{cfg.source}: {where} accuracy over {seeds} seed{'s' * (seeds > 1)}", title_justify="left")
@@ -98,9 +100,11 @@ def train_file(path: str, *, seeds: int = 1, validation: bool = False, epochs: i
                       style="bold")
     console.print(table)
     if any(r.get("mix_p") for r in runs):
-        console.print(p_table(p_summary(runs), f"{cfg.source}: learned P per layer over {seeds} seed"
-                                               f"{'s' * (seeds > 1)} vs Bansal 2022 (Fashion-MNIST)"))
-    result = {"config": cfg.source, "dataset": cfg.dataset, "where": where, "hp": hp, "seeds": seed_list,
+        paper = load_paper(MIX_PAPER)
+        console.print(p_table(p_summary(runs, paper_mix(paper, cfg.dataset)),
+                              f"{cfg.source}: learned P per layer over {seeds} seed{'s' * (seeds > 1)} vs "
+                              f"{paper.title.split(',')[0]} ({cfg.dataset})"))
+    result = {"config": cfg.source, "dataset": str(cfg.dataset), "where": where, "hp": hp, "seeds": seed_list,
               "trial": cfg.provenance.get("trial"), "meta": splits.meta, "runs": runs, "stats": st}
     if validation:
         result["reproduced"] = _reproduction(cfg, runs, st, epochs, train_limit, eval_limit, console)

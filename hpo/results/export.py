@@ -28,13 +28,15 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial
 
-from hpo.data import DATASETS
+from hpo import data as data_mod
 from hpo.display import number
 from hpo.errors import ConfigError, HpoError, StudyError
 from hpo.provenance import ROOT, command_hint, git_commit, hpo_command, versions
 from hpo.search.config import display, read_yaml
 from hpo.search.space import PARAMS, Param, _coerce
 from hpo.search.storage import open_study, redact, storage_url
+from hpo.search.study import check_same_data
+from hpo.sources import DataSource, parse_source
 from hpo.training.config import TrainConfig
 from hpo.trials import best_trials, complete_trials, metric_names, study_attrs
 
@@ -49,7 +51,7 @@ STALE = re.compile(r"^(best|top\d+|pareto\d+)\.yaml$")
 @dataclass(frozen=True)
 class ExportedConfig:
     source: str
-    dataset: str
+    dataset: DataSource
     train: TrainConfig
     val_size: int = 10000
     split_seed: int = 0
@@ -115,9 +117,7 @@ def load_config(path: str | Path) -> ExportedConfig:
                                    f"it writes (or `{command_hint(f'compare {name}', make=f'compare NAME={name}')}` "
                                    f"for the whole comparison)")
     _check_keys(doc, src, "", CONFIG_KEYS, ("dataset", "train"))
-    dataset = doc["dataset"]
-    if not isinstance(dataset, str) or dataset not in DATASETS:
-        raise ConfigError(src, "dataset", f"unknown data set {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    dataset = parse_source(doc["dataset"], src, "dataset", base=Path(path).parent)
     split = doc.get("split") or {}
     _check_keys(split, src, "split", SPLIT_KEYS, ())
     _check_keys(doc["train"], src, "train", TRAIN_KEYS, TRAIN_REQUIRED)
@@ -174,6 +174,9 @@ def export(name: str, *, top: int | None = None, out: str | Path | None = None, 
     if top is not None and top <= 0:
         raise HpoError("--top: must be a positive number")
     study = open_study(name, storage, smoke)
+    split = study.user_attrs.get("split") or {}
+    if split.get("data_sha256"):  # an optimum re-trained on other data is another experiment
+        check_same_data(study, data_mod.load(split["dataset"]).sha256)
     chosen = best_trials(study, top)
     missing = [t.number for t in chosen if "config" not in t.user_attrs]
     if missing:

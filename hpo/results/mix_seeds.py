@@ -10,9 +10,11 @@ from optuna.trial import TrialState
 from hpo import data as data_mod
 from hpo.data import Splits
 from hpo.errors import StudyError
-from hpo.results.activations import p_summary, p_table
+from hpo.results.activations import MIX_PAPER, p_summary, p_table, paper_mix
+from hpo.search.papers import load_paper, study_paper
 from hpo.search.storage import open_study
 from hpo.search.study import SMOKE_EVAL, SMOKE_TRAIN
+from hpo.sources import name_of
 from hpo.training.activations import mix_p
 from hpo.training.config import TrainConfig, resolve_device
 from hpo.training.diagnostics import dead_units
@@ -79,8 +81,10 @@ def run_mix_seeds(study_name: str, n_seeds: int, *, storage: str | None = None, 
                       f"seeds 0..{n_seeds - 1}{' at smoke scale' if smoke else ''}")
     runs = mix_over_seeds(config, splits, range(n_seeds), threads=threads, on_run=show)
     if console is not None:
-        console.print(p_table(p_summary(runs), f"{study_name}: learned P per layer over {n_seeds} seeds "
-                                               f"vs Bansal 2022 (Fashion-MNIST)"))
+        paper = study_paper(study_attrs(study)) or load_paper(MIX_PAPER)
+        console.print(p_table(p_summary(runs, paper_mix(paper, split["dataset"])),
+                              f"{study_name}: learned P per layer over {n_seeds} seeds vs "
+                              f"{paper.title.split(',')[0]} ({name_of(split['dataset'])})"))
     if not smoke:
         study.set_user_attr("mix_seed_runs", {"trial": best.number, "config": config, "runs": runs})
     return runs

@@ -14,10 +14,11 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from optuna.trial import TrialState
 
 from hpo.display import MIN_SPREAD_N
-from hpo.paper import PAPERS
 from hpo.plotting import plt, save
-from hpo.training.models import mlp_param_count
-from hpo.trials import completed, outcome
+from hpo.search.papers import study_paper
+from hpo.sources import recorded_shape
+from hpo.training.models import mlp_param_count, param_count
+from hpo.trials import completed, outcome, study_attrs
 
 TOP_CURVES = 5
 MIN_IMPORTANCE_TRIALS = 3
@@ -126,9 +127,11 @@ def plot_params(study, result: dict | None, path: Path) -> None:
     multi = len(study.directions) > 1
     complete = completed(study)
     s = study.user_attrs
-    rows = [r for t in s.get("tables", []) for r in PAPERS[s["paper"]].table(t)] if s.get("paper") else []
+    paper = study_paper(study_attrs(study))
+    rows = [r for t in s.get("tables", []) for r in paper.table(t)] if paper else []
     color = {r.name: ROW_COLORS[i % len(ROW_COLORS)] for i, r in enumerate(rows)}
-    n_params = {r.name: mlp_param_count(784, r.widths) for r in rows}
+    shape, n_classes = recorded_shape(s.get("split") or {})
+    n_params = {r.name: mlp_param_count(shape, r.widths, n_classes) for r in rows}
     base = {t.user_attrs["baseline"]: t for t in complete if t.user_attrs.get("baseline")}
     search = [t for t in complete if not t.user_attrs.get("baseline")]
     entries = [e for e in (result or {}).get("entries", []) if e["kind"] in ("paper", "optimum")]
@@ -174,7 +177,7 @@ def plot_params(study, result: dict | None, path: Path) -> None:
                       facecolors="none", edgecolors=OPTIMUM_COLOR, linewidths=1.5, zorder=5)
         for e in entries:
             c = OPTIMUM_COLOR if e["kind"] == "optimum" else color.get(e["name"], "black")
-            x = mlp_param_count(784, e["hp"]["widths"])
+            x = param_count(e["hp"], shape, n_classes)
             mean, yerr = _bar(e["stats"])
             a.errorbar(x, mean, yerr=yerr, fmt="s", ms=6, capsize=5, elinewidth=1.6, capthick=1.6, color=c,
                        markeredgecolor="black", zorder=6)
@@ -187,7 +190,7 @@ def plot_params(study, result: dict | None, path: Path) -> None:
     ax.set(xlabel="parameters (log scale)", title="every completed trial" + (", Pareto front" if multi else ""))
     if close_up:
         a = axes[0][1]
-        xs = [n_params[r.name] for r in rows] + [mlp_param_count(784, e["hp"]["widths"]) for e in entries]
+        xs = [n_params[r.name] for r in rows] + [param_count(e["hp"], shape, n_classes) for e in entries]
         xs += [t.user_attrs.get("n_params", 0) for t in base.values()]
         xlim = _focus_limits(xs, 0.12)
         a.set_xlim(*xlim)
@@ -230,7 +233,8 @@ def plot_curves(study, path: Path) -> None:
     diamonds, each in its colour from the accuracy-against-parameters picture, so the two never read alike."""
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
     s = study.user_attrs
-    rows = [r for t in s.get("tables", []) for r in PAPERS[s["paper"]].table(t)] if s.get("paper") else []
+    paper = study_paper(study_attrs(study))
+    rows = [r for t in s.get("tables", []) for r in paper.table(t)] if paper else []
     color = {r.name: ROW_COLORS[i % len(ROW_COLORS)] for i, r in enumerate(rows)}
     search = [t for t in completed(study) if not t.user_attrs.get("baseline") and t.user_attrs.get("val_curve")]
     best = sorted(search, key=lambda t: -t.values[0])[:TOP_CURVES]

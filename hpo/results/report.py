@@ -18,9 +18,11 @@ from hpo.results.charts import save_params_chart
 from hpo.results.plots import plot_curves, plot_history, plot_importances, plot_params
 from hpo.search.config import load_space, load_study
 from hpo.search.notes import artifact_dir, is_persistent, open_store, publish_report, study_url, warn
+from hpo.search.papers import study_paper
 from hpo.search.space import describe_dist, on_boundary
 from hpo.search.storage import open_study
-from hpo.trials import best_trials, complete_trials
+from hpo.sources import name_of
+from hpo.trials import best_trials, complete_trials, study_attrs
 
 # --- the comparison table -----------------------------------------------------------------------
 
@@ -60,7 +62,7 @@ def print_result(result: dict, console: Console) -> None:
     console.print(rich_table(result))
     for line in result["findings"]:
         console.print(f"• {line}", highlight=False)
-    console.print("[bold]protocol assumptions[/] (hpo/paper.py; override under baselines.protocol in the study):")
+    console.print("[bold]protocol assumptions[/] (the paper file's protocol; override under baselines.protocol in the study):")
     for p in result["protocol"]:
         console.print(f"  {p['key']} = {p['value']}: [dim]{p['reason']}[/]", highlight=False)
 
@@ -130,8 +132,9 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
     md.append(f"Study `{study.study_name}` ({s.get('study_file')}, space {s.get('space_file')}): sampler "
               f"{s.get('sampler')}, pruner {s.get('pruner')}, objectives {', '.join(s.get('objectives', []))}; "
               f"trials: {counts_line(study)}. Tuned on a validation split of {s.get('split', {}).get('n_train')} / "
-              f"{s.get('split', {}).get('n_eval')} {s.get('split', {}).get('dataset')} images.")
+              f"{s.get('split', {}).get('n_eval')} {name_of(s.get('split', {}).get('dataset'))} images.")
     md.append("")
+    md += paper_section(study_paper(study_attrs(study)), s.get("tables") or [])
     md.append("## Test-set comparison")
     if result:
         headers, rows = table_rows(result)
@@ -141,7 +144,7 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
                "", _markdown_table(headers, rows), "", "### What the numbers say", ""]
         md += [f"- {line}" for line in result["findings"]]
         md += ["", "### Protocol assumptions", "", ("The paper leaves these out; each is an explicit, configurable "
-               "assumption (hpo/paper.py, `baselines.protocol` in the study file)."), ""]
+               "assumption (the paper file's `protocol`, overridden under `baselines.protocol` in the study file)."), ""]
         md += [f"- **{p['key']}** = {p['value']}: {p['reason']}" for p in result["protocol"]]
     else:
         md += ["", (f"Not run yet: `hpo compare {s.get('hpo_study', study.study_name)}` re-runs the paper's "
@@ -177,6 +180,23 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
     return path
 
 
+def paper_section(paper, tables: list) -> list[str]:
+    """The paper as its file states it: title, citation, and each compared table's rows with their reported
+    numbers."""
+    if paper is None:
+        return []
+    md = ["## The paper", "", f"**{paper.title}**" + (f". {paper.citation}" if paper.citation else ""),
+          "", f"Data set: {paper.dataset_name}; metric: {paper.metric}; file: `{paper.source}`.", ""]
+    for t in tables:
+        rows = paper.table(t)
+        if not rows:
+            continue
+        md += [f"Table {t}: {paper.captions.get(t, '')}", "",
+               _markdown_table(["configuration", "reported", "note"],
+                               [[r.name, pct(r.reported), r.note] for r in rows]), ""]
+    return md
+
+
 def dashboard_note(study, result: dict | None, warnings: list[str], pictures: list[Path], report: Path,
                    artifacts: str | None = None) -> None:
     """The study's note in optuna-dashboard: the comparison table, the findings, the protocol assumptions and the
@@ -192,7 +212,7 @@ def dashboard_note(study, result: dict | None, warnings: list[str], pictures: li
     def compose(urls: dict[str, str]) -> str:
         md = [f"## {study.study_name}: automated search against the hand-tuned configurations", "",
               f"Trials: {counts_line(study)}. Tuned on {s.get('split', {}).get('n_train')} / "
-              f"{s.get('split', {}).get('n_eval')} {s.get('split', {}).get('dataset')} images (validation). "
+              f"{s.get('split', {}).get('n_eval')} {name_of(s.get('split', {}).get('dataset'))} images (validation). "
               f"The full report: `{report}`.", ""]
         if result:
             headers, rows = table_rows(result)

@@ -1,4 +1,4 @@
-"""Study and search-space files: YAML in, typed and validated objects out, once, at the edge.
+"""Study and search-space files: typed and validated objects out, once, at the edge.
 
 Every error names the file and the key, e.g.
     studies/x.yaml: budget.threads: expected int, but got 'two'
@@ -6,113 +6,20 @@ Every error names the file and the key, e.g.
 
 from __future__ import annotations
 
-import difflib
 import inspect
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from hpo.data import DATASETS
-from hpo.errors import ConfigError
-from hpo.paper import PAPERS, protocol, row_config
-from hpo.provenance import ROOT
+from hpo.errors import ConfigError, DataError
+from hpo.search.files import display, read_yaml, resolve_file
+from hpo.search.papers import Paper, load_paper
 from hpo.search.samplers import PRUNERS, SAMPLERS
 from hpo.search.space import PARAMS, Space
 from hpo.search.storage import SAFE_NAME
+from hpo.sources import DataSource, dataset_io, parse_source, train_size
 from hpo.training.config import TrainConfig
 
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize", "latency": "minimize"}
-
-
-# --- YAML ---------------------------------------------------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads 1e-3 as a float (YAML 1.1 wants 1.0e-3) and refuses duplicate keys."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                  |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
-
-
-def _construct_mapping(loader, node, deep=False):
-    keys = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in keys:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        keys.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def read_yaml(path: Path) -> tuple[object, str]:
-    """The parsed document and its leading comment block (the file's description)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(path, "", "no such file") from None
-    except OSError as e:
-        raise ConfigError(path, "", f"cannot read ({e.strerror})") from None
-    try:
-        doc = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "yaml"
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(path, where, f"malformed YAML: {problem}") from None
-    header = []
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            break
-        header.append(line.lstrip("#").strip())
-    return doc, "\n".join(header).strip()
-
-
-def display(path: Path) -> str:
-    """A path as the user would write it: relative to the working directory when inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def resolve_file(name_or_path: str, folder: str, what: str, source: str = "<command line>", key: str = "",
-                 base: Path | None = None) -> Path:
-    """NAME → folder/NAME.yaml (in the working directory, then the project); or an existing path. A relative
-    path written inside a file (`base`: that file's folder) is relative to that file, as an include reads, so
-    that the study works from any directory; the working directory is tried second, for files written before."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
-        tried = [p] if p.is_absolute() or base is None else [base / p, p]
-        for candidate in tried:
-            if candidate.is_file():
-                return candidate
-        where = " or ".join(str(c) if c.is_absolute() else f"{c} (from {Path.cwd()})" for c in tried)
-        raise ConfigError(source if key else name_or_path, key, f"no such {what} file: {where}")
-    if not SAFE_NAME.match(name_or_path):
-        raise ConfigError(source, key or "name", f"{name_or_path!r} is not a safe {what} name (letters, digits, _ . -)")
-    for base in (Path.cwd(), ROOT):
-        candidate = base / folder / f"{name_or_path}.yaml"
-        if candidate.is_file():
-            return candidate
-    known = sorted(p.stem for p in (ROOT / folder).glob("*.yaml"))
-    near = difflib.get_close_matches(name_or_path, known, n=1, cutoff=0.6)
-    hint = f"did you mean {near[0]!r}? " if near else ""
-    raise ConfigError(source, key or "name", f"no {what} named {name_or_path!r} in {folder}/; {hint}"
-                                             f"known: {', '.join(known)}")
 
 
 def load_space(name_or_path: str, source: str = "<command line>", key: str = "", base: Path | None = None) -> Space:
@@ -146,7 +53,7 @@ class StudyConfig:
     name: str
     source: str
     description: str
-    dataset: str
+    dataset: DataSource
     space: Space
     sampler: str = "tpe"
     sampler_options: dict = field(default_factory=dict)
@@ -159,8 +66,8 @@ class StudyConfig:
     val_size: int = 10000
     split_seed: int = 0
     budget: Budget = Budget()
-    paper: str | None = None
-    tables: tuple[int, ...] = ()
+    paper: Paper | None = None
+    tables: tuple = ()
     protocol: dict = field(default_factory=dict)
     baselines: tuple[Baseline, ...] = ()
     raw: dict = field(default_factory=dict)  # the file as read, for provenance
@@ -227,9 +134,7 @@ def load_study(name_or_path: str) -> StudyConfig:
         if required not in doc:
             raise ConfigError(src, required, "missing")
 
-    dataset = _typed(doc["dataset"], str, src, "dataset")
-    if dataset not in DATASETS:
-        raise ConfigError(src, "dataset", f"unknown data set {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    dataset = parse_source(doc["dataset"], src, "dataset", base=path.parent)
     space = load_space(_typed(doc["space"], str, src, "space"), src, "space", base=path.parent)
 
     sampler = _typed(doc.get("sampler", "tpe"), str, src, "sampler")
@@ -257,6 +162,13 @@ def load_study(name_or_path: str) -> StudyConfig:
     split = _mapping(doc.get("split"), src, "split", SPLIT_KEYS)
     val_size = _typed(split.get("val_size", 10000), int, src, "split.val_size", positive=True)
     split_seed = _typed(split.get("seed", 0), int, src, "split.seed")
+    try:
+        n_train = train_size(dataset)
+    except DataError as e:
+        raise ConfigError(src, "dataset", str(e)) from None
+    if val_size >= n_train:
+        raise ConfigError(src, "split.val_size", f"`val_size < {n_train}` must hold (the training samples of "
+                                                 f"{dataset.title}), but got {val_size}")
 
     b = _mapping(doc.get("budget"), src, "budget", BUDGET_KEYS)
     device = _typed(b.get("device", "cpu"), str, src, "budget.device")
@@ -271,25 +183,26 @@ def load_study(name_or_path: str) -> StudyConfig:
         pack=_typed(b.get("pack", 1), int, src, "budget.pack", positive=True),
     )
 
-    paper_key, tables, proto, baselines = None, (), {}, []
+    paper, tables, proto, baselines = None, (), {}, []
     bl = _mapping(doc.get("baselines"), src, "baselines", BASELINE_KEYS)
     if bl:
-        paper_key = _typed(bl.get("paper"), str, src, "baselines.paper")
-        if paper_key not in PAPERS:
-            raise ConfigError(src, "baselines.paper", f"unknown paper {paper_key!r}; known: {', '.join(PAPERS)}")
-        paper = PAPERS[paper_key]
+        if "paper" not in bl:
+            raise ConfigError(src, "baselines.paper", "missing: the paper file whose rows are the baselines")
+        io = dataset_io(dataset)
+        paper = load_paper(_typed(bl["paper"], str, src, "baselines.paper"), src, "baselines.paper", path.parent, io)
         tables = bl.get("tables", paper.tables)
-        if not isinstance(tables, list) or not all(isinstance(t, int) and t in paper.tables for t in tables):
-            raise ConfigError(src, "baselines.tables", f"expected a list of tables out of {paper.tables}, but got {tables!r}")
+        if not isinstance(tables, list) or not all(t in paper.captions for t in tables):
+            raise ConfigError(src, "baselines.tables", f"expected a list of tables out of {paper.tables} "
+                                                       f"({paper.source}), but got {tables!r}")
         overrides = _mapping(bl.get("protocol"), src, "baselines.protocol", {a.key for a in paper.protocol})
-        proto = protocol(paper, overrides)
+        proto = paper.protocol_values(overrides)
         for t in tables:
             for row in paper.table(t):
-                hp = row_config(row, proto)
+                hp = paper.row_config(row, proto)
                 problems = space.problems(hp) + _unsearched_mismatch(space, hp)
                 if problems:
-                    raise ConfigError(src, "baselines", f"paper configuration {row.name} lies outside the space "
-                                                        f"{space.source}: {problems[0]}")
+                    raise ConfigError(src, "baselines", f"{paper.source}: table {t}: row {row.name} lies outside "
+                                                        f"the space {space.source}: {problems[0]}")
                 baselines.append(Baseline(row.name, hp, row.reported))
 
     return StudyConfig(
@@ -299,7 +212,7 @@ def load_study(name_or_path: str) -> StudyConfig:
         n_trials=_typed(doc.get("n_trials", 20), int, src, "n_trials", positive=True),
         timeout=_typed(doc.get("timeout"), (int, float), src, "timeout", positive=True, allow_none=True),
         objectives=tuple(objectives), val_size=val_size, split_seed=split_seed, budget=budget,
-        paper=paper_key, tables=tuple(tables), protocol=proto, baselines=tuple(baselines), raw=doc,
+        paper=paper, tables=tuple(tables), protocol=proto, baselines=tuple(baselines), raw=doc,
     )
 
 

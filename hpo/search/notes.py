@@ -35,8 +35,8 @@ from optuna_dashboard._note import note_str_key_prefix, note_ver_key
 
 from hpo.display import counts_line, describe_config, pct
 from hpo.errors import StudyError
-from hpo.paper import PAPERS
 from hpo.plotting import plt, save
+from hpo.search.papers import Paper
 from hpo.trials import outcome
 
 log = logging.getLogger(__name__)
@@ -121,13 +121,7 @@ def warn(what: str, error: BaseException, where: str = "") -> None:
 # --- a trial's note -------------------------------------------------------------------------------------
 
 
-def _baseline_row(paper_key: str | None, name: str):
-    paper = PAPERS.get(paper_key) if paper_key else None
-    row = next((r for r in paper.rows if r.name == name), None) if paper else None
-    return paper, row
-
-
-def trial_note(number: int, state: str, attrs: dict, value: float | None, paper_key: str | None = None,
+def trial_note(number: int, state: str, attrs: dict, value: float | None, paper: Paper | None = None,
                picture: str | None = None) -> str:
     """A trial in words: what it ended as and why, its configuration, epochs and time, for a baseline the paper's
     row and number, and its validation curve (`picture`: the artifact's URL path). At most TRIAL_NOTE_MAX chars."""
@@ -156,9 +150,9 @@ def trial_note(number: int, state: str, attrs: dict, value: float | None, paper_
     config = attrs.get("config")
     if config:
         params = f" ({attrs['n_params']:,} parameters)" if attrs.get("n_params") else ""
-        lines += ["", f"Configuration: `{describe_config(config)}`{params}."]
+        lines += ["", f"Configuration: `{describe_config(config, attrs.get('io'))}`{params}."]
     if attrs.get("baseline"):
-        paper, row = _baseline_row(paper_key, attrs["baseline"])
+        row = next((r for r in paper.rows if r.name == attrs["baseline"]), None) if paper else None
         where = f" ({paper.title.split(',')[0]}, Table {row.table})" if row else ""
         reported = attrs.get("paper_reported")
         line = f"Paper baseline **{attrs['baseline']}**{where}"
@@ -199,8 +193,8 @@ class TrialNotes:
     """Writes a trial's note (and, for a completed trial of 2+ epochs, its curve picture) while it still runs:
     the objective calls `write` as the trial's outcome becomes known, before Optuna tells it."""
 
-    def __init__(self, paper_key: str | None = None, store: FileSystemArtifactStore | None = None):
-        self.paper_key, self.store = paper_key, store
+    def __init__(self, paper: Paper | None = None, store: FileSystemArtifactStore | None = None):
+        self.paper, self.store = paper, store
 
     def write(self, trial: optuna.Trial, state: str, value: float | None) -> None:
         attrs = trial.user_attrs
@@ -212,7 +206,7 @@ class TrialNotes:
                 warn("a trial's validation-curve picture was not uploaded", e, f"trial {trial.number}: ")
         try:
             save_first_note(trial.storage, trial.study._study_id, trial._trial_id,
-                            trial_note(trial.number, state, attrs, value, self.paper_key, picture))
+                            trial_note(trial.number, state, attrs, value, self.paper, picture))
         except Exception as e:  # a note is a view of the trial, never a reason to lose it
             warn("a trial's dashboard note was not written", e, f"trial {trial.number}: ")
 
@@ -245,7 +239,7 @@ def live_note(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> s
     if not done:
         return "\n".join(lines + ["No trial has completed yet."])
     best = max(done, key=lambda t: (_value(t), -t.number))
-    rows = [("best so far", f"trial {best.number}", pct(_value(best)), describe_config(best.user_attrs.get("config", {})))]
+    rows = [("best so far", f"trial {best.number}", pct(_value(best)), describe_config(best.user_attrs.get("config", {}), best.user_attrs.get("io")))]
     baselines = [t for t in trials if t.user_attrs.get("baseline") and t.state != TrialState.FAIL]
     paper_best = max(baselines, key=lambda t: t.user_attrs.get("paper_reported") or 0, default=None)
     if paper_best is not None:
@@ -253,7 +247,7 @@ def live_note(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> s
         here = pct(_value(paper_best)) if paper_best.state == TrialState.COMPLETE else outcome(paper_best)
         rows.append((f"paper's best configuration, {paper_best.user_attrs['baseline']} (paper reports "
                      f"{pct(reported)} on its test set)", f"trial {paper_best.number}", here,
-                     describe_config(paper_best.user_attrs.get("config", {}))))
+                     describe_config(paper_best.user_attrs.get("config", {}), paper_best.user_attrs.get("io"))))
     lines += ["| | trial | validation accuracy | configuration |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | `{d}` |" for a, b, c, d in rows]
     if paper_best is not None and paper_best.state == TrialState.COMPLETE:

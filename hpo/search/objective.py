@@ -144,9 +144,10 @@ class Objective:
         cap = budget.memory_mb * 2**20 if budget.memory_mb else None
         # Started before the model is built: the model's memory is the trial's too.
         meter = PeakMemory(budget.device).start() if cap and measure_memory else None
-        model = build_model(tc, self.data.train_x.shape[1], int(self.data.train_y.max()) + 1)
+        model = build_model(tc, self.data.input_shape, self.data.n_classes)
         n_params = count_params(model)
         trial.set_user_attr("n_params", n_params)
+        trial.set_user_attr("io", [self.data.train_x.shape[1], self.data.n_classes])  # how trial lines write it
         if budget.max_params and n_params > budget.max_params:
             self._stop(trial, "param_cap", f"{n_params} parameters exceed the cap of {budget.max_params}; not trained")
         if cap:

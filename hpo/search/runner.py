@@ -28,7 +28,7 @@ from hpo.search.storage import (
     redact,
     storage_url,
 )
-from hpo.search.study import config_hash, create_or_load, enqueue_baselines, load_data, prepare
+from hpo.search.study import check_same_data, config_hash, create_or_load, enqueue_baselines, load_data, prepare
 from hpo.search.workers import run_workers, threads_per_worker
 from hpo.trials import counted
 
@@ -48,15 +48,18 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
     if parallel:
         # The parent of N worker processes trains nothing and loads no splits. The data set is decoded (and
         # cached) once here: a missing one fails before any worker starts, and the workers read the cache.
-        data_mod.load(cfg.dataset)
+        sha256 = data_mod.load(cfg.dataset).sha256
         splits = None
     else:
         splits = load_data(cfg, smoke)
+        sha256 = splits.meta["data_sha256"]
     url = storage_url(storage)
     study_name = cfg.name + ("-smoke" if smoke else "")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rdb = open_storage(url)
     study, created = create_or_load(cfg, rdb, study_name, splits.meta if splits else None, space)
+    if not created:
+        check_same_data(study, sha256)
     if not created and study.user_attrs.get("config_hash") not in (None, config_hash(cfg)):
         console.print(f"[yellow]warning:[/] {cfg.source} changed since study {study_name!r} was created; "
                       f"resuming it with the new file")

@@ -15,7 +15,7 @@ import torch
 from optuna.trial import TrialState
 
 from hpo import data as data_mod
-from hpo.errors import HpoError
+from hpo.errors import HpoError, StudyError
 from hpo.provenance import git_commit, versions
 from hpo.search.config import StudyConfig, load_study
 from hpo.search.samplers import make_pruner, make_sampler
@@ -52,11 +52,13 @@ def create_or_load(cfg: StudyConfig, storage, study_name: str, split_meta: dict,
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([METRIC_NAMES[o] for o in cfg.objectives])
         set_provenance(study, {"study_yaml": cfg.raw, "description": cfg.description, "versions": versions(),
+                               "paper_record": cfg.paper.record() if cfg.paper else None,
                                "space": {n: plain_dist(d) for n, d in space.params.items()}})
         attrs = {
             "hpo_study": cfg.name, "study_file": cfg.source, "space_file": space.source,
             "config_hash": config_hash(cfg), "objectives": list(cfg.objectives), "sampler": cfg.sampler,
-            "pruner": cfg.pruner, "seed": cfg.seed, "split": split_meta, "paper": cfg.paper,
+            "pruner": cfg.pruner, "seed": cfg.seed, "split": split_meta,
+            "paper": cfg.paper.key if cfg.paper else None,
             "tables": list(cfg.tables), "protocol": cfg.protocol, "git_commit": git_commit(),
         }
         for k, v in attrs.items():
@@ -143,6 +145,15 @@ def prepare(name_or_path: str, *, smoke: bool = False, trials: int | None = None
     if cfg.budget.device == "cuda" and not torch.cuda.is_available():
         raise HpoError(f"{cfg.source}: budget.device: cuda was asked for, but torch sees no CUDA device")
     return cfg, space
+
+
+def check_same_data(study: optuna.Study, sha256: str) -> None:
+    """Refuse to resume, export or compare a study whose data changed since its trials ran: the data's sha256
+    is recorded with the study's split."""
+    recorded = (study.user_attrs.get("split") or {}).get("data_sha256")
+    if recorded and recorded != sha256:
+        raise StudyError(f"study {study.study_name!r}: its data changed since it ran (sha256 {sha256[:12]}…, recorded "
+                         f"{recorded[:12]}…); restore the data, or start a new study under another name")
 
 
 def load_data(cfg: StudyConfig, smoke: bool = False) -> data_mod.Splits:

@@ -16,8 +16,9 @@ from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
-from hpo.paper import PAPER_MIX_FMNIST
 from hpo.plotting import plt, save
+from hpo.results.activations import MIX_PAPER
+from hpo.search.papers import load_paper
 from hpo.training.activations import ACTIVATIONS, Mix, make_activation
 
 FORMULAS = {
@@ -38,7 +39,7 @@ def showcase() -> dict[str, nn.Module]:
     """Every registered activation as shown by `hpo activations`; mix with stated P (equal, and the paper's)."""
     out = {name: make_activation(name, 1) for name in ACTIVATIONS if name != "mix"}
     out["mix (P equal, 1/3 each)"] = Mix()
-    for i, p in enumerate(PAPER_MIX_FMNIST, 1):
+    for i, p in enumerate(load_paper(MIX_PAPER).mix_weights["fashion_mnist"], 1):
         out[f"mix (P of Bansal FMNIST layer {i})"] = Mix(p)
     return out
 

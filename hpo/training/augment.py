@@ -1,6 +1,6 @@
 """Augmentation of training batches: random translations (and horizontal flips) of whole batch tensors.
 
-A batch is the flat (B, side*side) tensor training sees, one grey image per row. Each image is moved by
+A batch is the flat (B, C*H*W) tensor training sees, one image per row. Each image is moved by
 (dy, dx) pixels, both drawn uniformly from -shift..shift, the pixels shifted in from outside taking the
 background value (`fill`); with shift_flip it is also mirrored left to right half the time (Fashion-MNIST's
 classes are left-right symmetric). All of it is one `gather` per batch: every possible (dy, dx, flip) is a
@@ -40,25 +40,36 @@ def draw(kind: str, shift: int, n: int, gen: torch.Generator) -> torch.Tensor:
     return torch.stack((code // span % span - shift, code % span - shift, code // (span * span)), dim=1)
 
 
-class Shifter:
-    """The index table for shifts up to `max_shift` (and flips) of side x side images, on `device`."""
+def image_shape(shape) -> tuple[int, int, int]:
+    """(C, H, W) of the images a batch row holds: a shape as it is, a flat size as one square channel."""
+    if isinstance(shape, int):
+        side = math.isqrt(shape)
+        if side * side != shape:
+            raise ValueError(f"augmentation needs images, but a row has {shape} values")
+        return 1, side, side
+    if len(shape) != 3:
+        raise ValueError(f"augmentation shifts and flips images, but the samples have shape {list(shape)}")
+    return tuple(shape)
 
-    def __init__(self, n_features: int, max_shift: int, fill: float, device: torch.device | str):
-        side = math.isqrt(n_features)
-        if side * side != n_features:
-            raise ValueError(f"augmentation needs square images, but a row has {n_features} values")
+
+class Shifter:
+    """The index table for shifts up to `max_shift` (and flips) of (C, H, W) images, on `device`."""
+
+    def __init__(self, shape, max_shift: int, fill: float, device: torch.device | str):
+        channels, height, width = image_shape(shape)
+        n_features = channels * height * width
         if not 0 <= max_shift <= MAX_SHIFT:
             raise ValueError(f"augment_shift must lie in 0..{MAX_SHIFT}, but got {max_shift}")
-        self.side, self.max_shift, self.fill, self.n = side, max_shift, float(fill), n_features
+        self.max_shift, self.fill, self.n = max_shift, float(fill), n_features
         s = max_shift
         dy, dx, flip = torch.meshgrid(torch.arange(-s, s + 1), torch.arange(-s, s + 1), torch.arange(2), indexing="ij")
         dy, dx, flip = (t.reshape(-1, 1) for t in (dy, dx, flip))
         pos = torch.arange(n_features)
-        r, c = pos // side, pos % side
+        ch, r, c = pos // (height * width), pos // width % height, pos % width
         src_r, src_c = r - dy, c - dx  # output pixel (r, c) comes from input pixel (r - dy, c - dx) ...
-        inside = (src_r >= 0) & (src_r < side) & (src_c >= 0) & (src_c < side)
-        src_c = torch.where(flip.bool(), side - 1 - src_c, src_c)  # ... of the mirrored image when flipped
-        index = torch.where(inside, src_r * side + src_c, n_features)  # column n_features: the fill
+        inside = (src_r >= 0) & (src_r < height) & (src_c >= 0) & (src_c < width)
+        src_c = torch.where(flip.bool(), width - 1 - src_c, src_c)  # ... of the mirrored image when flipped
+        index = torch.where(inside, (ch * height + src_r) * width + src_c, n_features)  # column n_features: fill
         self.table = index.to(device)  # row (dy + s) * (2s + 1) * 2 + (dx + s) * 2 + flip
         self._buffers: tuple[torch.Tensor, ...] | None = None
 
@@ -68,7 +79,7 @@ class Shifter:
         return ((draws[:, 0] + s) * span * 2 + (draws[:, 1] + s) * 2 + draws[:, 2]).to(self.table.device)
 
     def __call__(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """x (B, side*side) shifted (and flipped) row by row as codes (B,) say; x is unchanged.
+        """x (B, C*H*W) shifted (and flipped) row by row as codes (B,) say; x is unchanged.
 
         Hazard: the result lives in a buffer that the next call overwrites (a training step uses its batch up
         before the next one is made). Fresh tensors each step cost more than the gather itself at batch 256 on
@@ -91,10 +102,10 @@ class BatchAugment:
     the batch at positions start..start+len(x). `fill`: the background value, e.g. the data's minimum (the
     normalised value of a black pixel)."""
 
-    def __init__(self, kind: str, shift: int, seed: int, n_features: int, fill: float, device):
+    def __init__(self, kind: str, shift: int, seed: int, shape, fill: float, device):
         self.kind, self.shift = kind, shift
         self.gen = generator(seed)
-        self.shifter = Shifter(n_features, shift, fill, device)
+        self.shifter = Shifter(shape, shift, fill, device)
         self.codes = torch.empty(0, dtype=torch.long)
 
     def epoch(self, n: int) -> None:

@@ -88,8 +88,13 @@ class TrainConfig:
     # augment_shift pixels each way) | shift_flip (and a horizontal flip, half the time). Never on eval data.
     augment: str = "none"
     augment_shift: int = 2
+    # A user's model (`model: FILE.py:FUNCTION`, hpo.training.models): its own arguments, as sorted (name, value)
+    # pairs so that a config stays hashable; `to_dict` shows them as a mapping.
+    model_args: tuple = ()
 
     def __post_init__(self):
+        if isinstance(self.model_args, dict):
+            object.__setattr__(self, "model_args", tuple(sorted(self.model_args.items())))
         if self.cycle_epochs > 0:
             object.__setattr__(self, "epochs", 3 * self.cycle_epochs)
 
@@ -108,8 +113,9 @@ class TrainConfig:
         for k, v in d.items():
             if isinstance(v, tuple):
                 d[k] = list(v)
+        d["model_args"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.model_args}
         if active_only:
-            d = {k: v for k, v in d.items() if self.active(k)}
+            d = {k: v for k, v in d.items() if self.active(k) and (k != "model_args" or v)}
         return d
 
     @classmethod
@@ -120,6 +126,8 @@ class TrainConfig:
         for k in ("activation", "negative_slope"):
             if isinstance(d.get(k), list):
                 d[k] = tuple(d[k])
+        if isinstance(d.get("model_args"), dict):
+            d["model_args"] = {k: tuple(v) if isinstance(v, list) else v for k, v in d["model_args"].items()}
         return cls(**d)
 
     def replace(self, **changes) -> "TrainConfig":

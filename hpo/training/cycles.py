@@ -37,7 +37,7 @@ def train_cycles(cfg: TrainConfig, data: Splits, *, run: RunFn, threads: int | N
     n = cfg.cycle_epochs
     if n <= 0:
         raise ValueError(f"cycle_epochs must be > 0 for the three-cycle schedule, but got {n}")
-    model = model if model is not None else build_model(cfg, data.train_x.shape[1], int(data.train_y.max()) + 1)
+    model = model if model is not None else build_model(cfg, data.input_shape, data.n_classes)
     mixing = mixing_parameters(model)
     if not mixing:
         raise ValueError("the three-cycle schedule needs at least one `mix` activation layer: cycle 2 trains "

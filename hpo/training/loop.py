@@ -37,7 +37,7 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
 def augmenter(cfg: TrainConfig, data: Splits) -> BatchAugment:
     """cfg's batch augmentation on data's device; shifted-in pixels take the training inputs' smallest value,
     a black pixel once normalised (one sync, once per run)."""
-    return BatchAugment(cfg.augment, cfg.augment_shift, cfg.seed, data.train_x.shape[1],
+    return BatchAugment(cfg.augment, cfg.augment_shift, cfg.seed, data.input_shape,
                         data.train_x.min().item(), data.train_x.device)
 
 
@@ -61,7 +61,7 @@ def _train_run(cfg: TrainConfig, data: Splits, *, threads: int | None, max_secon
     """One run of the loop: a fresh optimizer and schedule over the model's trainable parameters."""
     if threads:
         torch.set_num_threads(threads)
-    model = model if model is not None else build_model(cfg, data.train_x.shape[1], int(data.train_y.max()) + 1)
+    model = model if model is not None else build_model(cfg, data.input_shape, data.n_classes)
     device = data.train_x.device
     model = model.to(device)
     n_params = count_params(model)

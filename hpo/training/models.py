@@ -1,19 +1,37 @@
-"""Model builders: plain PyTorch modules from plain values, and what a model scores."""
+"""Model builders: plain PyTorch modules from plain values, and what a model scores.
+
+Every builder has one signature, `FUNCTION(input_shape, n_classes, **args) -> torch.nn.Module`: the built-ins
+`mlp` and `cnn` (BUILDERS, a plain registry) and a user's own, named in a search space as `model: FILE.py:FUNCTION`
+or `model: package.module:FUNCTION` with its arguments under `model_args:`. `input_shape` is (C, H, W) for images
+and (F,) for tabular data; a model receives each batch flat, (B, F) with F the product of `input_shape`
+(`nn.Unflatten(1, input_shape)` gives images back their shape).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import inspect
 import math
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from hpo.errors import ConfigError
 from hpo.training.activations import make_activation
 from hpo.training.config import TrainConfig
 
-MODELS = ("mlp", "cnn")
 INITS = ("default", "kaiming", "xavier")
 CNN_MAX_DEPTH = 5  # cnn: conv layers + 1 fc; four 2x2 poolings take 28x28 down to 1x1
+
+
+def n_features(input_shape) -> int:
+    """The flat size of one sample: an int is one already, a shape is its product."""
+    return int(input_shape) if isinstance(input_shape, int) else math.prod(input_shape)
 
 
 def _per_layer(value, depth: int) -> list:
@@ -21,13 +39,14 @@ def _per_layer(value, depth: int) -> list:
     return list(value) if isinstance(value, (tuple, list)) else [value] * depth
 
 
-def mlp(in_features: int, widths: Sequence[int], n_classes: int = 10, activation: str | Sequence[str] = "relu",
+def mlp(input_shape, widths: Sequence[int], n_classes: int, activation: str | Sequence[str] = "relu",
         dropout: float = 0.0, init: str = "default", negative_slope: float | Sequence[float] = 0.01) -> nn.Sequential:
-    """in → widths[0] → … → widths[-1] → n_classes, activation (and dropout) after every hidden layer."""
+    """in → widths[0] → … → widths[-1] → n_classes, activation (and dropout) after every hidden layer; `input_shape`
+    is a shape or the flat input size."""
     acts = _per_layer(activation, len(widths))
     slopes = _per_layer(negative_slope, len(widths))
     layers: list[nn.Module] = []
-    prev = in_features
+    prev = n_features(input_shape)
     for width, act, slope in zip(widths, acts, slopes):
         layers.append(nn.Linear(prev, width))
         layers.append(make_activation(act, width, negative_slope=slope))
@@ -46,7 +65,7 @@ class CNN(nn.Sequential):
     eval_chunk = 1024
 
 
-def cnn(in_features: int, widths: Sequence[int], n_classes: int = 10, activation: str | Sequence[str] = "relu",
+def cnn(input_shape, widths: Sequence[int], n_classes: int, activation: str | Sequence[str] = "relu",
         dropout: float = 0.0, init: str = "default", negative_slope: float | Sequence[float] = 0.01) -> nn.Sequential:
     """Bansal 2022's network: conv layers, then one hidden fully connected layer and the output layer.
 
@@ -55,22 +74,29 @@ def cnn(in_features: int, widths: Sequence[int], n_classes: int = 10, activation
     pooling, then its activation: the paper does not give the order, and pooling first feeds the activation
     a quarter of the values (for ReLU the two orders give the same output; for mix, which computes three
     functions, it is ~4x less work). Dropout (if any) follows the hidden fc layer. Input is the flat
-    normalised (N, in_features) tensor, reshaped here to (N, 1, side, side).
+    normalised (N, C*H*W) tensor, reshaped here to (N, C, H, W); a flat int size is read as one square channel.
     """
-    side = math.isqrt(in_features)
-    if side * side != in_features:
-        raise ValueError(f"cnn needs square images, but in_features={in_features}")
+    if isinstance(input_shape, int):
+        side = math.isqrt(input_shape)
+        if side * side != input_shape:
+            raise ValueError(f"cnn needs images, but got {input_shape} features")
+        input_shape = (1, side, side)
+    if len(input_shape) != 3:
+        raise ValueError(f"cnn needs images (C, H, W), but the data's samples have shape {list(input_shape)}")
     if not 2 <= len(widths) <= CNN_MAX_DEPTH:
         raise ValueError(f"cnn needs 2 to {CNN_MAX_DEPTH} widths (conv channels, then fc units), got {list(widths)}")
+    channels, height, width_px = input_shape
+    if min(height, width_px) < 2 ** (len(widths) - 1):
+        raise ValueError(f"cnn with {len(widths) - 1} conv layers halves {height}x{width_px} images "
+                         f"{len(widths) - 1} times; use fewer conv layers")
     acts = _per_layer(activation, len(widths))
     slopes = _per_layer(negative_slope, len(widths))
-    layers: list[nn.Module] = [nn.Unflatten(1, (1, side, side))]
-    channels, size = 1, side
+    layers: list[nn.Module] = [nn.Unflatten(1, tuple(input_shape))]
     for width, act, slope in zip(widths[:-1], acts[:-1], slopes[:-1]):
         layers += [nn.Conv2d(channels, width, 3, padding=1), nn.MaxPool2d(2),
                    make_activation(act, width, negative_slope=slope)]
-        channels, size = width, size // 2
-    layers += [nn.Flatten(), nn.Linear(channels * size * size, widths[-1]),
+        channels, height, width_px = width, height // 2, width_px // 2
+    layers += [nn.Flatten(), nn.Linear(channels * height * width_px, widths[-1]),
                make_activation(acts[-1], widths[-1], negative_slope=slopes[-1])]
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
@@ -98,9 +124,9 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def mlp_param_count(in_features: int, widths: Sequence[int], n_classes: int = 10) -> int:
+def mlp_param_count(input_shape, widths: Sequence[int], n_classes: int) -> int:
     """Parameter count of an MLP without building it (for caps and reports)."""
-    dims = [in_features, *widths, n_classes]
+    dims = [n_features(input_shape), *widths, n_classes]
     return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
 
 
@@ -116,13 +142,89 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 81
     return correct.item() / max(len(x), 1)
 
 
-def build_model(cfg: TrainConfig, in_features: int = 784, n_classes: int = 10) -> nn.Module:
+def _builtin(fn):
+    """A built-in with the builders' one signature: its TrainConfig fields become keyword arguments."""
+    def build(input_shape, n_classes, *, widths, activation="relu", dropout=0.0, init="default", negative_slope=0.01):
+        return fn(input_shape, widths, n_classes, activation, dropout, init, negative_slope)
+    build.__name__ = fn.__name__
+    return build
+
+
+BUILDERS: dict[str, Callable[..., nn.Module]] = {"mlp": _builtin(mlp), "cnn": _builtin(cnn)}
+MODELS = tuple(BUILDERS)
+_LOADED: dict[str, Callable[..., nn.Module]] = {}
+
+
+def is_plugin(model: str) -> bool:
+    return ":" in model
+
+
+def load_builder(spec: str, source: str = "<model>", key: str = "model") -> Callable[..., nn.Module]:
+    """The function `spec` names: FILE.py:FUNCTION (an absolute path) or package.module:FUNCTION. ConfigError
+    naming `source` and `key` when it cannot be found or imported."""
+    if spec in BUILDERS:
+        return BUILDERS[spec]
+    if spec in _LOADED:
+        return _LOADED[spec]
+    module_name, _, fn_name = spec.rpartition(":")
+    if not module_name or not fn_name.isidentifier():
+        raise ConfigError(source, key, f"expected mlp, cnn, FILE.py:FUNCTION or package.module:FUNCTION, but got {spec!r}")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise ConfigError(source, key, f"no such file: {path}")
+            name = f"hpo_user_model_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module  # pickling and dataclasses look a module up by name
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ConfigError:
+        raise
+    except Exception as e:  # the user's module failed to import: say so in one line
+        raise ConfigError(source, key, f"cannot import {module_name}: {type(e).__name__}: {e}") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise ConfigError(source, key, f"{module_name} has no function {fn_name!r}")
+    _LOADED[spec] = fn
+    return fn
+
+
+def check_builder_args(fn: Callable, args: Sequence[str], source: str, key: str = "model_args") -> None:
+    """`args` must be keyword arguments `fn(input_shape, n_classes, **args)` takes, and cover its required ones."""
+    params = list(inspect.signature(fn).parameters.values())
+    if len(params) < 2 or any(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in params[:2]):
+        raise ConfigError(source, "model", f"{fn.__name__} must take (input_shape, n_classes, **args)")
+    rest = params[2:]
+    if any(p.kind is p.VAR_KEYWORD for p in rest):
+        return
+    named = {p.name for p in rest if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    for a in args:
+        if a not in named:
+            raise ConfigError(source, f"{key}.{a}", f"{fn.__name__} takes no argument {a!r}; it takes "
+                                                   f"{', '.join(sorted(named)) or 'none'}")
+    for p in rest:
+        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in args:
+            raise ConfigError(source, key, f"missing {p.name!r}, which {fn.__name__} requires")
+
+
+def build_model(cfg: TrainConfig, input_shape: Sequence[int], n_classes: int) -> nn.Module:
     """The network `cfg` names, initialised from cfg.seed on the CPU (whatever the default device): a seed then
     gives the same initial weights on any device; training moves the model to its data's device."""
     torch.manual_seed(cfg.seed)
     with torch.device("cpu"):
-        if cfg.model == "mlp":
-            return mlp(in_features, cfg.widths, n_classes, cfg.activation, cfg.dropout, cfg.init, cfg.negative_slope)
-        if cfg.model == "cnn":
-            return cnn(in_features, cfg.widths, n_classes, cfg.activation, cfg.dropout, cfg.init, cfg.negative_slope)
-    raise ValueError(f"unknown model {cfg.model!r}")
+        if cfg.model in BUILDERS:
+            model = BUILDERS[cfg.model](tuple(input_shape), n_classes, widths=cfg.widths, activation=cfg.activation,
+                                        dropout=cfg.dropout, init=cfg.init, negative_slope=cfg.negative_slope)
+            return model
+        model = load_builder(cfg.model)(tuple(input_shape), n_classes, **dict(cfg.model_args))
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{cfg.model} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def param_count(hp: dict, input_shape: Sequence[int], n_classes: int) -> int:
+    """Parameters of the model a config (TrainConfig keyword arguments) builds for this data, built to count."""
+    return count_params(build_model(TrainConfig.from_dict(hp), input_shape, n_classes))

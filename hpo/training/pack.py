@@ -332,8 +332,7 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
     if threads:
         torch.set_num_threads(threads)
     device = data.train_x.device
-    n_in, n_out = data.train_x.shape[1], int(data.train_y.max()) + 1
-    models = list(models) if models is not None else [build_model(c, n_in, n_out) for c in cfgs]
+    models = list(models) if models is not None else [build_model(c, data.input_shape, data.n_classes) for c in cfgs]
     net = StackedMLP(models, cfgs, device)
     opt = MemberOptimizer(cfgs[0].optimizer, net.parameters(), cfgs)
     n = len(data.train_x)
@@ -351,7 +350,7 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
     # Augmentation (hpo.training.augment): each augmenting member draws from its own generator, as it would
     # alone; one index table for the largest shift serves all (a member without augmentation keeps its images).
     augmenting = [c.augment != "none" for c in cfgs]
-    shifter = (Shifter(n_in, max(c.augment_shift for c, a in zip(cfgs, augmenting) if a), data.train_x.min().item(),
+    shifter = (Shifter(data.input_shape, max(c.augment_shift for c, a in zip(cfgs, augmenting) if a), data.train_x.min().item(),
                        device) if any(augmenting) else None)
     aug_gens = [generator(c.seed) if a else None for c, a in zip(cfgs, augmenting)]
     results = [TrainResult(m, "complete", "", count_params(m), 0) for m in models]
