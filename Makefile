@@ -38,13 +38,17 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed ## create .venv and install hpo with its dependencies
 
-data: ## install Fashion-MNIST (Debian package dataset-fashion-mnist) unless it or HPO_DATA_DIR is there
+data: data/digits.npz ## install Fashion-MNIST (Debian package dataset-fashion-mnist) and write data/digits.npz
 	@if [ -n "$$HPO_DATA_DIR" ] || [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then exit 0; fi; \
 	if command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; }; then \
 	  echo "installing Fashion-MNIST: apt-get install dataset-fashion-mnist"; \
 	  $(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null; }; \
 	else echo "no apt-get here: put the Fashion-MNIST IDX files in a folder and set HPO_DATA_DIR"; fi
+
+# scikit-learn's bundled digits, in the .npz form `dataset: {path: …}` reads (studies/digits.yaml)
+data/digits.npz: | $(BIN)/.installed
+	$(BIN)/python -m hpo.tools.datasets digits $@
 
 study: install data ## run (or resume) a study: make study NAME=relu3_adam [ARGS="--trials 60"] [WORKERS=2]
 	$(BIN)/hpo study $(NAME) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
@@ -68,8 +72,8 @@ reproduce: install data ## the whole audit: study, export, train, compare, repor
 test: install data ## run the test suite
 	$(BIN)/python -m pytest -q $(ARGS)
 
-check: install ## validate every shipped study and search space
-	$(BIN)/hpo check studies/*.yaml search_spaces/*.yaml
+check: install ## validate every shipped study, search space and paper
+	$(BIN)/hpo check studies/*.yaml search_spaces/*.yaml papers/*.yaml
 
 lint: install ## ruff over the package and tests
 	$(BIN)/ruff check hpo tests

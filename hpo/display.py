@@ -221,12 +221,13 @@ def summary_rows(study: optuna.Study, top: int = 5) -> tuple[str, list[list[str]
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     multi = len(study.directions) > 1
+    papers = " and the paper's configurations" if any(t.user_attrs.get("baseline") for t in trials) else ""
     if multi:
         chosen = sorted(study.best_trials, key=lambda t: -t.values[0])[:top]
-        title = f"{study.study_name}: Pareto front (top {len(chosen)} by accuracy) and the paper's configurations"
+        title = f"{study.study_name}: Pareto front (top {len(chosen)} by accuracy){papers}"
     else:
         chosen = sorted(complete, key=lambda t: -t.values[0])[:top]
-        title = f"{study.study_name}: top {len(chosen)} trials and the paper's configurations"
+        title = f"{study.study_name}: top {len(chosen)} trials{papers}"
     baselines = [t for t in trials if t.user_attrs.get("baseline") and t not in chosen]
     rows = []
     for t in chosen + baselines:

@@ -38,6 +38,7 @@ from hpo.search.storage import open_study, redact, storage_url
 from hpo.search.study import check_same_data
 from hpo.sources import DataSource, parse_source
 from hpo.training.config import TrainConfig
+from hpo.training.models import check_builder_args, is_plugin, load_builder
 from hpo.trials import best_trials, complete_trials, metric_names, study_attrs
 
 CONFIG_KEYS = ("dataset", "split", "train", "provenance")
@@ -94,8 +95,15 @@ def _train_values(doc: dict, src: str) -> dict:
             out[k] = tuple(_coerce(w, PARAMS["width"], src, f"{key}[{i}]") for i, w in enumerate(v))
         elif k in ("activation", "negative_slope") and isinstance(v, list):  # one per hidden layer
             out[k] = tuple(_coerce(a, PARAMS[k], src, f"{key}[{i}]") for i, a in enumerate(v))
+        elif k == "model_args":  # a user's model's own arguments, checked by its builder's signature
+            if not isinstance(v, dict):
+                raise ConfigError(src, key, f"expected a mapping of argument names to values, but got {v!r}")
+            out[k] = {a: tuple(x) if isinstance(x, list) else x for a, x in v.items()}
         else:  # a TrainConfig field the grammar does not list is checked by its default's type
             out[k] = _coerce(v, PARAMS.get(k) or Param(type(getattr(TrainConfig(), k))), src, key)
+    if is_plugin(out.get("model", "mlp")):
+        check_builder_args(load_builder(out["model"], src, "train.model"), list(out.get("model_args", {})), src,
+                           "train.model_args")
     for k in ("activation", "negative_slope"):
         if isinstance(out.get(k), tuple) and len(out[k]) != len(out["widths"]):
             raise ConfigError(src, f"train.{k}", f"has {len(out[k])} entries but widths has {len(out['widths'])}")

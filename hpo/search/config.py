@@ -25,7 +25,7 @@ OBJECTIVES = {"accuracy": "maximize", "params": "minimize", "latency": "minimize
 def load_space(name_or_path: str, source: str = "<command line>", key: str = "", base: Path | None = None) -> Space:
     path = resolve_file(name_or_path, "search_spaces", "search space", source, key, base)
     doc, header = read_yaml(path)
-    return Space.parse(doc, display(path), header)
+    return Space.parse(doc, display(path), header, base=path.parent)
 
 
 # --- study --------------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def load_study(name_or_path: str) -> StudyConfig:
         for t in tables:
             for row in paper.table(t):
                 hp = paper.row_config(row, proto)
-                problems = space.problems(hp) + _unsearched_mismatch(space, hp)
+                problems = space.problems(hp) + _unsearched_mismatch(space, hp) + _left_to_sampler(space, hp)
                 if problems:
                     raise ConfigError(src, "baselines", f"{paper.source}: table {t}: row {row.name} lies outside "
                                                         f"the space {space.source}: {problems[0]}")
@@ -214,6 +214,16 @@ def load_study(name_or_path: str) -> StudyConfig:
         objectives=tuple(objectives), val_size=val_size, split_seed=split_seed, budget=budget,
         paper=paper, tables=tuple(tables), protocol=proto, baselines=tuple(baselines), raw=doc,
     )
+
+
+def _left_to_sampler(space: Space, hp: dict) -> list[str]:
+    """A searched hyperparameter that a paper row and its protocol leave out would be drawn by the sampler: the
+    baseline would not be the paper's configuration."""
+    tc = TrainConfig(**hp)
+    return [f"{name} is searched, but neither the row nor the protocol gives it"
+            for name, d in space.params.items()
+            if d.kind != "fixed" and name not in ("depth", "seed", "negative_slope")
+            and (PARAMS[name].field or name) not in hp and tc.active(PARAMS[name].field or name)]
 
 
 def _unsearched_mismatch(space: Space, hp: dict) -> list[str]:
@@ -232,13 +242,16 @@ class _AnyKey:
 
 
 def check_file(path: str) -> str:
-    """Validate one study or search-space file; returns what it is. Raises ConfigError."""
+    """Validate one study, search-space or paper file; returns what it is. Raises ConfigError."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(path, "", "no such file")
     doc, _ = read_yaml(p)
-    if isinstance(doc, dict) and ("space" in doc or "dataset" in doc):
+    if isinstance(doc, dict) and ("space" in doc or "dataset" in doc) and "title" not in doc:
         load_study(str(p))
         return "study"
+    if isinstance(doc, dict) and ("title" in doc or "tables" in doc):
+        load_paper(str(p))
+        return "paper"
     load_space(str(p))
     return "search space"

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 import optuna
 
@@ -28,7 +29,7 @@ from hpo.errors import ConfigError
 from hpo.training.activations import ACTIVATIONS
 from hpo.training.augment import AUGMENTS, MAX_SHIFT
 from hpo.training.config import CONDITIONS, OPTIMIZERS, SCHEDULES, Condition, TrainConfig
-from hpo.training.models import CNN_MAX_DEPTH, INITS, MODELS
+from hpo.training.models import CNN_MAX_DEPTH, INITS, MODELS, check_builder_args, is_plugin, load_builder
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,10 @@ def _unit_interval(v):
 
 
 PARAMS: dict[str, Param] = {
-    "model": Param(str, choices=lambda: MODELS),
+    # A built-in (mlp, cnn) or a user's builder, FILE.py:FUNCTION or package.module:FUNCTION (hpo.training.models),
+    # whose own arguments the space declares under `model_args:`.
+    "model": Param(str, check=lambda v: None if v in MODELS or is_plugin(v) else
+                   f"`model` is {', '.join(MODELS)} or FILE.py:FUNCTION"),
     "depth": Param(int, check=lambda v: None if 1 <= v <= 16 else "`1 <= depth <= 16`"),
     "width": Param(int, per_layer=True, check=_at_least(1), field="widths"),
     "activation": Param(str, per_layer=True, choices=lambda: ACTIVATIONS),
@@ -173,10 +177,11 @@ def _parse_when(name: str, when, source: str) -> tuple:
     return tuple(out)
 
 
-def _parse_param(name: str, spec, source: str) -> Dist:
-    if name not in PARAMS:
+def _parse_param(name: str, spec, source: str, param: Param | None = None) -> Dist:
+    """One entry of the grammar; `param` (a model argument's type) where the name is not a hyperparameter."""
+    if param is None and name not in PARAMS:
         raise ConfigError(source, name, f"unknown hyperparameter; known: {', '.join(PARAMS)}")
-    param = PARAMS[name]
+    param = param or PARAMS[name]
     if not isinstance(spec, dict):
         if isinstance(spec, list):
             if not param.per_layer:
@@ -232,7 +237,66 @@ def _parse_param(name: str, spec, source: str) -> Dist:
     return Dist(name, kind, low=low, high=high, log=log, step=step, per_layer=per_layer)
 
 
+def _plugin(params: dict[str, Dist], raw_args, source: str, base) -> tuple[dict[str, Dist], dict[str, Dist]]:
+    """A user's model: its FILE.py resolved against the space file's folder, the builder imported and its
+    signature checked against `model_args`; the built-ins' own hyperparameters refused beside it."""
+    model = params.get("model")
+    plugin = model is not None and (model.kind == "fixed" and is_plugin(model.value)
+                                    or model.kind == "categorical" and any(map(is_plugin, model.choices)))
+    if not plugin:
+        if raw_args is not None:
+            raise ConfigError(source, "model_args", "only for a user's model (`model: FILE.py:FUNCTION`)")
+        return params, {}
+    if model.kind != "fixed":
+        raise ConfigError(source, "model", "a user's model is fixed (`model: FILE.py:FUNCTION`), not one of choices")
+    module, _, fn = model.value.rpartition(":")
+    if module.endswith(".py") and not Path(module).is_absolute():
+        folder = Path(base) if base is not None else Path.cwd()
+        module = str((folder / module).resolve()) if (folder / module).is_file() else str(Path(module).resolve())
+    spec = f"{module}:{fn}"
+    builder = load_builder(spec, source, "model")
+    if raw_args is not None and not isinstance(raw_args, dict):
+        raise ConfigError(source, "model_args", f"expected a mapping of argument names to values or ranges, but got "
+                                                f"{raw_args!r}")
+    args = {str(k): _parse_arg(str(k), v, source) for k, v in (raw_args or {}).items()}
+    check_builder_args(builder, list(args), source)
+    for name in BUILT_IN_ONLY:
+        if name in params:
+            raise ConfigError(source, name, f"{fn} builds its own network: its settings go under model_args; "
+                                            f"leave {name} out")
+    return {**params, "model": Dist("model", "fixed", value=spec)}, args
+
+
 # --- the space ----------------------------------------------------------------------------------
+
+
+# Hyperparameters a user's model does not read: its own arguments (model_args) take their place.
+BUILT_IN_ONLY = ("depth", "width", "activation", "negative_slope", "dropout", "init", "cycle_epochs", "mix_lr")
+
+
+def _parse_arg(name: str, spec, source: str) -> Dist:
+    """One of a user's model's arguments, in the grammar's forms; its type is what the file writes."""
+    key = f"model_args.{name}"
+    if name in PARAMS:
+        raise ConfigError(source, key, f"{name!r} is a hyperparameter of the space itself; give the argument "
+                                       f"another name")
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"low", "high", "log", "step", "choices"}
+        if unknown:
+            raise ConfigError(source, f"{key}.{sorted(unknown)[0]}", "unknown key; allowed: choices, high, log, low, step")
+        if "choices" in spec:
+            values = spec["choices"]
+            if not isinstance(values, list) or not values:
+                raise ConfigError(source, f"{key}.choices", f"expected a non-empty list, but got {values!r}")
+            return Dist(key, "categorical", choices=tuple(values))
+        for bound in ("low", "high"):
+            if not isinstance(spec.get(bound), (int, float)) or isinstance(spec.get(bound), bool):
+                raise ConfigError(source, f"{key}.{bound}", f"expected a number, but got {spec.get(bound)!r}")
+        kind = int if all(isinstance(spec[b], int) for b in ("low", "high")) else float
+        return replace(_parse_param(key, spec, source, Param(kind)), name=key)
+    if isinstance(spec, list):
+        return Dist(key, "fixed", value=tuple(spec))
+    return Dist(key, "fixed", value=spec)
 
 
 @dataclass(frozen=True)
@@ -240,18 +304,22 @@ class Space:
     params: dict[str, Dist]
     source: str = "<space>"
     description: str = ""
+    model_args: dict = field(default_factory=dict)  # a user's model's arguments: name -> Dist
 
     @classmethod
-    def parse(cls, raw, source: str, description: str = "") -> "Space":
+    def parse(cls, raw, source: str, description: str = "", base=None) -> "Space":
         if not isinstance(raw, dict) or not raw:
             raise ConfigError(source, "", "a search space is a mapping of hyperparameter names to values or ranges")
+        raw = dict(raw)
+        raw_args = raw.pop("model_args", None)
         params = {name: parse_param(str(name), spec, source) for name, spec in raw.items()}
+        params, model_args = _plugin(params, raw_args, source, base)
         activation = params.get("activation")
         slope = params.get("negative_slope")
         if slope is not None and slope.kind != "fixed" and activation is not None and (
                 activation.per_layer or isinstance(activation.value, tuple)):
             params["negative_slope"] = replace(slope, per_layer=True)  # one per leaky_relu layer
-        space = cls(params, source, description)
+        space = cls(params, source, description, model_args)
         space._check_depth_consistency()
         space._check_model_and_cycles()
         space._check_conditions()
@@ -435,6 +503,8 @@ class Space:
         hp = {PARAMS[name].field or name: v for name, v in values.items()}
         if "widths" not in hp:
             hp["widths"] = (TrainConfig().widths[0],) * depth
+        if self.model_args:
+            hp["model_args"] = {d.name.split(".", 1)[1]: d.suggest(trial, d.name) for d in self.model_args.values()}
         return hp
 
     def _read(self, hp: dict, record: dict | None = None):
@@ -457,6 +527,10 @@ class Space:
         depth = self._depth(hp=hp)
         out = {"depth": depth} if "depth" in self.params and self.params["depth"].kind != "fixed" else {}
         self._walk(depth, self._read(hp, out))
+        given = dict(hp.get("model_args") or {})
+        for name, d in self.model_args.items():
+            if d.kind != "fixed" and name in given:
+                out[d.name] = given[name]
         return out
 
     def problems(self, hp: dict) -> list[str]:
@@ -488,6 +562,10 @@ class Space:
                 ok, shown = dist.contains(value), value
             if not ok:
                 probs.append(f"{name}={shown!r} is outside {describe_dist(dist)}")
+        given = dict(hp.get("model_args") or {})
+        for name, d in self.model_args.items():
+            if name in given and not d.contains(tuple(given[name]) if isinstance(given[name], list) else given[name]):
+                probs.append(f"{d.name}={given[name]!r} is outside {describe_dist(d)}")
         return probs
 
     def with_fixed(self, **values) -> "Space":
@@ -512,9 +590,12 @@ class Space:
                     out[n] = dist.optuna()
             else:
                 out[name] = dist.optuna()
+        out.update({d.name: d.optuna() for d in self.model_args.values() if d.kind != "fixed"})
         return out
 
     def dist_for(self, optuna_name: str) -> Dist | None:
+        if optuna_name.startswith("model_args."):
+            return self.model_args.get(optuna_name.split(".", 1)[1])
         base = optuna_name.rsplit("_", 1)[0] if optuna_name.rsplit("_", 1)[-1].isdigit() else optuna_name
         d = self.params.get(base) or self.params.get(optuna_name)
         return d
