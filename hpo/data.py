@@ -481,7 +481,7 @@ def encode(src: DataSource, x_train, y_train, x_test, y_test, where: str) -> dic
         x_train, y_train = x_train[perm[n_test:]], y_train[perm[n_test:]]
     if x_train.dtype != np.uint8:
         x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
-    t = [torch.from_numpy(np.ascontiguousarray(a)) for a in (x_train, y_train, x_test, y_test)]
+    t = [torch.from_numpy(np.array(a)) for a in (x_train, y_train, x_test, y_test)]  # owned, writable copies
     return {"train_x": t[0], "train_y": t[1], "test_x": t[2], "test_y": t[3],
             "class_names": [str(c) for c in classes.tolist()], "sha256": data_sha256(*t)}
 

@@ -258,8 +258,17 @@ def train_size(src: DataSource) -> int:
         return DATASETS[src.name].n_train
     if src.kind == "npz":
         shapes = _npz_shapes(Path(src.path))
-        n = int(shapes["y_train"][0]) if shapes.get("y_train") else 0
+        missing = [k for k in ("x_train", "y_train") if k not in shapes]
+        if ("x_test" in shapes) != ("y_test" in shapes):
+            missing.append("y_test" if "x_test" in shapes else "x_test")
+        if missing:
+            raise DataError(f"{src.path}: missing array {', '.join(missing)} (an .npz holds x_train, y_train and, "
+                            f"for a test split, x_test, y_test; it has {', '.join(sorted(shapes)) or 'none'})")
+        n = int(shapes["y_train"][0]) if shapes["y_train"] else 0
     elif src.kind == "csv":
+        for path in (src.path, src.test):
+            if path and src.target not in csv_header(Path(path)):
+                raise DataError(f"{path}: no column {src.target!r} (the label column, `target`)")
         with open(src.path, newline="") as f:
             n = max(sum(1 for _ in f) - 1, 0)
     elif src.kind == "idx":
