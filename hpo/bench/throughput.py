@@ -64,7 +64,7 @@ def _sync(device: torch.device | str) -> None:
 def dataloader_epoch(ds: PerSampleDataset, batch_size: int, seed: int = 0, device: str = "cpu") -> float:
     """One epoch as the quickstart writes it (each batch moved to `device`); returns samples/s."""
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Flatten(), build_model(TrainConfig(widths=WIDTHS, seed=seed))).to(device)
+    model = nn.Sequential(nn.Flatten(), build_model(TrainConfig(widths=WIDTHS, seed=seed), (1, 28, 28), 10)).to(device)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True)
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -114,7 +114,7 @@ def matmul_epoch(n: int, batch_size: int, widths=WIDTHS, n_in: int = 784, n_out:
 
 def fwd_bwd_epoch(x: torch.Tensor, y: torch.Tensor, n: int, batch_size: int) -> float:
     """The model's forward and backward through autograd on one fixed batch: no optimizer, no data movement."""
-    model = build_model(TrainConfig(widths=WIDTHS)).to(x.device)
+    model = build_model(TrainConfig(widths=WIDTHS), (1, 28, 28), 10).to(x.device)
     xb, yb = x[:batch_size].clone(), y[:batch_size].clone()
     loss_fn = nn.CrossEntropyLoss()
     steps = math.ceil(n / batch_size)
