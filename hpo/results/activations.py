@@ -178,15 +178,16 @@ def _mix_section(study, trials, outdir: Path, link: str) -> str | None:
         return None
     model = config.get("model", "mlp")
     widths = config.get("widths", [])
-    lines = ["## Learned mixing weights vs Bansal 2022", "",
+    title = paper.title.split(",")[0] if paper else "the paper"
+    lines = [f"## Learned mixing weights vs {title}", "",
              f"A(x) = P_relu relu(x) + P_tanh tanh(x) + P_sin sin(x) per activation layer; P = w / sum(w), "
              f"w >= 0. Source: {source}. Configuration: {model} {widths}, "
              + (f"three cycles of {_epochs(config.get('cycle_epochs'))} (lr {config.get('lr')}, mixing lr "
                 f"{config.get('mix_lr')})" if config.get("cycle_epochs") else f"{_epochs(config.get('epochs'))}, "
                 "mixing weights trained jointly with the network") + ".", ""]
-    dataset = (study.user_attrs.get("split") or {}).get("dataset")
-    if dataset and dataset != "fashion_mnist":
-        lines += [f"Note: this study trains on {dataset}; the paper's rows below are its Fashion-MNIST ones.", ""]
+    dataset = name_of((study.user_attrs.get("split") or {}).get("dataset"))
+    if paper_mix(paper, dataset) is None:
+        lines += [f"Note: {title} reports no mixing weights for {dataset}: no paper column below.", ""]
     if not (model == "cnn" and len(widths) == 3):
         lines += [("Note: the paper's rows are for its CNN (two conv + two fully connected layers, three "
                    "activation layers); this network differs, so layers are matched by position only."), ""]

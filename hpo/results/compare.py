@@ -157,8 +157,8 @@ def reused_runs(path: str | Path, hp: dict, dataset: str, meta: dict, seeds: lis
     if not isinstance(got, dict) or "runs" not in got or "hp" not in got:
         raise HpoError(f"--reuse: {path} is not the json of `hpo train --json`")
     checks = (("scored on", got.get("where"), "test"), ("data set", got.get("dataset"), dataset),
-              ("training images", got.get("meta", {}).get("n_train"), meta["n_train"]),
-              ("test images", got.get("meta", {}).get("n_eval"), meta["n_eval"]),
+              ("training samples", got.get("meta", {}).get("n_train"), meta["n_train"]),
+              ("test samples", got.get("meta", {}).get("n_eval"), meta["n_eval"]),
               ("seeds", got.get("seeds"), seeds), ("configuration", _same_run(got["hp"]), _same_run(hp)))
     for what, theirs, ours in checks:
         if theirs != ours:
@@ -225,8 +225,8 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
 
     extra = [
         ("seeds", seed_list, "the same seeds for every configuration; a seed fixes initialisation and batch order"),
-        ("data", f"{splits.meta['n_train']} training images, scored on {splits.meta['n_eval']} test images",
-         "the test set is never seen while tuning; every configuration trains on the same images"),
+        ("data", f"{splits.meta['n_train']} training samples, scored on {splits.meta['n_eval']} test samples",
+         "the test set is never seen while tuning; every configuration trains on the same samples"),
         ("optimum", f"trained with its own tuned {'' if epochs else 'epochs, '}batch size, schedule and regularisation",
          "what the search chose is part of the configuration being compared"),
     ]

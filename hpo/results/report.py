@@ -132,7 +132,7 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
     md.append(f"Study `{study.study_name}` ({s.get('study_file')}, space {s.get('space_file')}): sampler "
               f"{s.get('sampler')}, pruner {s.get('pruner')}, objectives {', '.join(s.get('objectives', []))}; "
               f"trials: {counts_line(study)}. Tuned on a validation split of {s.get('split', {}).get('n_train')} / "
-              f"{s.get('split', {}).get('n_eval')} {name_of(s.get('split', {}).get('dataset'))} images.")
+              f"{s.get('split', {}).get('n_eval')} {name_of(s.get('split', {}).get('dataset'))} samples.")
     md.append("")
     md += paper_section(study_paper(study_attrs(study)), s.get("tables") or [])
     md.append("## Test-set comparison")
@@ -212,7 +212,7 @@ def dashboard_note(study, result: dict | None, warnings: list[str], pictures: li
     def compose(urls: dict[str, str]) -> str:
         md = [f"## {study.study_name}: automated search against the hand-tuned configurations", "",
               f"Trials: {counts_line(study)}. Tuned on {s.get('split', {}).get('n_train')} / "
-              f"{s.get('split', {}).get('n_eval')} {name_of(s.get('split', {}).get('dataset'))} images (validation). "
+              f"{s.get('split', {}).get('n_eval')} {name_of(s.get('split', {}).get('dataset'))} samples (validation). "
               f"The full report: `{report}`.", ""]
         if result:
             headers, rows = table_rows(result)

@@ -15,7 +15,7 @@ import torch
 from optuna.trial import TrialState
 
 from hpo import data as data_mod
-from hpo.errors import HpoError, StudyError
+from hpo.errors import ConfigError, HpoError, StudyError
 from hpo.provenance import git_commit, versions
 from hpo.search.config import StudyConfig, load_study
 from hpo.search.samplers import make_pruner, make_sampler
@@ -157,8 +157,12 @@ def check_same_data(study: optuna.Study, sha256: str) -> None:
 
 
 def load_data(cfg: StudyConfig, smoke: bool = False) -> data_mod.Splits:
-    """The study's tuning split, on budget.device."""
+    """The study's tuning split, on budget.device; a space that augments tabular data is refused here, where
+    the data's shape is first known."""
     ds = data_mod.load(cfg.dataset)
+    if not ds.images and any(v != "none" for v in cfg.space.possible("augment", "none")):
+        raise ConfigError(cfg.space.source, "augment", f"shifts and flips need images, but {cfg.dataset} holds "
+                                                       f"{ds.input_shape[0]} tabular features; leave augment out")
     splits = data_mod.make_splits(ds, val_size=cfg.val_size, seed=cfg.split_seed,
                                   train_limit=SMOKE_TRAIN if smoke else None, eval_limit=SMOKE_EVAL if smoke else None)
     return splits.to(cfg.budget.device)
