@@ -241,3 +241,28 @@ def test_ctrl_c_stops_every_worker_and_keeps_the_storage_consistent(tiny_mnist, 
         assert t.user_attrs.get("outcome") in (None, "interrupted")
     kept = count(study)
     assert kept >= 2
+
+
+def test_ctrl_c_in_one_process_prints_one_line_and_no_traceback(tiny_mnist, tmp_path):
+    """Optuna's warning for the interrupted trial (its parameters and a 25-line traceback) is not shown."""
+    url = os.environ["HPO_STORAGE"]
+    study_file = str(write_study(tmp_path, n_trials=200, epochs=3))
+    proc = subprocess.Popen(hpo_command("study", study_file), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        def running():
+            study = load_or_none(url)
+            trials = study.get_trials(deepcopy=False) if study else []
+            return any(t.state == TrialState.RUNNING for t in trials) and any(
+                t.state == TrialState.COMPLETE for t in trials)
+
+        wait_for(running, 90, "a finished trial and a running one")
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err, err
+    assert "interrupted:" in out and "run the same command to continue" in out

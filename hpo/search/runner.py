@@ -4,6 +4,8 @@ only where the trials train differs (here, or in hpo.search.workers)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 
 import optuna
@@ -104,6 +106,36 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
     return study
 
 
+class _NoInterruptNoise(logging.Filter):
+    """Ctrl-C ends a study in one line of hpo's: Optuna's warning for the trial it interrupted (its parameters and
+    a 25-line traceback) and the "failed with value None" after it are dropped; every other record passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.interrupted: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        message = record.getMessage()
+        if isinstance(exc, KeyboardInterrupt) or message.endswith("KeyboardInterrupt()."):
+            self.interrupted.add(message.split(" failed", 1)[0])  # "Trial 3"
+            return False
+        return not (message.endswith("failed with value None.") and message.split(" failed", 1)[0] in self.interrupted)
+
+
+@contextlib.contextmanager
+def _quiet_interrupts():
+    handlers = logging.getLogger("optuna").handlers
+    noise = _NoInterruptNoise()
+    for h in handlers:
+        h.addFilter(noise)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(noise)
+
+
 def _run_here(study: optuna.Study, rdb, created: bool, cfg: StudyConfig, space, splits, *, done: int, url: str,
               console: Console, notes: TrialNotes) -> optuna.Study:
     """Train the remaining trials in this process; returns the BudgetStudy that ran them."""
@@ -117,7 +149,7 @@ def _run_here(study: optuna.Study, rdb, created: bool, cfg: StudyConfig, space, 
     objective = Objective(cfg, splits, space=space, notes=notes)
     note = LiveNote()
     t0 = time.time()
-    with LiveDisplay(console, cfg.n_trials, done, len(cfg.objectives) > 1) as live:
+    with LiveDisplay(console, cfg.n_trials, done, len(cfg.objectives) > 1) as live, _quiet_interrupts():
         try:
             if cfg.budget.pack > 1:
                 run_packs(study, objective, pack=cfg.budget.pack, max_trials=cfg.n_trials - done, timeout=cfg.timeout,
