@@ -27,7 +27,7 @@ endif
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: NAME=<study> ARGS=\"<extra hpo arguments>\" WORKERS=<n> SEEDS=<n> SMOKE=1 (reproduce at tiny scale)"
+	@echo "  variables: NAME=<study> ARGS=\"<extra hpo arguments>\" WORKERS=<n> SEEDS=<n> SMOKE=1 (tiny scale for study, export, compare, report, reproduce; make itself rejects --smoke)"
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,7 +51,7 @@ data/digits.npz: | $(BIN)/.installed
 	$(BIN)/python -m hpo.tools.datasets digits $@
 
 study: install data ## run (or resume) a study: make study NAME=relu3_adam [ARGS="--trials 60"] [WORKERS=2]
-	$(BIN)/hpo study $(NAME) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
+	$(BIN)/hpo study $(NAME) $(SMOKE_FLAG) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
 
 # reproduce: the folder, the --smoke flag and compare --smoke's scale (hpo/results/compare.py SMOKE), so that the
 # optimum `hpo train` measures is exactly the run compare would make, and compare takes it (--reuse).
@@ -79,13 +79,13 @@ lint: install ## ruff over the package and tests
 	$(BIN)/ruff check hpo tests
 
 export: install ## export the best configs of a study: make export NAME=relu3_adam
-	$(BIN)/hpo export $(NAME) $(ARGS)
+	$(BIN)/hpo export $(NAME) $(SMOKE_FLAG) $(ARGS)
 
 compare: install data ## re-run the paper's configs and the study's best on the test set: make compare NAME=relu3_adam
-	$(BIN)/hpo compare $(NAME) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
+	$(BIN)/hpo compare $(NAME) $(SMOKE_FLAG) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
 
 report: install ## re-write runs/NAME/report.md from storage, re-running nothing: make report NAME=relu3_adam
-	$(BIN)/hpo report $(NAME) $(ARGS)
+	$(BIN)/hpo report $(NAME) $(SMOKE_FLAG) $(ARGS)
 
 dashboard: install ## serve optuna-dashboard on the project's storage (127.0.0.1:8080)
 	$(BIN)/hpo dashboard $(ARGS)

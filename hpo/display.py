@@ -132,11 +132,16 @@ def describe_config(c: dict, io: Sequence[int] | None = None) -> str:
     for k, label in (("weight_decay", "wd"), ("dropout", "drop"), ("label_smoothing", "ls")):
         if c.get(k):
             extras.append(f"{label}={c[k]:.2g}")
-    if c.get("augment", "none") != "none":  # e.g. aug=shift_flip±2 (pixels)
-        extras.append(f"aug={c['augment']}" + (f"±{c['augment_shift']}" if "augment_shift" in c else ""))
+    if c.get("augment", "none") != "none":  # e.g. aug=shift_flip±2 (pixels); flips alone: aug=flip
+        shift = c.get("augment_shift")
+        extras.append("aug=flip" if c["augment"] == "shift_flip" and shift == 0 else
+                      f"aug={c['augment']}" + (f"±{shift}" if shift is not None else ""))
+    if "seed" in c and c.get("seed"):  # a replicate: trials that differ only in seed must not read the same
+        extras.append(f"seed={c['seed']}")
     arch = describe_arch(c.get("widths", []), io, model=c.get("model", "mlp"))
+    schedule = f"3 cycles of {c['cycle_epochs']}" if c.get("cycle_epochs") else c.get("schedule")
     return (f"{arch} {act} {c.get('optimizer')} lr={c.get('lr', 0):.2e} "
-            f"bs={c.get('batch_size')} ep={c.get('epochs')} {c.get('schedule')}" + (" " + " ".join(extras) if extras else ""))
+            f"bs={c.get('batch_size')} ep={c.get('epochs')} {schedule}" + (" " + " ".join(extras) if extras else ""))
 
 
 def trial_line(t: FrozenTrial) -> str:

@@ -258,3 +258,12 @@ def test_a_study_run_with_smoke_asked_for_without_says_add_smoke(tmp_path, monke
     assert "'relu3_adam-smoke' is there: add --smoke" in err, err
     err = _one_line_exit_2(["export", "relu3adam", "--smoke", "--storage", storage], capsys)
     assert "did you mean 'relu3_adam'?" in err, err
+
+
+def test_a_misspelt_study_is_matched_only_against_what_the_storage_holds(tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    optuna.create_study(study_name="relu2_sgd-smoke", storage=storage)
+    err = _one_line_exit_2(["report", "relu3_sgd", "--storage", storage], capsys)
+    assert "did you mean 'relu2_sgd' with --smoke?" in err and "studies there: relu2_sgd-smoke" in err, err
+    err = _one_line_exit_2(["report", "relu3_sgd", "--storage", "runs/hpo.db"], capsys)
+    assert "--storage: 'runs/hpo.db' is not a storage URL; for a SQLite file write sqlite:///runs/hpo.db" in err

@@ -56,7 +56,7 @@ def run_mix_seeds(study_name: str, n_seeds: int, *, storage: str | None = None, 
     (default: the study's budget.device, else cpu)."""
     if n_seeds < 1:
         raise StudyError("--mix-seeds: must be a positive number")
-    study = open_study(study_name, storage)
+    study = open_study(study_name, storage, smoke)  # --smoke: the NAME-smoke study, retrained at its scale
     best = best_mix_trial(study)
     config = dict(best.user_attrs["config"])
     split = study.user_attrs.get("split") or {}

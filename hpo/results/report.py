@@ -95,7 +95,7 @@ def boundary_warnings(study) -> list[str]:
     out = []
     for name, value in best.params.items():
         d = space.dist_for(name)
-        if d is None:
+        if d is None or name == "seed":  # a replicate factor, not a setting whose range could be widened
             continue
         side = on_boundary(d, value)
         if side == "low" and d.kind in ("int", "float") and not d.log and d.low == 0:
@@ -147,7 +147,7 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
                "assumption (the paper file's `protocol`, overridden under `baselines.protocol` in the study file)."), ""]
         md += [f"- **{p['key']}** = {p['value']}: {p['reason']}" for p in result["protocol"]]
     else:
-        md += ["", (f"Not run yet: `hpo compare {s.get('hpo_study', study.study_name)}` re-runs the paper's "
+        md += ["", (f"Not run yet: `hpo compare {_compare_args(study)}` re-runs the paper's "
                    f"configurations and the best trial on the test set.")]
     md += ["", "## Search-space boundaries", ""]
     warnings = boundary_warnings(study)
@@ -167,7 +167,7 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
            f"![accuracy against parameter count]({pngs['params'].name})", "", "### Validation curves", "",
            f"![validation curves]({pngs['curves'].name})", "", "## Trials (validation)", ""]
     trials_title, trials_rows = summary_rows(study)
-    md += [f"{trials_title[0].upper()}{trials_title[1:]}.", "", _markdown_table(list(SUMMARY_COLUMNS), trials_rows), ""]
+    md += [f"{trials_title}.", "", _markdown_table(list(SUMMARY_COLUMNS), trials_rows), ""]  # the name as written
     for section in report_sections(study, folder):
         md += [section, ""]
     path = folder / f"report{suffix}.md"
@@ -178,6 +178,12 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
         pictures = [folder / name for name in linked if (folder / name).is_file()]
         dashboard_note(study, result, warnings, pictures, path, artifacts)
     return path
+
+
+def _compare_args(study) -> str:
+    """What `hpo compare` needs for this study: its name, and --smoke for a smoke study."""
+    name = study.user_attrs.get("hpo_study", study.study_name)
+    return f"{name} --smoke" if study.study_name.endswith("-smoke") else name
 
 
 def paper_section(paper, tables: list) -> list[str]:
@@ -222,7 +228,7 @@ def dashboard_note(study, result: dict | None, warnings: list[str], pictures: li
             md += ["", "### Protocol assumptions", ""]
             md += [f"- **{p['key']}** = {p['value']}: {p['reason']}" for p in result["protocol"]]
         else:
-            md += [f"Not compared on the test set yet: `hpo compare {s.get('hpo_study', study.study_name)}`.", ""]
+            md += [f"Not compared on the test set yet: `hpo compare {_compare_args(study)}`.", ""]
         md += ["", "### Search-space boundaries", ""]
         md += [f"> **Warning:** {w}\n" for w in warnings] or ["The best trial lies inside its search space."]
         md += ["", "### Pictures", ""]

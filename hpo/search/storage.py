@@ -30,6 +30,10 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 def storage_url(arg: str | None = None, mkdir: bool = True) -> str:
     """The storage URL to use; readers (export, compare) pass mkdir=False so that they create nothing."""
     url = arg or os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
+    if "://" not in url:  # a bare path: SQLAlchemy would say only "Could not parse SQLAlchemy URL"
+        where = "--storage" if arg else "HPO_STORAGE"
+        raise StudyError(f"{where}: {url!r} is not a storage URL; for a SQLite file write sqlite:///{url} "
+                         f"(relative) or sqlite:////absolute/path.db")
     if mkdir and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         # Relative SQLite paths are relative to the working directory; make the folder.
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -181,8 +185,12 @@ def open_study(name: str, storage: str | None = None, smoke: bool = False) -> op
         if f"{full}-smoke" in known:  # the usual slip: the study was run with --smoke, this command without
             raise StudyError(f"no study {full!r} in {redact(url)}, but {full + '-smoke'!r} is there: add --smoke "
                              f"(or run `{first.replace(' ARGS=--smoke', '')}` for the full study)") from None
-        near = difflib.get_close_matches(full, known, n=1, cutoff=0.6)
-        hint = f"did you mean {near[0].removesuffix('-smoke')!r}? " if near else ""
+        near = difflib.get_close_matches(full, known, n=1, cutoff=0.6)  # only what the storage holds
+        hint = ""
+        if near:
+            base, is_smoke = near[0].removesuffix("-smoke"), near[0].endswith("-smoke")
+            hint = f"did you mean {base!r}{' with --smoke' if is_smoke and not smoke else ''}? " \
+                if is_smoke or not smoke else ""
         raise StudyError(f"no study {full!r} in {redact(url)} (studies there: {', '.join(known) or 'none'}); "
                          f"{hint}run `{first}` first") from None
 
