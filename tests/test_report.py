@@ -26,7 +26,7 @@ def test_report_of_a_pareto_study_draws_the_front_without_a_compare(tmp_path, mo
     folder = tmp_path / "runs" / "t-smoke"
     report = (folder / "report.md").read_text()
     assert "### Pareto front: accuracy against parameter count" in report
-    assert "Not run yet: `hpo compare t`" in report
+    assert "Not run yet: `hpo compare t --smoke`" in report  # a smoke study's next step is a smoke one
     for name in _pictures(report):
         assert (folder / name).read_bytes()[:4] == b"\x89PNG"
     assert "params.png" in _pictures(report) and "Pareto front" in report
