@@ -14,7 +14,7 @@ from PIL import Image
 
 from hpo import data as data_mod
 from hpo.cli import main
-from hpo.errors import ConfigError, DataError
+from hpo.errors import ConfigError
 from hpo.sources import parse_source, train_size
 from hpo.training.config import TrainConfig
 from hpo.training.loop import train

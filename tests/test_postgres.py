@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, run_hpo, write_study
 
+from hpo.trials import study_attrs
+
 
 def _bindir() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[4]))
@@ -121,7 +123,7 @@ def test_workers_started_separately_share_one_study(tiny_mnist, tmp_path, postgr
     assert_no_duplicate_baselines(study)
     pids = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in study.trials if "worker" in t.user_attrs}
     assert pids == {str(w.pid) for w in workers}  # both trained
-    assert study.user_attrs["split"]["n_train"] == 500
+    assert study_attrs(study)["split"]["n_train"] == 500
 
 
 def test_an_unreachable_server_is_one_line(tiny_mnist, tmp_path):

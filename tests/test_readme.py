@@ -117,3 +117,16 @@ def test_the_readme_paper_and_model_run_as_written(tmp_path, monkeypatch):
     assert main(["study", "mine.yaml", "--smoke"]) == 0
     assert main(["export", "mine", "--smoke"]) == 0
     assert main(["train", "runs/mine-smoke/best.yaml", "--epochs", "1"]) == 0
+
+
+def test_every_error_line_the_readme_quotes_is_what_hpo_prints(tmp_path, monkeypatch, capsys):
+    """Each `$ cat FILE` / `$ hpo …` / `hpo: error: …` example, run as written."""
+    examples = re.findall(r"```\n\$ cat (\S+)\n(.*?)\$ (hpo [^\n]+)\n(hpo: error: [^\n]+)\n```", README, flags=re.S)
+    assert examples, "README: no quoted error example found"
+    monkeypatch.chdir(tmp_path)
+    for name, content, command, expected in examples:
+        (tmp_path / name).write_text(content)
+        assert main(command.split()[1:]) == 2
+        assert capsys.readouterr().err.strip() == expected
+    quoted = re.findall(r"^hpo: error: .*$", README, flags=re.M)
+    assert len(quoted) == len(examples), "README quotes an error line that no example here produces"

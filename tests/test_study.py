@@ -47,6 +47,10 @@ def test_smoke_study_end_to_end_on_fashion_mnist(fmnist_available, capsys):
                         os.environ["HPO_STORAGE"], "-f", "json"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert '"number": 3' in r.stdout
+    r = subprocess.run([str(optuna_cli), "studies", "--storage", os.environ["HPO_STORAGE"]], capture_output=True,
+                       text=True, timeout=120)
+    widest = max(len(line) for line in r.stdout.splitlines())
+    assert r.returncode == 0 and widest < 300, r.stdout  # split, protocol and provenance sit in a system attribute
 
 
 def test_rerunning_continues_and_never_redoes_completed_trials(tmp_path, tiny_mnist):

@@ -20,7 +20,7 @@ from hpo.errors import StudyError
 from hpo.search.budget import BudgetStudy, SurplusTrial
 from hpo.search.storage import heartbeat_settings, open_storage
 from hpo.search.workers import threads_per_worker
-from hpo.trials import COUNTED
+from hpo.trials import COUNTED, study_attrs
 
 
 @pytest.mark.parametrize("threads, workers, expected", [(8, 2, 4), (2, 2, 1), (3, 2, 1), (2, 4, 1), (4, 1, 4)])
@@ -189,7 +189,7 @@ def test_two_workers_run_exactly_n_trials(tiny_mnist, tmp_path, capsys):
                and "val_curve" not in t.user_attrs for t in extra), extra
     assert len(extra) <= 1
     assert_no_duplicate_baselines(study)
-    assert study.user_attrs["split"]["n_eval"] == 100  # recorded by a worker: the parent loads no splits
+    assert study_attrs(study)["split"]["n_eval"] == 100  # recorded by a worker: the parent loads no splits
     workers = {t.user_attrs["worker"] for t in study.trials if t.state in COUNTED}
     assert len(workers) == 2, workers  # both processes trained; neither is the parent
     assert str(os.getpid()) not in " ".join(workers)

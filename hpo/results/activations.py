@@ -185,7 +185,7 @@ def _mix_section(study, trials, outdir: Path, link: str) -> str | None:
              + (f"three cycles of {_epochs(config.get('cycle_epochs'))} (lr {config.get('lr')}, mixing lr "
                 f"{config.get('mix_lr')})" if config.get("cycle_epochs") else f"{_epochs(config.get('epochs'))}, "
                 "mixing weights trained jointly with the network") + ".", ""]
-    dataset = name_of((study.user_attrs.get("split") or {}).get("dataset"))
+    dataset = name_of((attrs.get("split") or {}).get("dataset"))
     if paper_mix(paper, dataset) is None:
         lines += [f"Note: {title} reports no mixing weights for {dataset}: no paper column below.", ""]
     if not (model == "cnn" and len(widths) == 3):

@@ -29,7 +29,7 @@ def params_figure(study, result: dict | None) -> go.Figure:
                                  y=[round(t.values[0], 4) for t in trials], customdata=[t.number for t in trials],
                                  mode="markers", name=label, marker={"symbol": symbol, "size": 7},
                                  hovertemplate="trial %{customdata}: %{y:.2%} with %{x:,} parameters<extra></extra>"))
-    s = study.user_attrs
+    s = study_attrs(study)
     shape, n_classes = recorded_shape(s.get("split") or {})
     paper = study_paper(study_attrs(study))
     if paper:

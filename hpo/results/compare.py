@@ -48,7 +48,7 @@ def protocol_lines(paper: Paper | None, proto: dict, extra: list[tuple[str, str,
 
 
 def build_entries(study, paper: Paper | None, proto: dict, dataset: str, references: bool) -> list[dict]:
-    s = study.user_attrs
+    s = study_attrs(study)
     entries = []
     if paper:
         for t in s.get("tables", []):

@@ -182,7 +182,7 @@ def export(name: str, *, top: int | None = None, out: str | Path | None = None, 
     if top is not None and top <= 0:
         raise HpoError("--top: must be a positive number")
     study = open_study(name, storage, smoke)
-    split = study.user_attrs.get("split") or {}
+    split = study_attrs(study).get("split") or {}
     if split.get("data_sha256"):  # an optimum re-trained on other data is another experiment
         check_same_data(study, data_mod.load(split["dataset"]).sha256)
     chosen = best_trials(study, top)

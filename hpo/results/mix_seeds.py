@@ -59,7 +59,7 @@ def run_mix_seeds(study_name: str, n_seeds: int, *, storage: str | None = None, 
     study = open_study(study_name, storage, smoke)  # --smoke: the NAME-smoke study, retrained at its scale
     best = best_mix_trial(study)
     config = dict(best.user_attrs["config"])
-    split = study.user_attrs.get("split") or {}
+    split = study_attrs(study).get("split") or {}
     if not split.get("dataset"):
         raise StudyError(f"study {study_name!r} does not record its data split (user attr `split`)")
     if smoke:

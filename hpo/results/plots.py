@@ -126,7 +126,7 @@ def plot_params(study, result: dict | None, path: Path) -> None:
     diverged trial would squash everything into a line); they are drawn on the lower edge and counted."""
     multi = len(study.directions) > 1
     complete = completed(study)
-    s = study.user_attrs
+    s = study_attrs(study)
     paper = study_paper(study_attrs(study))
     rows = [r for t in s.get("tables", []) for r in paper.table(t)] if paper else []
     color = {r.name: ROW_COLORS[i % len(ROW_COLORS)] for i, r in enumerate(rows)}
@@ -232,7 +232,7 @@ def plot_curves(study, path: Path) -> None:
     Searched trials are solid lines in shades of green; the paper's configurations are thick dashed lines with
     diamonds, each in its colour from the accuracy-against-parameters picture, so the two never read alike."""
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
-    s = study.user_attrs
+    s = study_attrs(study)
     paper = study_paper(study_attrs(study))
     rows = [r for t in s.get("tables", []) for r in paper.table(t)] if paper else []
     color = {r.name: ROW_COLORS[i % len(ROW_COLORS)] for i, r in enumerate(rows)}

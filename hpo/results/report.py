@@ -74,7 +74,7 @@ def print_result(result: dict, console: Console) -> None:
 def _space(study):
     """The study's search space, from its study file (or its name) or else its space file."""
 
-    s = study.user_attrs
+    s = study_attrs(study)
     for loader, arg in ((load_study, s.get("study_file")), (load_study, s.get("hpo_study")),
                         (load_space, s.get("space_file"))):
         if arg:
@@ -120,7 +120,7 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
     """Write report{suffix}.md and its PNGs into `folder`, and put the report into the study's note in
     optuna-dashboard with the pictures (`artifacts`: their folder; see hpo.search.notes); returns the report's path."""
     folder.mkdir(parents=True, exist_ok=True)
-    s = study.user_attrs
+    s = study_attrs(study)
     multi = len(study.directions) > 1
     pngs = {k: folder / f"{k}{suffix}.png" for k in ("history", "importances", "params", "curves")}
     plot_history(study, pngs["history"])
@@ -213,7 +213,7 @@ def dashboard_note(study, result: dict | None, warnings: list[str], pictures: li
     except HpoError as e:  # e.g. a folder that cannot be made: the note goes without pictures
         warn("the report's pictures were not uploaded", e, f"study {study.study_name}: ")
         store = None
-    s = study.user_attrs
+    s = study_attrs(study)
 
     def compose(urls: dict[str, str]) -> str:
         md = [f"## {study.study_name}: automated search against the hand-tuned configurations", "",

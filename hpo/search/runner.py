@@ -32,7 +32,7 @@ from hpo.search.storage import (
 )
 from hpo.search.study import check_same_data, config_hash, create_or_load, enqueue_baselines, load_data, prepare
 from hpo.search.workers import run_workers, threads_per_worker
-from hpo.trials import counted
+from hpo.trials import counted, study_attrs
 
 
 def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | None = None,
@@ -62,7 +62,7 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
     study, created = create_or_load(cfg, rdb, study_name, splits.meta if splits else None, space)
     if not created:
         check_same_data(study, sha256)
-    if not created and study.user_attrs.get("config_hash") not in (None, config_hash(cfg)):
+    if not created and study_attrs(study).get("config_hash") not in (None, config_hash(cfg)):
         console.print(f"[yellow]warning:[/] {cfg.source} changed since study {study_name!r} was created; "
                       f"resuming it with the new file")
     new_baselines = enqueue_baselines(study, cfg, space)

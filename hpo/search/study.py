@@ -19,7 +19,7 @@ from hpo.errors import ConfigError, HpoError, StudyError
 from hpo.provenance import git_commit, versions
 from hpo.search.config import StudyConfig, load_study
 from hpo.search.samplers import make_pruner, make_sampler
-from hpo.trials import METRIC_NAMES, set_provenance
+from hpo.trials import METRIC_NAMES, set_provenance, study_attrs
 
 # --smoke: the first few thousand training and validation images (hpo study, compare, --mix-seeds).
 SMOKE_TRAIN, SMOKE_EVAL = 3000, 1000
@@ -52,14 +52,15 @@ def create_or_load(cfg: StudyConfig, storage, study_name: str, split_meta: dict,
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([METRIC_NAMES[o] for o in cfg.objectives])
         set_provenance(study, {"study_yaml": cfg.raw, "description": cfg.description, "versions": versions(),
-                               "paper_record": cfg.paper.record() if cfg.paper else None,
+                               "paper_record": cfg.paper.record() if cfg.paper else None, "split": split_meta,
+                               "protocol": cfg.protocol, "study_file": cfg.source, "space_file": space.source,
+                               "config_hash": config_hash(cfg), "git_commit": git_commit(),
                                "space": {n: plain_dist(d) for n, d in space.params.items()}})
         attrs = {
-            "hpo_study": cfg.name, "study_file": cfg.source, "space_file": space.source,
-            "config_hash": config_hash(cfg), "objectives": list(cfg.objectives), "sampler": cfg.sampler,
-            "pruner": cfg.pruner, "seed": cfg.seed, "split": split_meta,
+            "hpo_study": cfg.name, "objectives": list(cfg.objectives), "sampler": cfg.sampler,
+            "pruner": cfg.pruner, "seed": cfg.seed, "data": str(cfg.dataset),
             "paper": cfg.paper.key if cfg.paper else None,
-            "tables": list(cfg.tables), "protocol": cfg.protocol, "git_commit": git_commit(),
+            "tables": list(cfg.tables),
         }
         for k, v in attrs.items():
             study.set_user_attr(k, v)
@@ -150,7 +151,7 @@ def prepare(name_or_path: str, *, smoke: bool = False, trials: int | None = None
 def check_same_data(study: optuna.Study, sha256: str) -> None:
     """Refuse to resume, export or compare a study whose data changed since its trials ran: the data's sha256
     is recorded with the study's split."""
-    recorded = (study.user_attrs.get("split") or {}).get("data_sha256")
+    recorded = (study_attrs(study).get("split") or {}).get("data_sha256")
     if recorded and recorded != sha256:
         raise StudyError(f"study {study.study_name!r}: its data changed since it ran (sha256 {sha256[:12]}…, recorded "
                          f"{recorded[:12]}…); restore the data, or start a new study under another name")

@@ -37,7 +37,7 @@ from hpo.search.packs import run_packs
 from hpo.search.samplers import joining_seed, make_pruner, make_sampler
 from hpo.search.storage import fail_stale, open_storage, redact
 from hpo.search.study import load_data, prepare
-from hpo.trials import counted
+from hpo.trials import add_provenance, counted, study_attrs
 
 POLL_SECONDS = 1.0
 STOP_SECONDS = 20  # how long stopped workers get to mark their trials before they are terminated
@@ -119,8 +119,8 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
             storage = open_storage(url)
             sampler = make_sampler(cfg, space, seed=joining_seed())  # not the parent's draws
             study = BudgetStudy(study_name, storage, cfg.n_trials, sampler=sampler, pruner=make_pruner(cfg, space))
-            if study.user_attrs.get("split") is None:  # the parent created the study without loading the data
-                study.set_user_attr("split", splits.meta)
+            if study_attrs(study).get("split") is None:  # the parent created the study without loading the data
+                add_provenance(study, split=splits.meta)
         except BaseException:
             if ready is not None:
                 ready.abort()  # the others start now instead of waiting for this worker
