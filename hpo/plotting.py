@@ -18,6 +18,7 @@ def save(fig, path: Path, dpi: int = 110, tight: bool = True) -> Path:
     """Write `fig` to `path` as PNG and close it; returns the path."""
     if tight:
         fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    # bbox "tight": a title wider than its axes, or a legend placed beside them, is never cut off
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=0.15)
     plt.close(fig)
     return Path(path)

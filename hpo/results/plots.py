@@ -10,7 +10,7 @@ from pathlib import Path
 
 import optuna
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from optuna.trial import TrialState
 
 from hpo.display import MIN_SPREAD_N
@@ -112,8 +112,14 @@ def _bar(st: dict) -> tuple[float, list[list[float]]]:
     return st["mean"], [[st["mean"] - st["min"]], [st["max"] - st["mean"]]]
 
 
-def _focus_limits(values: list[float], pad: float, floor: float | None = None) -> tuple[float, float]:
+def _focus_limits(values: list[float], pad: float, floor: float | None = None,
+                  min_span: float = 0.0) -> tuple[float, float]:
+    """Limits around `values` with `pad` of their span each side; `min_span` keeps near-equal values (trials that
+    all reach one accuracy) from an axis so narrow that most of them fall off it."""
     lo, hi = min(values), max(values)
+    if hi - lo < min_span:
+        mid = (lo + hi) / 2
+        lo, hi = mid - min_span / 2, mid + min_span / 2
     span = (hi - lo) or abs(hi) * 0.1 or 1.0
     return (lo - pad * span if floor is None else max(floor, lo - pad * span)), hi + pad * span
 
@@ -146,7 +152,9 @@ def plot_params(study, result: dict | None, path: Path) -> None:
     accs = sorted(t.values[0] for t in search)
     if accs:  # the better half of the search, and its best
         focus_y += [accs[len(accs) // 2], accs[-1]]
-    ylim = _focus_limits(focus_y or [t.values[0] for t in complete] or [0.0, 1.0], 0.08, floor=0.0)
+    if multi:  # every member of the front is on the picture
+        focus_y += [t.values[0] for t in study.best_trials]
+    ylim = _focus_limits(focus_y or [t.values[0] for t in complete] or [0.0, 1.0], 0.08, floor=0.0, min_span=0.02)
 
     close_up = bool(rows or entries)
     fig, axes = plt.subplots(1, 2 if close_up else 1, figsize=(11, 5.2) if close_up else (7, 5.2), squeeze=False)
@@ -187,6 +195,15 @@ def plot_params(study, result: dict | None, path: Path) -> None:
         a.grid(alpha=0.3, which="both")
         a.set_ylabel("accuracy")
     ax.set_xscale("log")
+    counts = [t.user_attrs.get("n_params", 0) for t in complete if t.user_attrs.get("n_params")]
+    if counts and max(counts) < 1.5 * min(counts):  # one size (or nearly): a decade-wide axis would hide it
+        ax.set_xlim(min(counts) / 1.3, max(counts) * 1.3)
+    # Labels on round values only, written out: a log axis inside one decade otherwise labels its minor ticks
+    # in scientific notation, and neighbours run into each other ("3x10^3 4x10^3").
+    lo, hi = ax.get_xlim()
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)) if hi > 30 * lo else MaxNLocator(nbins=4))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(xlabel="parameters (log scale)", title="every completed trial" + (", Pareto front" if multi else ""))
     if close_up:
         a = axes[0][1]
@@ -203,9 +220,10 @@ def plot_params(study, result: dict | None, path: Path) -> None:
     n = min((e["stats"]["n"] for e in entries), default=0)
     bar = "mean ± std" if n >= MIN_SPREAD_N else "mean, bar: range of the seeds"
     where = f"{result['dataset']} test re-run" if result else "test re-run"
-    handles = [Line2D([], [], ls="", marker="o", color="grey", alpha=0.6, label="searched trial (validation)"),
-               Line2D([], [], ls="", marker="*", ms=11, color="white", markeredgecolor="black",
-                      label="paper-reported")]
+    handles = [Line2D([], [], ls="", marker="o", color="grey", alpha=0.6, label="searched trial (validation)")]
+    if rows:
+        handles.append(Line2D([], [], ls="", marker="*", ms=11, color="white", markeredgecolor="black",
+                              label="paper-reported"))
     if base:
         handles.append(Line2D([], [], ls="", marker="D", color="white", markeredgecolor="black",
                               label="paper configuration trained here (validation)"))
@@ -253,9 +271,10 @@ def plot_curves(study, path: Path) -> None:
                 color=color.get(name, "black"), label=f"{name} (trial {t.number}): {end}")
     longest = max([len(t.user_attrs.get("val_curve") or []) for t in best + base] + [1])
     ax.set_xlim(0.5, longest + 0.5)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="epoch", ylabel="validation accuracy",
-           title=f"{study.study_name}: best {len(best)} searched trials (solid) and the paper's configurations (dashed)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs: 1, 2, …, never 0.5 or 1.5
+    papers = " and the paper's configurations (dashed)" if base else ""
+    ax.set(xlabel="epoch", ylabel="validation accuracy", title=f"{study.study_name}: best {len(best)} searched trials "
+                                                               f"(solid){papers}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), title="final validation accuracy",
               title_fontsize=8)
