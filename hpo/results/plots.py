@@ -200,8 +200,9 @@ def plot_params(study, result: dict | None, path: Path) -> None:
         ax.set_xlim(min(counts) / 1.3, max(counts) * 1.3)
     # Labels on round values only, written out: a log axis inside one decade otherwise labels its minor ticks
     # in scientific notation, and neighbours run into each other ("3x10^3 4x10^3").
-    lo, hi = ax.get_xlim()
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)) if hi > 30 * lo else MaxNLocator(nbins=4))
+    drawn = [x for x in counts + list(n_params.values()) if x > 0]
+    wide = bool(drawn) and max(drawn) > 3 * min(drawn)  # several decades' worth of round values to label
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)) if wide else MaxNLocator(nbins=4))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(xlabel="parameters (log scale)", title="every completed trial" + (", Pareto front" if multi else ""))
