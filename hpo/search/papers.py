@@ -27,6 +27,7 @@ recorded with the study, so reports and comparisons read it from the storage, no
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from hpo.display import describe_arch
 from hpo.errors import ConfigError
 from hpo.search.files import display, read_yaml, resolve_file
 from hpo.search.space import PARAMS, _coerce
-from hpo.sources import parse_source
+from hpo.sources import parse_source, recorded_shape
 from hpo.training.config import TrainConfig
 
 PAPER_KEYS = {"title", "citation", "dataset", "metric", "tables", "protocol", "references", "mix_weights"}
@@ -360,6 +361,7 @@ def study_paper(attrs: dict) -> Paper | None:
     papers were files names a shipped one."""
     if attrs.get("paper_record"):
         return Paper.from_record(attrs["paper_record"])
-    if attrs.get("paper"):
-        return load_paper(attrs["paper"], "<study>", "paper", io=(784, 10))
+    if attrs.get("paper"):  # the inputs and classes its rows are named with: the recorded data's, not assumed
+        shape, n_classes = recorded_shape(attrs.get("split") or {})
+        return load_paper(attrs["paper"], "<study>", "paper", io=(math.prod(shape), n_classes))
     return None

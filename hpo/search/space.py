@@ -250,8 +250,10 @@ def _plugin(params: dict[str, Dist], raw_args, source: str, base) -> tuple[dict[
     if model.kind != "fixed":
         raise ConfigError(source, "model", "a user's model is fixed (`model: FILE.py:FUNCTION`), not one of choices")
     module, _, fn = model.value.rpartition(":")
+    folder = Path(base) if base is not None else Path.cwd()
+    if module.isidentifier() and (folder / f"{module}.py").is_file():  # nets:build is nets.py beside the space
+        module += ".py"
     if module.endswith(".py") and not Path(module).is_absolute():
-        folder = Path(base) if base is not None else Path.cwd()
         module = str((folder / module).resolve()) if (folder / module).is_file() else str(Path(module).resolve())
     spec = f"{module}:{fn}"
     builder = load_builder(spec, source, "model")
