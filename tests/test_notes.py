@@ -26,7 +26,7 @@ from hpo.search import notes as notes_mod
 from hpo.search.config import load_study
 from hpo.search.notes import LiveNote, TrialNotes, artifact_dir, live_note, open_store, trial_note
 from hpo.search.objective import Objective
-from hpo.search.storage import open_storage
+from hpo.search.storage import open_storage, sqlite_path
 from hpo.training.loop import train
 
 CONFIG = {"model": "mlp", "widths": [60, 40], "activation": "relu", "optimizer": "adam", "lr": 1e-3, "batch_size": 64,
@@ -255,7 +255,7 @@ def test_hpo_study_writes_a_note_on_every_trial_and_the_live_note(how, tmp_path,
     live = get_note(study)
     assert live.startswith("## tiny: best so far (validation)")
     assert int(re.search(r"(\d+) finished trials", live).group(1)) >= 4  # written once more as the run ended
-    folder = notes_mod.sqlite_file(url).parent / "artifacts"
+    folder = sqlite_path(url).parent / "artifacts"
     assert len(os.listdir(folder)) == 4
 
 
@@ -270,7 +270,7 @@ def test_the_report_becomes_the_study_note_and_replaces_its_pictures(tmp_path, t
     url = os.environ["HPO_STORAGE"]
     run_study(str(write_study(tmp_path, n_trials=3, epochs=2)), console=Console(file=io.StringIO()))
     study, _ = _notes_of(url)
-    folder = notes_mod.sqlite_file(url).parent / "artifacts"
+    folder = sqlite_path(url).parent / "artifacts"
     for _ in range(2):  # a second report replaces the first one's pictures
         write_report(study, None, tmp_path / "r")
     attrs = study._storage.get_study_system_attrs(study._study_id)
