@@ -10,11 +10,12 @@ import pytest
 
 from hpo import data as data_mod
 from hpo.cli import main
-from hpo.display import prediction_interval, spread
+from hpo.display import spread
 from hpo.paper import PAPERS, REFERENCES
 from hpo.results.compare import findings, protocol_lines
 from hpo.results.evaluate import run_seeds, stats
 from hpo.results.report import table_rows
+from hpo.stats import prediction_interval
 from tests.conftest import write_tiny_idx
 from tests.test_export import smoke_study
 

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import time
 
 import optuna
 import pytest
@@ -297,10 +296,8 @@ def test_a_comparison_goes_into_the_note(tmp_path, tiny_mnist):
     from hpo.search.runner import run_study
 
     run_study(str(write_study(tmp_path, n_trials=3, epochs=1)), console=Console(file=io.StringIO()))
-    t0 = time.time()
     result = compare_study("tiny", seeds=1, epochs=1, references=False, out=tmp_path / "out",
                            console=Console(file=io.StringIO()))
-    assert time.time() - t0 < 120
     study, _ = _notes_of(os.environ["HPO_STORAGE"])
     note = get_note(study)
     assert "### Test-set comparison: mnist, seeds [0]" in note

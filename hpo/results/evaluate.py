@@ -5,7 +5,6 @@ scored on the test set, or on the study's own split to reproduce a trial's valid
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 from rich.console import Console
@@ -16,6 +15,7 @@ from hpo.display import describe_config, make_console, spread, spread_label
 from hpo.errors import HpoError
 from hpo.results.activations import p_summary, p_table
 from hpo.results.export import load_config
+from hpo.stats import mean_sd
 from hpo.training.activations import mix_p
 from hpo.training.config import TrainConfig, resolve_device
 from hpo.training.loop import train
@@ -48,8 +48,9 @@ def run_seeds(hp: dict, splits, seeds: list[int], *, threads: int | None = None,
 def stats(runs: list[dict]) -> dict:
     """Accuracy over the runs: n, mean, std, min, max, and how many diverged."""
     accs = [r["accuracy"] for r in runs]
-    return {"n": len(accs), "mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "min": min(accs), "max": max(accs), "diverged": sum(r["status"] == "diverged" for r in runs)}
+    mean, std = mean_sd(accs)
+    return {"n": len(accs), "mean": mean, "std": std, "min": min(accs), "max": max(accs),
+            "diverged": sum(r["status"] == "diverged" for r in runs)}
 
 
 
