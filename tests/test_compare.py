@@ -89,7 +89,8 @@ def test_run_seeds_keeps_a_diverged_run_scored_at_what_its_network_does(tiny_mni
 
 
 def _entry(kind, name, reported, accs, diverged=0):
-    runs = [{"seed": i, "accuracy": a, "status": "diverged" if i < diverged else "complete"} for i, a in enumerate(accs)]
+    runs = [{"seed": i, "accuracy": a, "status": "diverged" if i < diverged else "complete"}
+            for i, a in enumerate(accs)]
     return {"kind": kind, "name": name, "reported": reported, "runs": runs, "stats": stats(runs),
             "note": "784-60-40-10", "val_accuracy": 0.9}
 

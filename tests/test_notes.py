@@ -212,7 +212,8 @@ def test_the_live_note_is_written_at_a_bounded_rate(tmp_path):
 
 def test_the_live_note_sets_the_best_against_the_papers_best_configuration(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'b.db'}", direction="maximize")
-    for name, reported, value in (("T3 784-50-30-10 adam lr=0.001", 0.9698, 0.86), ("T3 784-60-40-10 adam lr=0.001", 0.9707, 0.87)):
+    for name, reported, value in (("T3 784-50-30-10 adam lr=0.001", 0.9698, 0.86),
+                                  ("T3 784-60-40-10 adam lr=0.001", 0.9707, 0.87)):
         study.enqueue_trial({}, user_attrs={"baseline": name, "paper_reported": reported})
         t = study.ask()
         t.set_user_attr("config", CONFIG)

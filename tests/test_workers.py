@@ -1,4 +1,4 @@
-"""hpo.workers and the storage wiring it relies on: N processes on one study, exactly n_trials,
+"""hpo.search.workers and the storage wiring it relies on: N processes on one study, exactly n_trials,
 no duplicated baselines, no 'database is locked', Ctrl-C stops them all."""
 
 from __future__ import annotations

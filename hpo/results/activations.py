@@ -111,7 +111,8 @@ def _accuracy_section(study, trials, outdir: Path, link: str) -> str | None:
               "`spread over` says whether a group's trials differ only in their seed (a spread over seeds) or "
               "also in other hyperparameters. Validation data is the tuning split; `hpo compare` re-runs on the "
               "test set."), "",
-             "| activation | runs | val acc mean ± std (3+ runs) | min | max | spread over | dead units per layer (mean) |",
+             "| activation | runs | val acc mean ± std (3+ runs) | min | max | spread over "
+             "| dead units per layer (mean) |",
              "|---|---:|---:|---:|---:|---|---|"]
     for label, accs, same, dead_mean in rows:
         lines.append(f"| {label} | {len(accs)} | {spread(*mean_sd(accs), len(accs))} | {min(accs):.4f} | "

@@ -229,7 +229,8 @@ def live_note(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> s
     if not done:
         return "\n".join(lines + ["No trial has completed yet."])
     best = max(done, key=lambda t: (_value(t), -t.number))
-    rows = [("best so far", f"trial {best.number}", pct(_value(best)), describe_config(best.user_attrs.get("config", {})))]
+    rows = [("best so far", f"trial {best.number}", pct(_value(best)),
+             describe_config(best.user_attrs.get("config", {})))]
     baselines = [t for t in trials if t.user_attrs.get("baseline") and t.state != TrialState.FAIL]
     paper_best = max(baselines, key=lambda t: t.user_attrs.get("paper_reported") or 0, default=None)
     if paper_best is not None:

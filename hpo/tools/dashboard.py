@@ -77,8 +77,8 @@ def make_app(url: str, artifacts: str | None = None):
     return app, len(storage.get_all_studies()), pictures
 
 
-def serve(storage: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, artifacts: str | None = None,
-          echo=print) -> None:
+def serve(storage: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+          artifacts: str | None = None, echo=print) -> None:
     """Serve until Ctrl-C."""
     if not 0 <= port <= 65535:
         raise StudyError(f"--port: expected 0..65535, but got {port}")
