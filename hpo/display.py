@@ -4,7 +4,6 @@ formatters that every command, report and benchmark shares (one way to write "me
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 
 import optuna
@@ -26,11 +25,6 @@ from hpo.trials import COUNTED, outcome
 # --- numbers ------------------------------------------------------------------------------------
 
 
-def mean_sd(xs: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0.0 for a single value)."""
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
 def pm(mean: float, std: float | None, digits: int = 4, scale: float = 1.0, unit: str = "") -> str:
     """`mean ± std` with `digits` decimals (thousands grouped), both times `scale`; the mean alone when the
     std is None or NaN (a single run has no spread)."""
@@ -39,29 +33,8 @@ def pm(mean: float, std: float | None, digits: int = 4, scale: float = 1.0, unit
     return f"{mean * scale:,.{digits}f} ± {std * scale:,.{digits}f}{unit}"
 
 
-# Student's t, 97.5% quantile, for 1..30 degrees of freedom (scipy.stats.t.ppf(0.975, df), to 3 decimals): a
-# table, because importing scipy.stats would cost every command a second. Past 30 the Cornish-Fisher series.
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 # Fewer runs than this give a range, never a std: a std from two values is no basis for a claim.
 MIN_SPREAD_N = 3
-
-
-def t975(df: int) -> float:
-    if df <= len(T975):
-        return T975[df - 1]
-    z = 1.959964
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-
-
-def prediction_interval(mean: float, std: float, n: int) -> tuple[float, float] | None:
-    """Where one more run falls with 95% probability, from n runs (t-based: mean ± t·std·√(1 + 1/n)); None
-    below MIN_SPREAD_N runs. This, not the interval of the mean, is the test for "could one run of this
-    configuration have reached that number?"."""
-    if n < MIN_SPREAD_N:
-        return None
-    half = t975(n - 1) * std * math.sqrt(1 + 1 / n)
-    return mean - half, mean + half
 
 
 def spread(mean: float, std: float | None, n: int, lo: float | None = None, hi: float | None = None,
@@ -78,11 +51,6 @@ def spread(mean: float, std: float | None, n: int, lo: float | None = None, hi: 
 def spread_label(n: int) -> str:
     """What spread() shows for n runs, for a column or a title."""
     return "mean ± std" if n >= MIN_SPREAD_N else "mean (range of 2)" if n == 2 else "one run"
-
-
-def pm_of(xs: Sequence[float], digits: int = 0, scale: float = 1.0) -> str:
-    """`mean ± std` of a list of measurements (benchmarks: throughputs, rates)."""
-    return pm(*mean_sd(xs), digits=digits, scale=scale)
 
 
 def pct(x: float | None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo import optuna_private
 from hpo.errors import StudyError
 
 # Finished trials that count towards n_trials; failed ones (crashes, killed workers) are retried.
@@ -25,19 +26,19 @@ PROVENANCE_ATTR = "hpo:provenance"
 
 
 def set_provenance(study: optuna.Study, attrs: dict) -> None:
-    study._storage.set_study_system_attr(study._study_id, PROVENANCE_ATTR, attrs)
+    optuna_private.set_study_system_attr(study, PROVENANCE_ATTR, attrs)
 
 
 def add_provenance(study: optuna.Study, **attrs) -> None:
     """Add to the study's PROVENANCE_ATTR (a worker that records the split its parent did not load)."""
-    current = study._storage.get_study_system_attrs(study._study_id).get(PROVENANCE_ATTR) or {}
+    current = optuna_private.study_system_attrs(study).get(PROVENANCE_ATTR) or {}
     set_provenance(study, {**current, **attrs})
 
 
 def study_attrs(study: optuna.Study) -> dict:
     """What hpo recorded about a study: its user attributes and PROVENANCE_ATTR together (a study from before
     keeps everything in its user attributes, and reads the same)."""
-    system = study._storage.get_study_system_attrs(study._study_id).get(PROVENANCE_ATTR) or {}
+    system = optuna_private.study_system_attrs(study).get(PROVENANCE_ATTR) or {}
     return {**system, **study.user_attrs}
 
 

@@ -10,8 +10,6 @@ import torch
 
 from hpo.search.runner import run_study
 
-pytestmark = pytest.mark.slow
-
 
 def test_relu3_adam_baselines_are_unchanged(fmnist_available, tmp_path):
     if torch.__version__.split("+")[0] != "2.13.0":

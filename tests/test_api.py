@@ -9,8 +9,6 @@ import pytest
 
 import hpo
 
-pytestmark = pytest.mark.slow
-
 
 def test_the_readme_python_snippet_runs(fmnist_available, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # exports and reports go to ./runs

@@ -10,11 +10,12 @@ import pytest
 
 from hpo import data as data_mod
 from hpo.cli import main
-from hpo.display import prediction_interval, spread
+from hpo.display import spread
 from hpo.results.compare import findings, protocol_lines
 from hpo.results.evaluate import run_seeds, stats
 from hpo.results.report import table_rows
 from hpo.search.papers import load_paper
+from hpo.stats import prediction_interval
 from tests.conftest import write_tiny_idx
 from tests.test_export import smoke_study
 
@@ -92,7 +93,8 @@ def test_run_seeds_keeps_a_diverged_run_scored_at_what_its_network_does(tiny_mni
 
 
 def _entry(kind, name, reported, accs, diverged=0):
-    runs = [{"seed": i, "accuracy": a, "status": "diverged" if i < diverged else "complete"} for i, a in enumerate(accs)]
+    runs = [{"seed": i, "accuracy": a, "status": "diverged" if i < diverged else "complete"}
+            for i, a in enumerate(accs)]
     return {"kind": kind, "name": name, "reported": reported, "runs": runs, "stats": stats(runs),
             "note": "784-60-40-10", "val_accuracy": 0.9}
 

@@ -102,7 +102,6 @@ def _check_retried(url: str, killed, finished_before) -> None:
     assert_no_duplicate_baselines(study)
 
 
-@pytest.mark.slow
 def test_a_killed_worker_trial_is_failed_and_retried_when_the_study_is_rerun(tiny_mnist, tmp_path, short_heartbeat):
     url = os.environ["HPO_STORAGE"]
     study_file = str(write_study(tmp_path, n_trials=4, epochs=EPOCHS))
@@ -117,7 +116,6 @@ def test_a_killed_worker_trial_is_failed_and_retried_when_the_study_is_rerun(tin
     _check_retried(url, killed, [load(url).trials[t.number] for t in finished])
 
 
-@pytest.mark.slow
 def test_a_parallel_run_retries_a_killed_worker_trial_itself(tiny_mnist, tmp_path, short_heartbeat):
     """--workers 2, one worker killed: the parent says so, the other worker retries the trial once its
     heartbeat has gone stale, and the same run ends with exactly n_trials."""
@@ -140,7 +138,6 @@ def test_a_parallel_run_retries_a_killed_worker_trial_itself(tiny_mnist, tmp_pat
     _check_retried(url, load(url).trials[running.number], finished)
 
 
-@pytest.mark.slow
 def test_a_worker_killed_mid_pack_leaves_every_member_to_be_failed_and_retried(tiny_mnist, tmp_path, short_heartbeat):
     """budget.pack 3: the second pack is killed while it trains; each of its three members is failed by the
     heartbeat and retried once with its own parameters, and the study ends at exactly n_trials."""

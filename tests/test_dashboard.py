@@ -22,11 +22,13 @@ from html import unescape
 from pathlib import Path
 
 import pytest
+from conftest import write_tiny_idx
 from rich.console import Console
 from studyfiles import ROOT, hpo_command, write_study
 
+from hpo import data as data_mod
 from hpo.cli import build_parser, main
-from hpo.search.storage import DEFAULT_STORAGE, describe_storage, open_storage
+from hpo.search.storage import DEFAULT_STORAGE, describe_storage, open_storage, sqlite_path
 from hpo.search.storage import dashboard_address as address
 from hpo.search.storage import dashboard_hint as hint
 
@@ -82,16 +84,25 @@ def test_a_busy_port_is_one_line(tmp_path, capsys):
 # --- in the browser -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def populated(tiny_mnist, tmp_path):
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory):
     """A storage holding one tiny study: three trials (the paper's baselines) of two epochs each, each with its
-    note and curve picture, compared on the test set (one seed, one epoch): the comparison is the study's note."""
+    note and curve picture, compared on the test set (one seed, one epoch; compare.json in out/ beside the
+    storage): the comparison is the study's note. Built once for the module: the tests only read it."""
     from hpo.results.compare import compare_study
     from hpo.search.runner import run_study
 
-    url = os.environ["HPO_STORAGE"]
-    run_study(str(write_study(tmp_path, n_trials=3, epochs=2)), console=Console(file=io.StringIO()))
-    compare_study("tiny", seeds=1, epochs=1, references=False, out=tmp_path / "out", console=Console(file=io.StringIO()))
+    root = tmp_path_factory.mktemp("populated")
+    url = f"sqlite:///{root / 'hpo.db'}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HPO_DATA_DIR", str(write_tiny_idx(root / "data" / "mnist", gz=False).parent))
+        env.setenv("HPO_CACHE_DIR", str(root / "cache"))
+        env.setenv("HPO_STORAGE", url)
+        data_mod._LOADED.clear()
+        run_study(str(write_study(root, n_trials=3, epochs=2)), storage=url, console=Console(file=io.StringIO()))
+        compare_study("tiny", seeds=1, epochs=1, references=False, out=root / "out", storage=url,
+                      console=Console(file=io.StringIO()))
+        data_mod._LOADED.clear()
     return url
 
 
@@ -112,7 +123,7 @@ def dashboard(populated):
         m = re.search(r"open (http://127\.0\.0\.1:\d+)/dashboard", line)
         assert m, line + proc.stderr.read() if proc.poll() is not None else line
         assert "(1 study)" in line
-        folder = Path(populated[len("sqlite:///"):]).parent / "artifacts"
+        folder = sqlite_path(populated).parent / "artifacts"
         # Printed right after the first line (perhaps read into the pipe's buffer with it: no select here).
         assert proc.stdout.readline().strip() == f"pictures from {folder}"  # beside the SQLite file, unasked
         yield m.group(1)
@@ -150,7 +161,6 @@ def text_of(dom: str) -> str:
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", dom)).split())
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does)")
 def test_the_dashboard_lists_studies_and_shows_trials_in_a_browser(dashboard, populated):
     study_id = open_storage(populated, heartbeat=False).get_study_id_from_name("tiny")
@@ -188,11 +198,10 @@ def _fetch(url: str) -> bytes:
         return r.read()
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does)")
-def test_the_dashboard_shows_the_notes_and_pictures_in_a_browser(dashboard, populated, tmp_path):
+def test_the_dashboard_shows_the_notes_and_pictures_in_a_browser(dashboard, populated):
     """The study page holds the comparison with the report's pictures, a trial page its note and curve (issue 11)."""
-    findings = json.loads((tmp_path / "out" / "compare.json").read_text())["findings"]
+    findings = json.loads((sqlite_path(populated).parent / "out" / "compare.json").read_text())["findings"]
     storage = open_storage(populated, heartbeat=False)
     study_id = storage.get_study_id_from_name("tiny")
     trial = storage.get_all_trials(study_id)[0]

@@ -1,4 +1,4 @@
-"""hpo.memory and the memory cap per trial (budget.memory_mb): refused on the estimate before training,
+"""hpo.training.memory and the memory cap per trial (budget.memory_mb): refused on the estimate before training,
 stopped on the measured peak after an epoch, the study goes on; memory does not grow across trials."""
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import time
 
 import optuna
 import pytest
@@ -27,7 +26,7 @@ from hpo.search.config import load_study
 from hpo.search.notes import LiveNote, TrialNotes, artifact_dir, live_note, open_store, trial_note
 from hpo.search.objective import Objective
 from hpo.search.papers import load_paper
-from hpo.search.storage import open_storage
+from hpo.search.storage import open_storage, sqlite_path
 from hpo.training.loop import train
 
 CONFIG = {"model": "mlp", "widths": [60, 40], "activation": "relu", "optimizer": "adam", "lr": 1e-3, "batch_size": 64,
@@ -214,7 +213,8 @@ def test_the_live_note_is_written_at_a_bounded_rate(tmp_path):
 
 def test_the_live_note_sets_the_best_against_the_papers_best_configuration(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'b.db'}", direction="maximize")
-    for name, reported, value in (("T3 784-50-30-10 adam lr=0.001", 0.9698, 0.86), ("T3 784-60-40-10 adam lr=0.001", 0.9707, 0.87)):
+    for name, reported, value in (("T3 784-50-30-10 adam lr=0.001", 0.9698, 0.86),
+                                  ("T3 784-60-40-10 adam lr=0.001", 0.9707, 0.87)):
         study.enqueue_trial({}, user_attrs={"baseline": name, "paper_reported": reported})
         t = study.ask()
         t.set_user_attr("config", CONFIG)
@@ -256,7 +256,7 @@ def test_hpo_study_writes_a_note_on_every_trial_and_the_live_note(how, tmp_path,
     live = get_note(study)
     assert live.startswith("## tiny: best so far (validation)")
     assert int(re.search(r"(\d+) finished trials", live).group(1)) >= 4  # written once more as the run ended
-    folder = notes_mod.sqlite_file(url).parent / "artifacts"
+    folder = sqlite_path(url).parent / "artifacts"
     assert len(os.listdir(folder)) == 4
 
 
@@ -271,7 +271,7 @@ def test_the_report_becomes_the_study_note_and_replaces_its_pictures(tmp_path, t
     url = os.environ["HPO_STORAGE"]
     run_study(str(write_study(tmp_path, n_trials=3, epochs=2)), console=Console(file=io.StringIO()))
     study, _ = _notes_of(url)
-    folder = notes_mod.sqlite_file(url).parent / "artifacts"
+    folder = sqlite_path(url).parent / "artifacts"
     for _ in range(2):  # a second report replaces the first one's pictures
         write_report(study, None, tmp_path / "r")
     attrs = study._storage.get_study_system_attrs(study._study_id)
@@ -298,10 +298,8 @@ def test_a_comparison_goes_into_the_note(tmp_path, tiny_mnist):
     from hpo.search.runner import run_study
 
     run_study(str(write_study(tmp_path, n_trials=3, epochs=1)), console=Console(file=io.StringIO()))
-    t0 = time.time()
     result = compare_study("tiny", seeds=1, epochs=1, references=False, out=tmp_path / "out",
                            console=Console(file=io.StringIO()))
-    assert time.time() - t0 < 120
     study, _ = _notes_of(os.environ["HPO_STORAGE"])
     note = get_note(study)
     assert "### Test-set comparison: mnist, seeds [0]" in note

@@ -94,7 +94,6 @@ def postgres_url():
         stop()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("pack", [1, 3], ids=["one-at-a-time", "packs-of-3"])
 def test_workers_started_separately_share_one_study(tiny_mnist, tmp_path, postgres_url, pack):
     """Two workers started at the same moment on an empty database, as a job array would: one creates the

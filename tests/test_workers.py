@@ -1,4 +1,4 @@
-"""hpo.workers and the storage wiring it relies on: N processes on one study, exactly n_trials,
+"""hpo.search.workers and the storage wiring it relies on: N processes on one study, exactly n_trials,
 no duplicated baselines, no 'database is locked', Ctrl-C stops them all."""
 
 from __future__ import annotations
@@ -171,7 +171,6 @@ def load_or_none(url):
         return None
 
 
-@pytest.mark.slow
 def test_two_workers_run_exactly_n_trials(tiny_mnist, tmp_path, capsys):
     url = os.environ["HPO_STORAGE"]
     study_file = str(write_study(tmp_path, n_trials=6, threads=2))
@@ -207,7 +206,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.slow
 def test_ctrl_c_stops_every_worker_and_keeps_the_storage_consistent(tiny_mnist, tmp_path):
     url = os.environ["HPO_STORAGE"]
     study_file = str(write_study(tmp_path, n_trials=200, epochs=3))

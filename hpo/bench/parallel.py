@@ -19,7 +19,6 @@ import yaml
 from rich.console import Console
 
 from hpo import data as data_mod
-from hpo.display import pm_of
 from hpo.provenance import ROOT
 from hpo.search.config import load_study, read_yaml
 from hpo.search.objective import Objective
@@ -27,6 +26,7 @@ from hpo.search.runner import run_study
 from hpo.search.samplers import make_pruner, make_sampler
 from hpo.search.storage import open_storage
 from hpo.search.study import create_or_load, enqueue_baselines, prepare
+from hpo.stats import pm_of
 from hpo.training.config import TrainConfig
 from hpo.training.loop import train
 from hpo.trials import COUNTED

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from hpo import data as data_mod
-from hpo.display import pm_of
+from hpo.stats import pm_of
 from hpo.training.config import TrainConfig
 from hpo.training.loop import train
 from hpo.training.models import build_model

@@ -16,6 +16,7 @@ from hpo.display import describe_config, spread
 from hpo.plotting import plt
 from hpo.search.papers import Paper, load_paper, study_paper
 from hpo.sources import name_of
+from hpo.stats import mean_sd
 from hpo.training.activations import Mix
 from hpo.trials import completed, study_attrs
 
@@ -43,8 +44,8 @@ def p_summary(runs: Sequence[dict], paper_p: Sequence | None = None) -> list[dic
         cols = list(zip(*ps))
         rows.append({
             "layer": layer + 1, "n": len(ps),
-            "mean": [statistics.fmean(c) for c in cols],
-            "std": [statistics.stdev(c) if len(c) > 1 else float("nan") for c in cols],
+            "mean": [mean_sd(c)[0] for c in cols],
+            "std": [mean_sd(c, one=float("nan"))[1] for c in cols],
             "values": ps,
             "paper": list(paper_p[layer]) if paper_p and layer < len(paper_p) else None,
         })
@@ -120,19 +121,19 @@ def _accuracy_section(study, trials, outdir: Path, link: str) -> str | None:
               "`spread over` says whether a group's trials differ only in their seed (a spread over seeds) or "
               "also in other hyperparameters. Validation data is the tuning split; `hpo compare` re-runs on the "
               "test set."), "",
-             "| activation | runs | val acc mean ± std (3+ runs) | min | max | spread over | dead units per layer (mean) |",
+             "| activation | runs | val acc mean ± std (3+ runs) | min | max | spread over "
+             "| dead units per layer (mean) |",
              "|---|---:|---:|---:|---:|---|---|"]
     for label, accs, same, dead_mean in rows:
-        std = statistics.stdev(accs) if len(accs) > 1 else float("nan")
-        lines.append(f"| {label} | {len(accs)} | {spread(statistics.fmean(accs), std, len(accs))} | {min(accs):.4f} | "
+        lines.append(f"| {label} | {len(accs)} | {spread(*mean_sd(accs), len(accs))} | {min(accs):.4f} | "
                      f"{max(accs):.4f} | {'-' if len(accs) == 1 else 'seeds' if same else 'trials'} | "
                      f"{' / '.join(f'{d:.1%}' for d in dead_mean) or '-'} |")
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(rows) + 2), 3.8))
     for i, (_, accs, _, _) in enumerate(rows):
         jitter = [i + 0.08 * ((j % 5) - 2) for j in range(len(accs))]
         ax.scatter(jitter, accs, s=14, color="tab:blue", alpha=0.7, zorder=3)
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        ax.errorbar([i + 0.3], [statistics.fmean(accs)], yerr=[std], fmt="o", color="black", capsize=4, ms=4)
+        mean, std = mean_sd(accs)
+        ax.errorbar([i + 0.3], [mean], yerr=[std], fmt="o", color="black", capsize=4, ms=4)
     ax.set_xticks(range(len(rows)), [r[0] for r in rows], rotation=30, ha="right")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"{study.study_name}: accuracy by activation (dots: runs; bar: mean ± std)", fontsize=9)
@@ -203,8 +204,7 @@ def _mix_section(study, trials, outdir: Path, link: str) -> str | None:
         lines.append(f"| {row['layer']} | {row['n']} | " + " | ".join(cells) + f" | {ours} / {paper} |")
     accs = [r["accuracy"] for r in runs if r.get("accuracy") is not None]
     if accs:
-        std = statistics.stdev(accs) if len(accs) > 1 else float("nan")
-        lines += ["", f"Validation accuracy of these runs: {spread(statistics.fmean(accs), std, len(accs), min(accs), max(accs))}."]
+        lines += ["", f"Validation accuracy of these runs: {spread(*mean_sd(accs), len(accs), min(accs), max(accs))}."]
 
     fig, axes = plt.subplots(1, len(summary), figsize=(3.4 * len(summary), 3.2), squeeze=False, sharey=True)
     for ax, row in zip(axes.flat, summary):

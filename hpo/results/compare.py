@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from hpo import data as data_mod
-from hpo.display import MIN_SPREAD_N, describe_config, make_console, pct, pm_stats, prediction_interval, progress_bar
+from hpo.display import MIN_SPREAD_N, describe_config, make_console, pct, pm_stats, progress_bar
 from hpo.errors import HpoError
 from hpo.provenance import git_commit, versions
 from hpo.results.evaluate import run_seeds, stats
@@ -25,6 +25,7 @@ from hpo.search.papers import Paper, study_paper
 from hpo.search.storage import open_study
 from hpo.search.study import SMOKE_EVAL, SMOKE_TRAIN, check_same_data
 from hpo.sources import name_of
+from hpo.stats import prediction_interval
 from hpo.training.config import TrainConfig, resolve_device
 from hpo.trials import best_trials, study_attrs
 

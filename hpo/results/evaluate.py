@@ -5,7 +5,6 @@ scored on the test set, or on the study's own split to reproduce a trial's valid
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 from rich.console import Console
@@ -17,6 +16,7 @@ from hpo.errors import HpoError
 from hpo.results.activations import MIX_PAPER, p_summary, p_table, paper_mix
 from hpo.results.export import load_config
 from hpo.search.papers import load_paper
+from hpo.stats import mean_sd
 from hpo.training.activations import mix_p
 from hpo.training.config import TrainConfig, resolve_device
 from hpo.training.loop import train
@@ -49,8 +49,9 @@ def run_seeds(hp: dict, splits, seeds: list[int], *, threads: int | None = None,
 def stats(runs: list[dict]) -> dict:
     """Accuracy over the runs: n, mean, std, min, max, and how many diverged."""
     accs = [r["accuracy"] for r in runs]
-    return {"n": len(accs), "mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "min": min(accs), "max": max(accs), "diverged": sum(r["status"] == "diverged" for r in runs)}
+    mean, std = mean_sd(accs)
+    return {"n": len(accs), "mean": mean, "std": std, "min": min(accs), "max": max(accs),
+            "diverged": sum(r["status"] == "diverged" for r in runs)}
 
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 import optuna
-import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from hpo import optuna_private
 from hpo.search.storage import fail_stale
 from hpo.trials import COUNTED
 
@@ -61,7 +61,7 @@ class BudgetStudy(optuna.Study):
 
     def _ask_here(self, fixed_distributions=None) -> optuna.Trial:
         trial = super().ask(fixed_distributions)
-        self.asked.add(trial._trial_id)
+        self.asked.add(optuna_private.trial_id(trial))
         return trial
 
     def ask(self, fixed_distributions=None) -> optuna.Trial:
@@ -85,11 +85,7 @@ class BudgetStudy(optuna.Study):
         heartbeat at all for longer than the grace period; `silent_since` maps trial ids to when first seen."""
         if self._rdb is None:
             return
-        query = sqlalchemy.text(
-            "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
-            "WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL")
-        with self._rdb.engine.connect() as connection:
-            silent = {row[0] for row in connection.execute(query, {"study": self._study_id})}
+        silent = optuna_private.silent_running_trials(self._rdb, self)
         now = time.monotonic()
         for trial_id in set(silent_since) - silent:
             del silent_since[trial_id]
@@ -97,13 +93,13 @@ class BudgetStudy(optuna.Study):
             if now - silent_since.setdefault(trial_id, now) <= self._rdb.grace_period:
                 continue
             try:
-                if not self._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                if not optuna_private.storage(self).set_trial_state_values(trial_id, state=TrialState.FAIL):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # finished meanwhile, or failed by another worker
             callback = self._rdb.get_heartbeat_stale_trial_callback()
             if callback is not None:
-                callback(self, self._storage.get_trial(trial_id))
+                callback(self, optuna_private.storage(self).get_trial(trial_id))
 
     def try_ask(self) -> optuna.Trial | None:
         """A new trial if a slot is free now, else None: never waits (a pack's later members must not wait
@@ -118,12 +114,14 @@ class BudgetStudy(optuna.Study):
         ask and the objective, can leave its trial untold, and it would then hold its slot until the heartbeat
         expires. Trials finished meanwhile (here or, after a heartbeat failure, elsewhere) are left alone."""
         left = []
-        for t in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            if t._trial_id not in self.asked:
+        storage = optuna_private.storage(self)
+        for t in self.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            tid = optuna_private.trial_id(t)
+            if tid not in self.asked:
                 continue
             try:
-                self._storage.set_trial_user_attr(t._trial_id, "outcome", outcome)
-                if self._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                storage.set_trial_user_attr(tid, "outcome", outcome)
+                if storage.set_trial_state_values(tid, state=TrialState.FAIL):
                     left.append(t.number)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # finished between the look and the write

@@ -31,19 +31,20 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
-from optuna_dashboard._note import note_str_key_prefix, note_ver_key
 
+from hpo import optuna_private
 from hpo.display import counts_line, describe_config, pct
 from hpo.errors import StudyError
 from hpo.plotting import plt, save
 from hpo.search.papers import Paper
+from hpo.search.storage import sqlite_path
 from hpo.trials import outcome
 
 log = logging.getLogger(__name__)
 
 ARTIFACTS_ENV = "HPO_ARTIFACT_STORE"
 # One chunk of optuna-dashboard's note storage: a trial note costs two system attributes (version, text).
-TRIAL_NOTE_MAX = 2000
+TRIAL_NOTE_MAX = 2000  # at most optuna_private.NOTE_CHUNK
 REASON_MAX = 300
 # The live note: after the first finished trial, then when this many more have finished or this many seconds
 # have passed since the last write (checked as trials end), and once more when the run ends.
@@ -55,13 +56,6 @@ CURVE_DPI = 72
 
 
 # --- where pictures live --------------------------------------------------------------------------------
-
-
-def sqlite_file(url: str | None) -> Path | None:
-    """The file of a sqlite:///PATH URL (relative to the working directory, as SQLAlchemy reads it)."""
-    if url and url.startswith("sqlite:///") and ":memory:" not in url:
-        return Path(url[len("sqlite:///"):].split("?")[0])
-    return None
 
 
 def artifact_dir(url: str | None, arg: str | None = None) -> Path | None:
@@ -76,7 +70,7 @@ def artifact_dir(url: str | None, arg: str | None = None) -> Path | None:
         if path.exists() and not path.is_dir():
             raise StudyError(f"{where}: {path} exists and is not a folder")
         return path
-    db = sqlite_file(url)
+    db = sqlite_path(url)
     return db.parent / "artifacts" if db is not None else None
 
 
@@ -93,14 +87,14 @@ def open_store(path: Path | None) -> FileSystemArtifactStore | None:
 
 def study_url(study: optuna.Study) -> str | None:
     """The SQLite URL a study's storage was opened on, or None for any other storage."""
-    storage = getattr(study._storage, "_backend", study._storage)  # Study wraps an RDBStorage in a cache
+    storage = optuna_private.backend(study)
     if isinstance(storage, RDBStorage) and storage.engine.url.get_backend_name() == "sqlite":
         return f"sqlite:///{storage.engine.url.database}"
     return None
 
 
 def is_persistent(study: optuna.Study) -> bool:
-    return isinstance(getattr(study._storage, "_backend", study._storage), RDBStorage)
+    return isinstance(optuna_private.backend(study), RDBStorage)
 
 
 _WARNED: set[tuple[str, str]] = set()  # (what failed, exception type): each is shown once per process
@@ -176,19 +170,6 @@ def plot_curve(curve: list[float], number: int, path: Path) -> Path:
     return save(fig, path, dpi=CURVE_DPI)
 
 
-def save_first_note(storage, study_id: int, trial_id: int, body: str) -> None:
-    """A trial's first note, as optuna_dashboard.save_note stores it (version 1, one chunk), in two writes.
-
-    save_note reads all of the study's system attributes twice (for the version, and to blank older chunks):
-    with a note per trial that read grows with the study, to 82 ms a note at 1,000 trials (measured; README).
-    A trial that has just ended has no note yet, so neither read is needed. The key format is optuna-dashboard's
-    own (its _note module); tests/test_notes.py reads the notes back through the dashboard's reader."""
-    if len(body) > TRIAL_NOTE_MAX:
-        raise ValueError(f"a first note is one chunk: {len(body)} > {TRIAL_NOTE_MAX} characters")
-    storage.set_study_system_attr(study_id, note_ver_key(trial_id), 1)
-    storage.set_study_system_attr(study_id, f"{note_str_key_prefix(trial_id)}0", body)
-
-
 class TrialNotes:
     """Writes a trial's note (and, for a completed trial of 2+ epochs, its curve picture) while it still runs:
     the objective calls `write` as the trial's outcome becomes known, before Optuna tells it."""
@@ -205,8 +186,11 @@ class TrialNotes:
             except Exception as e:  # the note goes without its picture
                 warn("a trial's validation-curve picture was not uploaded", e, f"trial {trial.number}: ")
         try:
-            save_first_note(trial.storage, trial.study._study_id, trial._trial_id,
-                            trial_note(trial.number, state, attrs, value, self.paper, picture))
+            # save_note reads every study system attribute twice (the version, older chunks to blank): with a
+            # note per trial that read grows with the study (README: measured costs). A trial that has just ended
+            # has no note yet, so its first note is written without either read.
+            optuna_private.save_first_trial_note(
+                trial, trial_note(trial.number, state, attrs, value, self.paper, picture))
         except Exception as e:  # a note is a view of the trial, never a reason to lose it
             warn("a trial's dashboard note was not written", e, f"trial {trial.number}: ")
 
@@ -214,7 +198,7 @@ class TrialNotes:
         with tempfile.TemporaryDirectory(prefix="hpo-curve-") as folder:  # the file name is what the dashboard lists
             path = plot_curve(curve, trial.number, Path(folder) / f"trial-{trial.number}-validation-curve.png")
             artifact_id = upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
-        return f"/artifacts/{trial.study._study_id}/{trial._trial_id}/{artifact_id}"
+        return f"/artifacts/{optuna_private.study_id(trial.study)}/{optuna_private.trial_id(trial)}/{artifact_id}"
 
 
 # --- the study's note -----------------------------------------------------------------------------------
@@ -239,7 +223,8 @@ def live_note(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> s
     if not done:
         return "\n".join(lines + ["No trial has completed yet."])
     best = max(done, key=lambda t: (_value(t), -t.number))
-    rows = [("best so far", f"trial {best.number}", pct(_value(best)), describe_config(best.user_attrs.get("config", {}), best.user_attrs.get("io")))]
+    rows = [("best so far", f"trial {best.number}", pct(_value(best)),
+             describe_config(best.user_attrs.get("config", {}), best.user_attrs.get("io")))]
     baselines = [t for t in trials if t.user_attrs.get("baseline") and t.state != TrialState.FAIL]
     paper_best = max(baselines, key=lambda t: t.user_attrs.get("paper_reported") or 0, default=None)
     if paper_best is not None:
@@ -296,8 +281,8 @@ def replace_report_pictures(study: optuna.Study, store: FileSystemArtifactStore,
     A picture the last report uploaded under the same file name is overwritten in place, under its artifact id:
     neither Optuna nor the dashboard can remove an artifact's record (the dashboard's delete leaves a null one,
     which optuna.artifacts.get_all_artifact_meta cannot read), so a new id per report would pile up records."""
-    storage, study_id = study._storage, study._study_id
-    ids = dict(storage.get_study_system_attrs(study_id).get(REPORT_ARTIFACTS_ATTR) or {})
+    study_id = optuna_private.study_id(study)
+    ids = dict(optuna_private.study_system_attrs(study).get(REPORT_ARTIFACTS_ATTR) or {})
     urls = {}
     for path in paths:
         artifact_id = ids.get(path.name)
@@ -308,7 +293,7 @@ def replace_report_pictures(study: optuna.Study, store: FileSystemArtifactStore,
             artifact_id = ids[path.name] = upload_artifact(artifact_store=store, file_path=str(path),
                                                            study_or_trial=study)
         urls[path.name] = f"/artifacts/{study_id}/{artifact_id}"
-    storage.set_study_system_attr(study_id, REPORT_ARTIFACTS_ATTR, ids)
+    optuna_private.set_study_system_attr(study, REPORT_ARTIFACTS_ATTR, ids)
     return urls
 
 

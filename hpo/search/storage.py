@@ -19,6 +19,8 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from hpo.errors import ConfigError, StudyError
 from hpo.provenance import ROOT, command_hint, hpo_command
@@ -34,10 +36,23 @@ def storage_url(arg: str | None = None, mkdir: bool = True) -> str:
         where = "--storage" if arg else "HPO_STORAGE"
         raise StudyError(f"{where}: {url!r} is not a storage URL; for a SQLite file write sqlite:///{url} "
                          f"(relative) or sqlite:////absolute/path.db")
-    if mkdir and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+    path = sqlite_path(url)
+    if mkdir and path is not None and not path.is_absolute():
         # Relative SQLite paths are relative to the working directory; make the folder.
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
     return url
+
+
+def sqlite_path(url: str | None) -> Path | None:
+    """The file of a SQLite URL as SQLAlchemy reads it (a relative path from the working directory); None for
+    another storage or an in-memory database."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, TypeError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 # Seconds between a running trial's heartbeats, and the silence after which its worker counts as dead:
@@ -126,12 +141,11 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
 
 def redact(url: str) -> str:
     """A storage URL without its password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url
+    return parsed.render_as_string(hide_password=True) if parsed.password is not None else url
 
 
 def with_driver(url: str) -> str:
@@ -174,7 +188,7 @@ def open_study(name: str, storage: str | None = None, smoke: bool = False) -> op
     url = storage_url(storage, mkdir=False)
     smoke_flag = " --smoke" if smoke else ""
     first = command_hint(f"study {name}{smoke_flag}", make=f"study NAME={name}" + (" ARGS=--smoke" if smoke else ""))
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):].split("?")[0]).is_file():
+    if sqlite_path(url) is not None and not sqlite_path(url).is_file():
         raise StudyError(f"no study {full!r}: storage {redact(url)} does not exist yet; run `{first}` first")
     rdb = open_storage(url, heartbeat=False)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -209,19 +223,18 @@ def dashboard_address(host: str, port: int) -> str:
     return f"http://{shown}:{port}/dashboard"
 
 
-def sqlite_file(url: str, base: Path) -> Path | None:
-    """The file a sqlite:/// URL names, a relative one taken from `base`; None for other storages."""
-    if not url.startswith("sqlite:///"):
-        return None
-    path = Path(url[len("sqlite:///"):].split("?")[0])
-    return path if path.is_absolute() else base / path
+def sqlite_path_from(url: str, base: Path) -> Path | None:
+    """The file a SQLite URL names, a relative one taken from `base` (not the working directory); None for
+    other storages."""
+    path = sqlite_path(url)
+    return path if path is None or path.is_absolute() else base / path
 
 
 def describe_storage(url: str) -> str:
     """A storage URL for people: a relative SQLite path also in full when it is not the repository's own
     runs/hpo.db, so that a study run from another folder says where its new file is."""
-    here = sqlite_file(url, Path.cwd())
-    if here is None or Path(url[len("sqlite:///"):]).is_absolute() or Path.cwd().resolve() == ROOT:
+    here = sqlite_path_from(url, Path.cwd())
+    if here is None or sqlite_path(url).is_absolute() or Path.cwd().resolve() == ROOT:
         return redact(url)
     return f"{redact(url)} (that is {here.resolve()}, under this folder, not the repository's runs/)"
 
@@ -231,7 +244,7 @@ def dashboard_hint(url: str) -> str:
     $HPO_STORAGE or runs/hpo.db there, so it is the hint only when that is this study's storage; from another
     folder a relative SQLite path names another file, and the hint spells it out in full."""
     opened_by_make = os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
-    here, there = sqlite_file(url, Path.cwd()), sqlite_file(opened_by_make, ROOT)
+    here, there = sqlite_path_from(url, Path.cwd()), sqlite_path_from(opened_by_make, ROOT)
     same = here.resolve() == there.resolve() if here and there else url == opened_by_make
     address = dashboard_address(DASHBOARD_HOST, DASHBOARD_PORT)
     if same and Path.cwd().resolve() == ROOT:

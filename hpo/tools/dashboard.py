@@ -21,7 +21,15 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from hpo.errors import StudyError
 from hpo.search.notes import ARTIFACTS_ENV, artifact_dir
-from hpo.search.storage import DASHBOARD_HOST, DASHBOARD_PORT, dashboard_address, open_storage, redact, storage_url
+from hpo.search.storage import (
+    DASHBOARD_HOST,
+    DASHBOARD_PORT,
+    dashboard_address,
+    open_storage,
+    redact,
+    sqlite_path,
+    storage_url,
+)
 
 DEFAULT_HOST, DEFAULT_PORT = DASHBOARD_HOST, DASHBOARD_PORT
 
@@ -44,13 +52,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def sqlite_path(url: str) -> Path | None:
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        return Path(url[len("sqlite:///"):])
-    return None
-
-
-def artifact_store(url: str, arg: str | None = None) -> FileSystemArtifactStore | None:
+def served_artifact_dir(url: str, arg: str | None = None) -> Path | None:
     """The folder of pictures to serve: --artifacts / $HPO_ARTIFACT_STORE must name an existing folder (a typo
     would otherwise show every picture as missing); the default one beside a SQLite file is served when it exists."""
     path = artifact_dir(url, arg)
@@ -59,7 +61,7 @@ def artifact_store(url: str, arg: str | None = None) -> FileSystemArtifactStore 
     if not path.is_dir():
         raise StudyError(f"{path}: no such artifact folder; `hpo study` and `hpo compare` make it (pass the same "
                          f"--artifacts to them)")
-    return FileSystemArtifactStore(path)
+    return path
 
 
 def make_app(url: str, artifacts: str | None = None):
@@ -68,14 +70,15 @@ def make_app(url: str, artifacts: str | None = None):
     path = sqlite_path(url)
     if path is not None and not path.is_file():
         raise StudyError(f"{path}: no such storage yet; run a study first (make study NAME=...) or pass --storage")
-    store = artifact_store(url, artifacts)
+    pictures = served_artifact_dir(url, artifacts)
+    store = FileSystemArtifactStore(pictures) if pictures is not None else None
     storage = open_storage(url, heartbeat=False)  # with the SQLite tuning: it waits for workers, never fails on them
     app = optuna_dashboard.wsgi(storage, artifact_store=store)
-    return app, len(storage.get_all_studies()), (Path(store._base_path) if store else None)
+    return app, len(storage.get_all_studies()), pictures
 
 
-def serve(storage: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, artifacts: str | None = None,
-          echo=print) -> None:
+def serve(storage: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+          artifacts: str | None = None, echo=print) -> None:
     """Serve until Ctrl-C."""
     if not 0 <= port <= 65535:
         raise StudyError(f"--port: expected 0..65535, but got {port}")

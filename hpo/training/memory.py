@@ -20,7 +20,7 @@ from torch import nn
 
 # Optimizer state per parameter, in parameter-sized buffers (Adam keeps two moments, momentum SGD one).
 OPTIMIZER_STATE = {"sgd": 0, "sgd_momentum": 1, "adam": 2, "adamw": 2}
-EVAL_CHUNK = 8192  # hpo.models.accuracy evaluates in chunks of this many samples
+EVAL_CHUNK = 8192  # hpo.training.models.accuracy evaluates in chunks of this many samples
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -67,7 +67,8 @@ def estimate_bytes(model: nn.Module, *, optimizer: str, batch_size: int, in_feat
     Parameters, their gradients, the optimizer's state and the temporaries of its foreach update, plus
     the larger of: a training batch (its inputs, every layer's output kept for backward and the
     gradient of each), or an evaluation chunk (inference keeps about two layers' outputs at a time), plus
-    the augmentation's buffers (`augment_bytes`). A deliberate upper-side estimate: allocator slack and library buffers are not in it.
+    the augmentation's buffers (`augment_bytes`). A deliberate upper-side estimate: allocator slack and library
+    buffers are not in it.
     """
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     state = OPTIMIZER_STATE.get(optimizer, 2)
