@@ -28,7 +28,7 @@ from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-from optuna.storages import RDBStorage
+from optuna.storages import GrpcStorageProxy, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
 from optuna_dashboard._note import note_str_key_prefix, note_ver_key
@@ -100,7 +100,7 @@ def study_url(study: optuna.Study) -> str | None:
 
 
 def is_persistent(study: optuna.Study) -> bool:
-    return isinstance(getattr(study._storage, "_backend", study._storage), RDBStorage)
+    return isinstance(getattr(study._storage, "_backend", study._storage), (RDBStorage, GrpcStorageProxy))
 
 
 _WARNED: set[tuple[str, str]] = set()  # (what failed, exception type): each is shown once per process
