@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -21,15 +20,10 @@ from optuna.trial import TrialState
 from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, run_hpo, wait_for, write_study
 from test_postgres import postgres_url  # noqa: F401  (the module-scoped throwaway cluster)
 
+from hpo.bench.pgcluster import free_port
 from hpo.errors import StudyError
 from hpo.search.proxy import BEAT_KEY, ProxyStorage, parse_grpc_url
 from hpo.search.storage import open_storage
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -48,7 +42,7 @@ def test_a_bad_grpc_url_is_one_line(url):
 
 
 def test_no_proxy_there_is_one_line(tiny_mnist, tmp_path):
-    r = run_hpo("study", str(write_study(tmp_path)), "--storage", f"grpc://127.0.0.1:{_free_port()}")
+    r = run_hpo("study", str(write_study(tmp_path)), "--storage", f"grpc://127.0.0.1:{free_port()}")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "no proxy answered" in lines[0] and "hpo proxy --storage" in lines[0], r.stderr
@@ -58,7 +52,7 @@ def test_no_proxy_there_is_one_line(tiny_mnist, tmp_path):
 def proxy(tmp_path):
     """Optuna's proxy server in this process, on a SQLite file."""
     rdb = open_storage(f"sqlite:///{tmp_path / 'p.db'}", heartbeat=False)
-    port = _free_port()
+    port = free_port()
     server = optuna.storages._grpc.server.make_server(get_storage(rdb), "127.0.0.1", port)  # in-process: the test's own
     server.start()
     yield port
@@ -111,7 +105,7 @@ def test_optuna_beats_through_the_proxy_while_a_trial_runs(proxy):
 
 @pytest.fixture
 def hpo_proxy(postgres_url):  # noqa: F811
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(hpo_command("proxy", "--storage", postgres_url, "--port", str(port)), cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
