@@ -121,11 +121,16 @@ def _hpo(*args: str) -> list[str]:
     return [sys.executable, "-m", "hpo.cli", *args]
 
 
+def _pid(trial) -> int:
+    """The process that ran `trial` (Objective records host:pid); 0 when not recorded yet."""
+    return int(trial.user_attrs.get("worker", ":0").rsplit(":", 1)[1])
+
+
 def _kill_one_mid_trial(study: optuna.Study, procs: dict[int, subprocess.Popen], killed: list[int]) -> bool:
     """SIGKILL one live worker that has a trial running now (frozen first, so that it cannot finish the
     trial between the look and the kill). True when one was killed."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = int(t.user_attrs.get("worker", ":0").rsplit(":", 1)[1])
+        pid = _pid(t)
         if pid not in procs or pid in killed or procs[pid].poll() is not None:
             continue
         os.kill(pid, signal.SIGSTOP)
@@ -212,8 +217,9 @@ def _tally(result: Result, study: optuna.Study) -> None:
     trials = study.get_trials(deepcopy=False)
     result.states = Counter(t.state.name for t in trials)
     alive = [t for t in trials if t.state != TrialState.FAIL]
-    result.fails = Counter(t.user_attrs.get("outcome", "killed") for t in trials if t.state == TrialState.FAIL)
-    killed = {t.number for t in trials if t.state == TrialState.FAIL and "outcome" not in t.user_attrs}
+    killed = {t.number for t in trials if t.state == TrialState.FAIL and _pid(t) in result.killed}
+    result.fails = Counter("killed" if t.number in killed else t.user_attrs.get("outcome", "?")
+                           for t in trials if t.state == TrialState.FAIL)
     result.retried = sum(t.system_attrs.get("failed_trial") in killed for t in alive)
     result.baselines = dict(Counter(t.user_attrs["baseline"] for t in alive if t.user_attrs.get("baseline")))
     enqueued = Counter(tuple(sorted(t.params.items())) for t in alive if "fixed_params" in t.system_attrs)
