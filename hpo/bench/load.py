@@ -47,6 +47,7 @@ from hpo.trials import COUNTED
 STUDY = "relu3_adam"
 HEARTBEAT = {"HPO_HEARTBEAT_INTERVAL": "2", "HPO_HEARTBEAT_GRACE": "6"}
 MODES = ("direct", "proxy")
+SECTION = "<!-- written by `make load` (hpo/bench/load.py); `make bench` keeps it -->"
 OWN = "hpo-load"  # this process's own connections (the look for a trial to kill): not counted
 
 
@@ -261,10 +262,25 @@ def run_load(workers: list[int], trials: int, kills: int, modes: list[str], out:
     text = table(results)
     log(text)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(f"# Load test\n\n`python -m hpo.bench.load {' '.join(sys.argv[1:])}`, {time.strftime('%Y-%m-%d')}, "
-                       f"{os.cpu_count()} CPUs\n\n{text}\n")
+        load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        write_section(out, f"## Load test: many workers, some killed\n\n`make load ARGS=\"{' '.join(sys.argv[1:])}\"` on "
+                           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, load average "
+                           f"{load_avg} at the end (other programs on the machine slow every setting alike). "
+                           f"hpo/bench/load.py says what each column means.\n\n{text}\n")
     return results
+
+
+def write_section(path: Path, body: str) -> None:
+    """Put `body` as the load test's section at the end of `path` (BENCHMARKS.md), replacing the last one."""
+    before = path.read_text().split(SECTION)[0].rstrip() if path.is_file() else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text((before + "\n\n" if before else "") + SECTION + "\n" + body)
+
+
+def kept_section(path: Path) -> str:
+    """The load test's section of `path`, for `hpo bench` to keep when it rewrites the file; '' if none."""
+    text = path.read_text() if path.is_file() else ""
+    return "\n" + SECTION + text.split(SECTION, 1)[1] if SECTION in text else ""
 
 
 def _positive_list(raw: str) -> list[int]:
@@ -283,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=300, help="n_trials per setting (default 300)")
     p.add_argument("--kills", type=int, default=2, help="workers SIGKILLed mid-trial per setting (default 2)")
     p.add_argument("--modes", default="direct,proxy", help="direct,proxy (default both)")
-    p.add_argument("--out", default="runs/load.md", help="markdown file for the table (default runs/load.md)")
+    p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"),
+                   help="markdown file whose load section to (re)write (default BENCHMARKS.md)")
     args = p.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     try:
