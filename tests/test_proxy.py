@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, run_hpo, wait_for, write_study
 from test_postgres import postgres_url  # noqa: F401  (the module-scoped throwaway cluster)
 
+from hpo.bench.big import dashboard_first_load
 from hpo.bench.pgcluster import free_port
 from hpo.errors import StudyError
 from hpo.search.proxy import BEAT_KEY, ProxyStorage, parse_grpc_url
@@ -133,8 +134,8 @@ def _running_after_a_finished_one(direct: str, name: str):
 def test_a_worker_killed_behind_the_proxy_has_its_trial_retried(tiny_mnist, tmp_path, postgres_url, hpo_proxy,  # noqa: F811
                                                                  monkeypatch):
     """--workers 2 through the proxy, one worker SIGKILLed mid-trial: its trial is failed through hpo's heartbeat
-    and retried with the same parameters, and the run ends with exactly n_trials; export and report read the
-    study through the proxy too."""
+    and retried with the same parameters, and the run ends with exactly n_trials; export, report and the
+    dashboard read the study through the proxy too."""
     monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
     monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "2")
     name = "tiny_proxy"
@@ -183,3 +184,4 @@ def test_a_worker_killed_behind_the_proxy_has_its_trial_retried(tiny_mnist, tmp_
     reported = run_hpo("report", name, "--storage", hpo_proxy, "--out", str(tmp_path / "report"))
     assert reported.returncode == 0, reported.stderr
     assert (tmp_path / "report" / "report.md").is_file()
+    assert dashboard_first_load(hpo_proxy, study._study_id, dict(os.environ)) > 0  # its study API lists the trials
