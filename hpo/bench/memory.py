@@ -42,7 +42,7 @@ def finished(db: Path) -> int:
         return -1  # busy or not created yet: this sample has no count
 
 
-def run_memory(trials: int, every: float = 2.0, warmup: int = 200, log=print) -> list[tuple[float, int, float]]:
+def run_memory(trials: int, every: float = 2.0) -> list[tuple[float, int, float]]:
     """(seconds, finished trials, RSS MB) samples over one run."""
     samples = []
     with tempfile.TemporaryDirectory(prefix="hpo-mem-") as tmp:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.trials < 1 or args.warmup < 0 or args.every <= 0:
             raise HpoError("--trials must be positive, --warmup not negative, --every above 0")
-        samples = run_memory(args.trials, args.every, args.warmup)
+        samples = run_memory(args.trials, args.every)
     except HpoError as e:
         print(f"hpo: error: {e}", file=sys.stderr)
         return 2
