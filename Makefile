@@ -17,7 +17,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HPO_MAKE := 1
 
 .DEFAULT_GOAL := help
-TARGETS := help install data study reproduce test check lint export compare report dashboard bench activations clean
+TARGETS := help install data study reproduce test check lint export compare report dashboard bench load proxy activations clean
 .PHONY: $(TARGETS)
 # `make study relu3_adam` would run the default study and then fail on `relu3_adam`: stop before anything runs.
 STRAY := $(filter-out $(TARGETS),$(MAKECMDGOALS))
@@ -89,6 +89,13 @@ report: install ## re-write runs/NAME/report.md from storage, re-running nothing
 
 dashboard: install ## serve optuna-dashboard on the project's storage (127.0.0.1:8080)
 	$(BIN)/hpo dashboard $(ARGS)
+
+# The load test starts its own throwaway PostgreSQL cluster on loopback (Debian's postgresql). Not in `make test`.
+load: install data ## many workers on PostgreSQL, directly and through hpo proxy, some killed: make load ARGS="--workers 8,32 --trials 2000"
+	$(BIN)/python -m hpo.bench.load $(ARGS)
+
+proxy: install ## serve Optuna's gRPC storage proxy: make proxy ARGS="--storage postgresql://... --port 13000"
+	$(BIN)/hpo proxy $(ARGS)
 
 activations: install ## plot the activation functions and print their properties
 	$(BIN)/hpo activations $(ARGS)

@@ -29,6 +29,13 @@ def cmd_dashboard(args) -> int:
     return 0
 
 
+def cmd_proxy(args) -> int:
+    from hpo.tools.proxy import serve
+
+    serve(args.storage, host=args.host, port=args.port, threads=args.threads, echo=lambda line: print(line, flush=True))
+    return 0
+
+
 def cmd_check(args) -> int:
     from hpo.search.config import check_file
 
@@ -151,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--storage", help="Optuna storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
     d.add_argument("--artifacts", metavar="PATH", help=ARTIFACTS_HELP)
     d.set_defaults(func=cmd_dashboard)
+
+    x = sub.add_parser("proxy", help="serve Optuna's gRPC storage proxy on a database, for many workers "
+                                     "(--storage grpc://HOST:PORT)")
+    x.add_argument("--storage", help="the database the proxy serves (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
+    x.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; the proxy has no login)")
+    x.add_argument("--port", type=int, default=13000, help="port to listen on (default 13000)")
+    x.add_argument("--threads", type=int, default=16, help="calls served at once, each with a database connection "
+                                                           "(default 16)")
+    x.set_defaults(func=cmd_proxy)
 
     c = sub.add_parser("check", help="validate study and search-space files without running anything")
     c.add_argument("paths", nargs="+", metavar="PATH")

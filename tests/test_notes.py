@@ -187,6 +187,22 @@ def test_a_failing_note_warns_once_and_the_trial_goes_on(tmp_path, tiny_mnist, c
     assert "![" not in _trial_note(study, study.trials[0])  # the note went without its picture
 
 
+def test_past_the_cap_only_baselines_get_a_trial_note(tmp_path):
+    """optuna-dashboard's study page costs trials x notes; past TrialNotes.up_to a trial gets none unless it is
+    one of the paper's baselines."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'c.db'}", direction="maximize")
+    notes = TrialNotes(up_to=2)
+    for i in range(4):
+        trial = study.ask()
+        if i == 3:
+            trial.set_user_attr("baseline", "T3-1")
+        notes.write(trial, "complete", 0.9)
+        study.tell(trial, 0.9)
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    has_note = [get_note_from_system_attrs(attrs, t._trial_id)["version"] == 1 for t in study.trials]
+    assert has_note == [True, True, False, True]
+
+
 # --- the study's live note --------------------------------------------------------------------------------
 
 

@@ -94,6 +94,29 @@ def test_a_full_study_waits_for_running_trials_before_it_ends(tmp_path, other_en
     assert count(study) == 1
 
 
+def test_a_retry_enqueued_after_its_slot_was_taken_is_run_and_the_fresh_trial_gives_way(tmp_path):
+    """A killed worker's trial is failed (its slot freed) a moment before its retry is enqueued; a fresh trial
+    that took the slot in between must not run beside the retry (n_trials + 1 counted), nor leave it WAITING:
+    the waiting retry holds a slot and is run, and the fresh trial, started after it, ends `surplus`."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    other = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat=False))
+    study = BudgetStudy("s", open_storage(url, heartbeat=False), 2)
+    other.tell(other.ask(), 1.0)
+    killed = other.ask()
+    killed.suggest_float("x", 0, 1)
+    other.tell(killed, state=TrialState.FAIL)  # the heartbeat failed it: one slot free
+    fresh = study.ask()  # takes the freed slot before the retry exists
+    other.enqueue_trial(killed.params)  # the retry, a moment late
+    with pytest.raises(SurplusTrial):
+        study.check_surplus(fresh)
+    study.tell(fresh, state=TrialState.FAIL)
+    calls = []
+    study.run(lambda t: calls.append(t.suggest_float("x", 0, 1)) or 1.0, max_trials=5)
+    assert calls == [killed.params["x"]]  # the retry ran, with the killed trial's parameters
+    assert count(study) == 2
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
 def test_a_trial_left_running_without_any_heartbeat_is_failed_and_retried(tmp_path, monkeypatch):
     """A worker killed before its trial's first heartbeat leaves it RUNNING for good (Optuna only fails stale
     heartbeats). A worker waiting for the slot fails it after the grace period, and retries it."""

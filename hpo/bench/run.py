@@ -31,7 +31,7 @@ import optuna
 import torch
 
 from hpo import data as data_mod
-from hpo.bench import packs, parallel, search, throughput
+from hpo.bench import load, packs, parallel, search, throughput
 from hpo.errors import HpoError
 from hpo.provenance import ROOT, versions
 from hpo.training.config import resolve_device
@@ -188,7 +188,7 @@ def run_bench(quick: bool = False, out: str | None = None, only: list[str] | Non
     info.update(load_end=load_average(), minutes=(time.perf_counter() - t0) / 60)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(markdown(results, info, scale, command))
+        path.write_text(markdown(results, info, scale, command) + load.kept_section(path))  # `make load`'s table
     except OSError as e:
         raise HpoError(f"--out: cannot write {path} ({e.strerror})") from None
     log(f"wrote {path}")

@@ -13,6 +13,8 @@ from hpo import optuna_private
 from hpo.search.storage import fail_stale
 from hpo.trials import COUNTED
 
+HOLDING = (TrialState.RUNNING, TrialState.WAITING)  # not counted yet, but holding a slot
+
 
 class StudyFull(Exception):
     """Raised by BudgetStudy.ask when every trial slot is taken: optimize() ends without a new trial."""
@@ -22,25 +24,30 @@ class SurplusTrial(Exception):
     """A trial that started after the study's last slot was taken (see BudgetStudy)."""
 
 
-def taken(study: optuna.Study) -> tuple[int, int]:
-    """(trial slots in use, running trials), from one read of the storage: counted trials and running ones
-    hold a slot (a running trial may yet be counted). One snapshot, so that a trial finishing between two
-    reads cannot look like "every slot taken, none running"."""
-    states = [t.state for t in study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))]
-    return len(states), states.count(TrialState.RUNNING)
+def taken(study: optuna.Study) -> tuple[int, int, int]:
+    """(trial slots in use, running trials, waiting trials), from one read of the storage: counted, running and
+    waiting trials hold a slot (a running trial may yet be counted; a waiting one, an enqueued baseline or a
+    killed worker's retry, will run). One snapshot, so that a trial finishing between two reads cannot look
+    like "every slot taken, none running"."""
+    states = [t.state for t in study.get_trials(deepcopy=False, states=(*COUNTED, *HOLDING))]
+    return len(states), states.count(TrialState.RUNNING), states.count(TrialState.WAITING)
 
 
 class BudgetStudy(optuna.Study):
     """A study that ends at exactly n_trials counted trials, however many workers (processes, machines) share it.
 
     Optuna's MaxTrialsCallback stops a worker only after its own trial has finished, so N workers overshoot
-    by up to N-1 trials. Here every counted or running trial holds a slot, and `ask`, which optimize calls
-    for each new trial just after failing stale ones, creates no trial while every slot is taken: it waits
+    by up to N-1 trials. Here every counted, running or waiting trial holds a slot, and `ask`, which optimize
+    calls for each new trial just after failing stale ones, creates no trial while every slot is taken (a
+    waiting one is still taken and run): it waits
     as long as some of them are running (a running trial may still fail and free its slot: a killed
     worker's trial is failed by the heartbeat after the grace period and re-enqueued, and this worker then
     retries it), and ends the run once all of them are counted. Between that check and the new trial lie
     a few milliseconds in which another worker may take the last slot; `guard` catches that trial: it is
-    not run, and ends FAIL (not counted) with outcome `surplus`.
+    not run, and ends FAIL (not counted) with outcome `surplus`. The same guard settles the race between a
+    killed worker's trial being failed (its slot freed) and its retry being enqueued a moment later: a fresh
+    trial that took the slot in between gives way to the retry when it starts after it, and otherwise the
+    retry is the surplus one (the load test, hpo.bench.load, counts how often).
 
     Optuna never fails a running trial that has no heartbeat at all: a worker killed between creating a
     trial and its heartbeat's first write leaves it RUNNING for good, and here it would hold its slot for
@@ -67,9 +74,9 @@ class BudgetStudy(optuna.Study):
     def ask(self, fixed_distributions=None) -> optuna.Trial:
         waiting, silent_since = False, {}
         while True:
-            in_use, running = taken(self)
-            if in_use < self.n_trials:
-                break
+            in_use, running, waiting = taken(self)
+            if in_use < self.n_trials or waiting:
+                break  # a free slot, or a waiting trial (Optuna's ask runs those first) to take
             if not running or (self.should_stop is not None and self.should_stop()):
                 raise StudyFull
             if not waiting and self.on_wait is not None:
@@ -129,8 +136,10 @@ class BudgetStudy(optuna.Study):
 
     def check_surplus(self, trial: optuna.Trial) -> None:
         """Raise SurplusTrial (outcome `surplus`) when `trial` started after every slot was taken."""
-        ahead = [t for t in self.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
-                 if t.number < trial.number]
+        # Waiting trials are ahead whatever their number: a killed worker's retry is enqueued just after its
+        # trial is failed, and a fresh trial that took the freed slot in between gives way to it here.
+        ahead = [t for t in self.get_trials(deepcopy=False, states=(*COUNTED, *HOLDING))
+                 if t.number < trial.number or t.state == TrialState.WAITING]
         if len(ahead) >= self.n_trials:
             reason = f"all {self.n_trials} trials were taken by other workers when it started; not run"
             trial.set_user_attr("outcome", "surplus")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-from optuna.storages import RDBStorage
+from optuna.storages import GrpcStorageProxy, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
 
@@ -46,6 +46,11 @@ ARTIFACTS_ENV = "HPO_ARTIFACT_STORE"
 # One chunk of optuna-dashboard's note storage: a trial note costs two system attributes (version, text).
 TRIAL_NOTE_MAX = 2000  # at most optuna_private.NOTE_CHUNK
 REASON_MAX = 300
+# Trials numbered from here on get no note of their own (the paper's baselines always do). optuna-dashboard
+# scans all of the study's system attributes for each trial that has a note, whenever it serves the study
+# page: with a note on every trial that costs trials x notes (README: 10,000 trials). Their outcome, reason,
+# configuration and curve stay in the trial's user attributes, which the dashboard's trial table shows.
+TRIAL_NOTES_UP_TO = 1000
 # The live note: after the first finished trial, then when this many more have finished or this many seconds
 # have passed since the last write (checked as trials end), and once more when the run ends.
 LIVE_EVERY_TRIALS = 10
@@ -94,7 +99,7 @@ def study_url(study: optuna.Study) -> str | None:
 
 
 def is_persistent(study: optuna.Study) -> bool:
-    return isinstance(optuna_private.backend(study), RDBStorage)
+    return isinstance(optuna_private.backend(study), (RDBStorage, GrpcStorageProxy))
 
 
 _WARNED: set[tuple[str, str]] = set()  # (what failed, exception type): each is shown once per process
@@ -172,13 +177,17 @@ def plot_curve(curve: list[float], number: int, path: Path) -> Path:
 
 class TrialNotes:
     """Writes a trial's note (and, for a completed trial of 2+ epochs, its curve picture) while it still runs:
-    the objective calls `write` as the trial's outcome becomes known, before Optuna tells it."""
+    the objective calls `write` as the trial's outcome becomes known, before Optuna tells it. Trials numbered
+    `up_to` or more get none, baselines aside (TRIAL_NOTES_UP_TO says why)."""
 
-    def __init__(self, paper: Paper | None = None, store: FileSystemArtifactStore | None = None):
-        self.paper, self.store = paper, store
+    def __init__(self, paper: Paper | None = None, store: FileSystemArtifactStore | None = None,
+                 up_to: int = TRIAL_NOTES_UP_TO):
+        self.paper, self.store, self.up_to = paper, store, up_to
 
     def write(self, trial: optuna.Trial, state: str, value: float | None) -> None:
         attrs = trial.user_attrs
+        if trial.number >= self.up_to and not attrs.get("baseline"):
+            return
         picture = None
         if self.store is not None and state == "complete" and len(attrs.get("val_curve") or []) >= 2:
             try:

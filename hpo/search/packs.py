@@ -65,8 +65,7 @@ def run_packs(study: BudgetStudy, objective: Objective, *, pack: int, max_trials
 
 def _ask(study: BudgetStudy, objective: Objective, k: int) -> list[tuple[optuna.Trial, object]]:
     """Up to k new trials, each with its configuration drawn; [] when the study's slots are all taken."""
-    if study._rdb is not None:
-        fail_stale(study)  # as optimize() does before each trial: a dead worker's trials are retried
+    fail_stale(study)  # as optimize() does before each trial: a dead worker's trials are retried
     try:
         first = study.ask()  # waits while other workers' running trials may still free a slot
     except StudyFull:

@@ -24,6 +24,8 @@ from sqlalchemy.exc import ArgumentError
 
 from hpo.errors import ConfigError, StudyError
 from hpo.provenance import ROOT, command_hint, hpo_command
+from hpo.search.proxy import SCHEME as PROXY_SCHEME
+from hpo.search.proxy import ProxyStorage, open_proxy
 
 DEFAULT_STORAGE = "sqlite:///runs/hpo.db"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -100,8 +102,16 @@ def _tune_sqlite(engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
-    """An RDB storage with a heartbeat, so that a killed worker's trial is marked failed and retried."""
+def open_storage(url: str, heartbeat: bool = True) -> RDBStorage | ProxyStorage:
+    """An RDB storage with a heartbeat, so that a killed worker's trial is marked failed and retried; for
+    grpc://HOST:PORT, a client of `hpo proxy` with hpo's own heartbeat (hpo.search.proxy)."""
+    if url.startswith(PROXY_SCHEME):
+        if not heartbeat:
+            return open_proxy(url, None, None, None)
+        interval, grace = heartbeat_settings()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return open_proxy(url, interval, grace, RetryHeartbeatStaleTrialCallback(max_retry=2))
     engine_kwargs = {}
     if url.startswith("sqlite"):
         # Wait for the write lock instead of failing with 'database is locked' when workers share the file.
@@ -158,6 +168,14 @@ def with_driver(url: str) -> str:
                 return f"postgresql+{module}://{rest}"
     return url
 
+
+
+def close_storage(storage) -> None:
+    """Close a storage's database connections (RDB) or its channel to the proxy."""
+    if isinstance(storage, RDBStorage):
+        storage.engine.dispose()
+    elif isinstance(storage, ProxyStorage):
+        storage.close()
 
 
 def fail_stale(study: optuna.Study) -> None:

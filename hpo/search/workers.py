@@ -35,7 +35,7 @@ from hpo.search.notes import LiveNote, TrialNotes, open_store
 from hpo.search.objective import Objective
 from hpo.search.packs import run_packs
 from hpo.search.samplers import joining_seed, make_pruner, make_sampler
-from hpo.search.storage import fail_stale, open_storage, redact
+from hpo.search.storage import close_storage, fail_stale, open_storage, redact
 from hpo.search.study import load_data, prepare
 from hpo.trials import add_provenance, counted, study_attrs
 
@@ -153,7 +153,7 @@ def _quick_exit(storage) -> None:
     """Leave without the interpreter's teardown: with torch loaded (and torch._dynamo, which its optimizers
     import) that takes seconds, and every trial is committed already. Errors still leave the normal way."""
     if storage is not None:
-        storage.engine.dispose()  # close the database connections cleanly
+        close_storage(storage)  # close the database connections cleanly
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
