@@ -58,6 +58,15 @@ def test_a_study_name_without_name_equals_stops_with_one_line():
     assert len(err) == 1 and "write `make study NAME=relu3adam`" in err[0], r.stderr
 
 
+
+@needs_make
+@pytest.mark.parametrize("goal, var", [("dashboard", "SMOKE=1"), ("export", "SEEDS=2"), ("check", "NAME=wide")])
+def test_a_variable_the_target_does_not_use_stops_it_with_one_line(goal, var):
+    r = _make("-n", goal, var)
+    assert r.returncode == 2 and r.stdout == ""
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and f"`make {goal}` does not use {var.split('=')[0]}=" in err[0], r.stderr
+
 def readme_block(first_line: str) -> str:
     """The fenced block of the README whose first line is `first_line`, as written."""
     for block in re.findall(r"```[a-z]*\n(.*?)```", README, flags=re.S):
@@ -117,3 +126,16 @@ def test_the_readme_paper_and_model_run_as_written(tmp_path, monkeypatch):
     assert main(["study", "mine.yaml", "--smoke"]) == 0
     assert main(["export", "mine", "--smoke"]) == 0
     assert main(["train", "runs/mine-smoke/best.yaml", "--epochs", "1"]) == 0
+
+
+def test_every_error_line_the_readme_quotes_is_what_hpo_prints(tmp_path, monkeypatch, capsys):
+    """Each `$ hpo …` block answered by `hpo: error: …` lines: the command, run on the file the README shows just
+    before it, prints exactly those lines and exits 2."""
+    quoted = re.findall(r"```yaml\n(.*?)```\s*```\n\$ hpo (check \S+)\n((?:hpo: error: [^\n]*\n)+)```", README, flags=re.S)
+    assert quoted, "README: no quoted `hpo: error:` example found"
+    assert len(quoted) == README.count("\nhpo: error: ")  # every quoted error line is checked below
+    monkeypatch.chdir(tmp_path)
+    for text, command, expected in quoted:
+        (tmp_path / command.split()[1]).write_text(text)
+        assert main(command.split()) == 2
+        assert capsys.readouterr().err == expected
