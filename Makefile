@@ -25,6 +25,20 @@ ifneq ($(STRAY),)
 $(error `make $(MAKECMDGOALS)`: $(firstword $(STRAY)) is not a target (`make help` lists them); to name a study, write `make $(or $(firstword $(filter $(TARGETS),$(MAKECMDGOALS))),study) NAME=$(firstword $(STRAY))`)
 endif
 
+# A variable the named target does not use stops it with one line (`make dashboard SMOKE=1` would otherwise quietly
+# show what it always shows). make itself rejects `--smoke` before it reads this file: write SMOKE=1.
+USES_study := NAME SMOKE WORKERS ARGS
+USES_reproduce := NAME SMOKE WORKERS SEEDS ARGS
+USES_export := NAME SMOKE ARGS
+USES_compare := NAME SMOKE SEEDS ARGS
+USES_report := NAME SMOKE ARGS
+USES_dashboard := ARGS
+USES_activations := ARGS
+USES_bench := ARGS
+USES_test := ARGS
+unused = $(strip $(foreach v,NAME SMOKE WORKERS SEEDS ARGS,$(if $(filter command line,$(origin $(v))),$(if $(filter $(v),$(USES_$(1))),,$(v)))))
+$(foreach g,$(filter $(TARGETS),$(MAKECMDGOALS)),$(if $(call unused,$(g)),$(error `make $(g)` does not use $(firstword $(call unused,$(g)))= (`make help` lists what each target takes))))
+
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "  variables: NAME=<study> ARGS=\"<extra hpo arguments>\" WORKERS=<n> SEEDS=<n> SMOKE=1 (tiny scale for study, export, compare, report, reproduce; make itself rejects --smoke)"

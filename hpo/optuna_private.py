@@ -17,8 +17,8 @@ from __future__ import annotations
 import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage
-from optuna.trial import FrozenTrial
 from optuna.storages._heartbeat import BaseHeartbeat  # noqa: F401  (for hpo.search.proxy: a heartbeat through the proxy)
+from optuna.trial import FrozenTrial
 from optuna_dashboard._note import SYSTEM_ATTR_MAX_LENGTH, note_str_key_prefix, note_ver_key
 
 WRITTEN_AGAINST = {"optuna": "5.1.0", "optuna-dashboard": "0.21.0", "sqlalchemy": "2.1.9"}

@@ -44,6 +44,16 @@ def test_paper_studies_hold_their_tables():
         assert load_study(name).space.params["width"].high <= 64
 
 
+def test_a_smoke_study_is_resolved_once_where_it_is_read():
+    full, smoke = load_study("mixed_activation"), load_study("mixed_activation", smoke=True)
+    assert (full.study_name, smoke.study_name) == ("mixed_activation", "mixed_activation-smoke")
+    assert smoke.smoke and not full.smoke
+    assert smoke.n_trials == min(full.n_trials, 4) and len(smoke.baselines) == min(len(full.baselines), 2)
+    # the three-cycle schedule at its smallest: one epoch per cycle, in the space and in the baselines
+    assert smoke.space.possible("cycle_epochs", 0) == (1,) and smoke.space.possible("epochs", 0) == (1,)
+    assert all(b.hp["epochs"] == 1 for b in smoke.baselines)
+
+
 GOOD_SPACE = """\
 # a tiny space
 depth: 1

@@ -58,6 +58,15 @@ def test_a_study_name_without_name_equals_stops_with_one_line():
     assert len(err) == 1 and "write `make study NAME=relu3adam`" in err[0], r.stderr
 
 
+
+@needs_make
+@pytest.mark.parametrize("goal, var", [("dashboard", "SMOKE=1"), ("export", "SEEDS=2"), ("check", "NAME=wide")])
+def test_a_variable_the_target_does_not_use_stops_it_with_one_line(goal, var):
+    r = _make("-n", goal, var)
+    assert r.returncode == 2 and r.stdout == ""
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and f"`make {goal}` does not use {var.split('=')[0]}=" in err[0], r.stderr
+
 def readme_block(first_line: str) -> str:
     """The fenced block of the README whose first line is `first_line`, as written."""
     for block in re.findall(r"```[a-z]*\n(.*?)```", README, flags=re.S):

@@ -7,7 +7,7 @@ Every error names the file and the key, e.g.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hpo.errors import ConfigError, DataError
@@ -15,7 +15,7 @@ from hpo.search.files import display, read_yaml, resolve_file
 from hpo.search.papers import Paper, load_paper
 from hpo.search.samplers import PRUNERS, SAMPLERS
 from hpo.search.space import PARAMS, Space
-from hpo.search.storage import SAFE_NAME
+from hpo.search.storage import SAFE_NAME, study_name
 from hpo.sources import DataSource, dataset_io, parse_source, train_size
 from hpo.training.config import TrainConfig
 
@@ -71,6 +71,12 @@ class StudyConfig:
     protocol: dict = field(default_factory=dict)
     baselines: tuple[Baseline, ...] = ()
     raw: dict = field(default_factory=dict)  # the file as read, for provenance
+    smoke: bool = False  # scaled down by load_study(..., smoke=True); its trials train on a few thousand samples
+
+    @property
+    def study_name(self) -> str:
+        """Its name in the storage: NAME, or NAME-smoke for the tiny-scale study."""
+        return study_name(self.name, self.smoke)
 
     @property
     def directions(self) -> list[str]:
@@ -118,7 +124,22 @@ def check_options(factory, options: dict, source: str, key: str) -> None:
             raise ConfigError(source, f"{key}.{k}", f"unknown option; allowed: {', '.join(allowed) or 'none'}")
 
 
-def load_study(name_or_path: str) -> StudyConfig:
+def load_study(name_or_path: str, smoke: bool = False) -> StudyConfig:
+    """The study file, validated; with smoke, the same study at tiny scale, resolved here once."""
+    cfg = _load_study(name_or_path)
+    return _smoke_variant(cfg) if smoke else cfg
+
+
+def _smoke_variant(cfg: StudyConfig) -> StudyConfig:
+    """The same study at tiny scale: one epoch, a few trials, two baselines, its own study name."""
+    # Under the three-cycle schedule `epochs` is 3 x cycle_epochs: one epoch per cycle is its smallest run.
+    cycles = {"cycle_epochs": 1} if any(cfg.space.possible("cycle_epochs", 0)) else {}
+    baselines = tuple(replace(b, hp={**b.hp, "epochs": 1}) for b in cfg.baselines[:2])
+    return replace(cfg, space=cfg.space.with_fixed(epochs=1, **cycles), n_trials=min(cfg.n_trials, 4),
+                   baselines=baselines, smoke=True)
+
+
+def _load_study(name_or_path: str) -> StudyConfig:
     path = resolve_file(name_or_path, "studies", "study")
     src = display(path)
     name = path.stem

@@ -220,6 +220,7 @@ class Objective:
 
     def interrupted(self, trial: optuna.Trial) -> None:
         trial.set_user_attr("outcome", "interrupted")
+        trial.set_user_attr("reason", "stopped by Ctrl-C or SIGTERM")
 
     def crashed(self, trial: optuna.Trial, e: BaseException) -> None:
         trial.set_user_attr("outcome", "crashed")

@@ -53,17 +53,17 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
         sha256 = data_mod.load(cfg.dataset).sha256
         splits = None
     else:
-        splits = load_data(cfg, smoke)
+        splits = load_data(cfg)
         sha256 = splits.meta["data_sha256"]
     url = storage_url(storage)
-    study_name = cfg.name + ("-smoke" if smoke else "")
+    name = cfg.study_name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rdb = open_storage(url)
-    study, created = create_or_load(cfg, rdb, study_name, splits.meta if splits else None, space)
+    study, created = create_or_load(cfg, rdb, name, splits.meta if splits else None, space)
     if not created:
         check_same_data(study, sha256)
     if not created and study_attrs(study).get("config_hash") not in (None, config_hash(cfg)):
-        console.print(f"[yellow]warning:[/] {cfg.source} changed since study {study_name!r} was created; "
+        console.print(f"[yellow]warning:[/] {cfg.source} changed since study {name!r} was created; "
                       f"resuming it with the new file")
     new_baselines = enqueue_baselines(study, cfg, space)
     if parallel:
@@ -80,7 +80,7 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
         tail = ""
     if cfg.budget.pack > 1:
         tail += f"; packs of up to {cfg.budget.pack} trials"
-    console.print(f"[bold]{study_name}[/] ({cfg.source}): {data_line}, space {space.source}, sampler {cfg.sampler}, "
+    console.print(f"[bold]{name}[/] ({cfg.source}): {data_line}, space {space.source}, sampler {cfg.sampler}, "
                   f"pruner {cfg.pruner}{tail}")
     console.print(f"storage {describe_storage(url)}; {'created' if created else f'resuming with {done} finished trials'}; "
                   f"{new_baselines} paper baselines enqueued; {dashboard_hint(url)}")
@@ -96,7 +96,7 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
     if remaining <= 0:
         console.print(f"study already has {done} of {cfg.n_trials} trials; raise --trials to run more")
     elif parallel:
-        run_workers(name_or_path, study, cfg, url=url, smoke=smoke, n_procs=n_procs, threads=threads, done=done,
+        run_workers(name_or_path, study, cfg, url=url, n_procs=n_procs, threads=threads, done=done,
                     pack=cfg.budget.pack, console=console, artifacts=str(pictures) if pictures else None)
     else:
         study = _run_here(study, rdb, created, cfg, space, splits, done=done, url=url, console=console,

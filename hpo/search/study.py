@@ -115,24 +115,11 @@ def wait_until_ready(study: optuna.Study, timeout: float = 30.0) -> None:
 
 
 
-def smoke_variant(cfg: StudyConfig, space):
-    """The same study at tiny scale: one epoch, a few trials, two baselines, its own study name."""
-    # Under the three-cycle schedule `epochs` is 3 x cycle_epochs: one epoch per cycle is its smallest run.
-    cycles = {"cycle_epochs": 1} if any(space.possible("cycle_epochs", 0)) else {}
-    space = space.with_fixed(epochs=1, **cycles)
-    baselines = tuple(replace(b, hp={**b.hp, "epochs": 1}) for b in cfg.baselines[:2])
-    cfg = replace(cfg, n_trials=min(cfg.n_trials, 4), baselines=baselines)
-    return cfg, space
-
-
-
 def prepare(name_or_path: str, *, smoke: bool = False, trials: int | None = None, timeout: float | None = None,
             pack: int | None = None):
     """Everything that can fail on bad input, before anything is written."""
-    cfg = load_study(name_or_path)
+    cfg = load_study(name_or_path, smoke=smoke)
     space = cfg.space
-    if smoke:
-        cfg, space = smoke_variant(cfg, space)
     if trials is not None:
         if trials <= 0:
             raise HpoError("--trials: must be a positive number")
@@ -157,7 +144,7 @@ def check_same_data(study: optuna.Study, sha256: str) -> None:
                          f"{recorded[:12]}…); restore the data, or start a new study under another name")
 
 
-def load_data(cfg: StudyConfig, smoke: bool = False) -> data_mod.Splits:
+def load_data(cfg: StudyConfig) -> data_mod.Splits:
     """The study's tuning split, on budget.device; a space that augments tabular data is refused here, where
     the data's shape is first known."""
     ds = data_mod.load(cfg.dataset)
@@ -165,5 +152,6 @@ def load_data(cfg: StudyConfig, smoke: bool = False) -> data_mod.Splits:
         raise ConfigError(cfg.space.source, "augment", f"shifts and flips need images, but {cfg.dataset} holds "
                                                        f"{ds.input_shape[0]} tabular features; leave augment out")
     splits = data_mod.make_splits(ds, val_size=cfg.val_size, seed=cfg.split_seed,
-                                  train_limit=SMOKE_TRAIN if smoke else None, eval_limit=SMOKE_EVAL if smoke else None)
+                                  train_limit=SMOKE_TRAIN if cfg.smoke else None,
+                                  eval_limit=SMOKE_EVAL if cfg.smoke else None)
     return splits.to(cfg.budget.device)

@@ -115,7 +115,7 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
     try:
         try:
             cfg, space = prepare(name_or_path, smoke=smoke, trials=n_trials, timeout=timeout, pack=pack)
-            splits = load_data(cfg, smoke)
+            splits = load_data(cfg)
             storage = open_storage(url)
             sampler = make_sampler(cfg, space, seed=joining_seed())  # not the parent's draws
             study = BudgetStudy(study_name, storage, cfg.n_trials, sampler=sampler, pruner=make_pruner(cfg, space))
@@ -186,12 +186,12 @@ def _stop(procs: list, console: Console) -> None:
             p.join()
 
 
-def run_workers(name_or_path: str, study: optuna.Study, cfg: StudyConfig, *, url: str, smoke: bool, n_procs: int,
+def run_workers(name_or_path: str, study: optuna.Study, cfg: StudyConfig, *, url: str, n_procs: int,
                 threads: int, done: int, console: Console, pack: int = 1, artifacts: str | None = None) -> None:
     """Start `n_procs` worker processes on the study, show their trials as they finish, stop them on Ctrl-C.
     The workers write their trials' notes; the study's live note is written here alone."""
     ctx = mp.get_context("spawn")
-    kwargs = {"smoke": smoke, "n_trials": cfg.n_trials, "timeout": cfg.timeout, "threads": threads,
+    kwargs = {"smoke": cfg.smoke, "n_trials": cfg.n_trials, "timeout": cfg.timeout, "threads": threads,
               "ready": ctx.Barrier(n_procs), "pack": pack, "artifacts": artifacts}
     procs = [ctx.Process(target=worker_main, args=(name_or_path, study.study_name, url), kwargs=kwargs,
                          name=f"w{i}", daemon=False) for i in range(n_procs)]
