@@ -36,7 +36,7 @@ from optuna_dashboard._note import note_str_key_prefix, note_ver_key
 from hpo.display import counts_line, describe_config, pct
 from hpo.errors import StudyError
 from hpo.plotting import plt, save
-from hpo.search.papers import Paper
+from hpo.search.papers import Paper, study_paper
 from hpo.trials import outcome
 
 log = logging.getLogger(__name__)
@@ -235,6 +235,9 @@ def live_note(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> s
              f"{finished} finished trials ({counts_line(study)}); updated "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, at most every {LIVE_EVERY_TRIALS} trials or "
              f"{LIVE_EVERY_SECONDS:.0f} s while the study runs.", ""]
+    paper = study_paper(attrs) if attrs.get("paper_record") else None  # the paper as recorded, not its file
+    if paper is not None:
+        lines += [f"Paper: **{paper.title}**" + (f". {paper.citation}" if paper.citation else ""), ""]
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if not done:
         return "\n".join(lines + ["No trial has completed yet."])
