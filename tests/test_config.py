@@ -8,16 +8,19 @@ import pytest
 
 from hpo.cli import main
 from hpo.provenance import ROOT
-from hpo.search.config import load_space, load_study
+from hpo.search.config import check_file, load_space, load_study
+from hpo.search.papers import load_paper
 
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+PAPERS = sorted((ROOT / "papers").glob("*.yaml"))
 
 
 def test_there_are_shipped_files():
     names = {p.stem for p in STUDIES}
     assert {"relu2_sgd", "relu3_sgd", "relu3_adam", "wide"} <= names
     assert {"relu2_sgd", "relu3_sgd", "relu3_adam", "wide"} <= {p.stem for p in SPACES}
+    assert {"youn_hong_2024", "xiao_2017", "bansal_2022"} <= {p.stem for p in PAPERS}
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
@@ -32,6 +35,14 @@ def test_every_shipped_study_validates(path):
 def test_every_shipped_space_validates_and_says_why(path):
     space = load_space(str(path))
     assert space.description, f"{path.name} needs a header comment"
+
+
+@pytest.mark.parametrize("path", PAPERS, ids=lambda p: p.stem)
+def test_every_shipped_paper_validates_and_says_where_its_numbers_come_from(path):
+    assert check_file(str(path)) == "paper"
+    assert path.read_text().startswith("#"), f"{path.name} needs a header comment saying how it was read"
+    paper = load_paper(path.stem)  # found by name, as a study's `baselines.paper` finds it
+    assert paper.source.endswith(f"papers/{path.name}") and paper.title
 
 
 def test_paper_studies_hold_their_tables():

@@ -238,7 +238,10 @@ def test_the_live_note_sets_the_best_against_the_papers_best_configuration(tmp_p
     t = study.ask()
     t.set_user_attr("config", {**CONFIG, "lr": 3e-3})
     study.tell(t, 0.8842)
+    assert "Paper:" not in live_note(study)  # a study that recorded no paper names none
+    study.set_user_attr("paper_record", load_study("relu3_adam").paper.record())
     note = live_note(study)
+    assert "Paper: **Youn & Hong 2024, Optimization of Model based on Relu Activation" in note
     assert "| best so far | trial 2 | 88.42% |" in note
     assert ("| paper's best configuration, T3 784-60-40-10 adam lr=0.001 (paper reports 97.07% on its test set) "
             "| trial 1 | 87.00% |") in note

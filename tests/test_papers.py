@@ -188,3 +188,16 @@ def test_every_shipped_paper_loads_and_youn_hong_gives_the_configs_it_always_gav
     assert len(papers["xiao_2017"].table(1)) == 6 and papers["bansal_2022"].mix_weights["fashion_mnist"][1][1] == 0.7001
     with pytest.raises(ConfigError, match="no paper named 'smith'"):
         load_paper("smith")
+
+
+def test_check_says_in_one_line_when_a_study_runs_other_data_than_the_paper_s_rows(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "on_mnist.yaml").write_text("dataset: mnist\nspace: relu3_adam\n"
+                                            "baselines: {paper: youn_hong_2024, tables: [3]}\n")
+    (tmp_path / "on_fm.yaml").write_text("dataset: fashion_mnist\nspace: relu3_adam\n"
+                                         "baselines: {paper: youn_hong_2024, tables: [3]}\n")
+    assert main(["check", "on_mnist.yaml", "on_fm.yaml"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("ok: on_mnist.yaml (study; note: ") and "reports its rows on fashion_mnist; " \
+                                                                        "this study runs mnist" in lines[0]
+    assert lines[1] == "ok: on_fm.yaml (study)"

@@ -16,7 +16,7 @@ from hpo.search.papers import Paper, load_paper
 from hpo.search.samplers import PRUNERS, SAMPLERS
 from hpo.search.space import PARAMS, Space
 from hpo.search.storage import SAFE_NAME, study_name
-from hpo.sources import DataSource, dataset_io, parse_source, train_size
+from hpo.sources import DATASETS, DataSource, dataset_io, parse_source, train_size
 from hpo.training.config import TrainConfig
 
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize", "latency": "minimize"}
@@ -262,6 +262,18 @@ class _AnyKey:
         return True
 
 
+def paper_dataset_note(cfg: StudyConfig) -> str | None:
+    """One line when the study runs a registered data set and its compared rows were reported on another registered
+    one: not an error (auditing a paper's configurations on other data is a fair question), but worth saying."""
+    if cfg.paper is None or cfg.dataset.kind != "registered":
+        return None
+    others = sorted(({r.dataset for t in cfg.tables for r in cfg.paper.table(t)} & set(DATASETS)) - {cfg.dataset.name})
+    if not others:
+        return None
+    return (f"{cfg.paper.source} reports its rows on {', '.join(others)}; this study runs {cfg.dataset.name}, so "
+            f"the paper's numbers are compared across data sets")
+
+
 def check_file(path: str) -> str:
     """Validate one study, search-space or paper file; returns what it is. Raises ConfigError."""
     p = Path(path)
@@ -269,8 +281,8 @@ def check_file(path: str) -> str:
         raise ConfigError(path, "", "no such file")
     doc, _ = read_yaml(p)
     if isinstance(doc, dict) and ("space" in doc or "dataset" in doc) and "title" not in doc:
-        load_study(str(p))
-        return "study"
+        note = paper_dataset_note(load_study(str(p)))
+        return f"study; note: {note}" if note else "study"
     if isinstance(doc, dict) and ("title" in doc or "tables" in doc):
         load_paper(str(p))
         return "paper"

@@ -36,9 +36,9 @@ from hpo import optuna_private
 from hpo.display import counts_line, describe_config, pct
 from hpo.errors import StudyError
 from hpo.plotting import plt, save
-from hpo.search.papers import Paper
+from hpo.search.papers import Paper, study_paper
 from hpo.search.storage import sqlite_path
-from hpo.trials import outcome
+from hpo.trials import outcome, study_attrs
 
 log = logging.getLogger(__name__)
 
@@ -221,13 +221,16 @@ def live_note(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> s
     """The study's note while it runs: the best trial so far against the paper's best configuration, both on
     the validation split."""
     trials = study.get_trials(deepcopy=False) if trials is None else trials
-    attrs = study.user_attrs
+    attrs = study_attrs(study)  # the paper's record sits in the provenance system attribute
     name = attrs.get("hpo_study", study.study_name)
     finished = sum(t.state.is_finished() for t in trials)
     lines = [f"## {study.study_name}: best so far (validation)", "",
              f"{finished} finished trials ({counts_line(study)}); updated "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, at most every {LIVE_EVERY_TRIALS} trials or "
              f"{LIVE_EVERY_SECONDS:.0f} s while the study runs.", ""]
+    paper = study_paper(attrs) if attrs.get("paper_record") else None  # the paper as recorded, not its file
+    if paper is not None:
+        lines += [f"Paper: **{paper.title}**" + (f". {paper.citation}" if paper.citation else ""), ""]
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if not done:
         return "\n".join(lines + ["No trial has completed yet."])
