@@ -83,6 +83,11 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _pack_arg(text: str) -> int | str:
+    """--pack: a number of trials or auto (a bad number is reported by prepare, with the other checks)."""
+    return text if text == "auto" else int(text)
+
+
 def cmd_train(args) -> int:
     from hpo.results.evaluate import train_file
 
@@ -139,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--smoke", action="store_true", help="tiny scale: a few trials, 1 epoch, a few thousand samples")
     s.add_argument("--workers", type=int, default=1, help="worker processes on this machine, sharing the study and "
                                                           "budget.threads (default 1)")
-    s.add_argument("--pack", type=int, help="train up to K trials at once as one stacked computation "
-                                            "(default: the study's budget.pack, else 1)")
+    s.add_argument("--pack", type=_pack_arg, help="train up to K trials at once as one stacked computation, or "
+                                                 "auto: K per shape and batch size from a short calibration "
+                                                 "(default: the study's budget.pack, else 1)")
     s.add_argument("--artifacts", metavar="PATH", help=ARTIFACTS_HELP)
     s.set_defaults(func=cmd_study)
 

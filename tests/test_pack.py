@@ -6,6 +6,7 @@ from __future__ import annotations
 import optuna
 import pytest
 import torch
+from optuna.storages._heartbeat import BaseHeartbeatThread
 from optuna.trial import TrialState
 from studyfiles import write_study
 from torch import nn
@@ -16,14 +17,17 @@ from hpo.results.compare import compare_study
 from hpo.results.evaluate import train_file
 from hpo.results.export import export, load_config
 from hpo.search.config import load_study
+from hpo.search.optuna_loop import heartbeat_thread, optimize_loop, stop_requested
 from hpo.search.runner import run_study
 from hpo.search.study import prepare
+from hpo.training import pack as pack_mod
 from hpo.training.config import OPTIMIZERS, TrainConfig
 from hpo.training.loop import _scheduler, train
 from hpo.training.models import build_model
 from hpo.training.pack import (
     StackedMLP,
     StackedOptimizer,
+    calibrate_pack,
     member_losses,
     pack_key,
     schedule,
@@ -323,3 +327,37 @@ def test_a_pack_member_s_export_trains_back_to_its_recorded_accuracy(tiny_mnist,
         r = train_file(str(path), validation=True, threads=1)
         assert r["runs"][0]["accuracy"] == pytest.approx(trial.values[0], abs=1e-4)
         assert r["reproduced"] is True
+
+
+def test_the_private_optuna_names_packs_use_exist(tmp_path):
+    """hpo/search/optuna_loop.py's private names (STYLE lesson 17): an upgrade that changes them fails here."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}")
+    trial = study.ask()
+    assert isinstance(heartbeat_thread(study, trial), BaseHeartbeatThread)
+    with pytest.raises(RuntimeError):
+        study.stop()  # outside optimize(): refused
+    with optimize_loop(study):
+        assert not stop_requested(study)
+        study.stop()
+        assert stop_requested(study)
+
+
+def test_auto_pack_size_never_takes_a_pack_that_is_not_faster(monkeypatch):
+    """calibrate_pack takes the fastest candidate per model-sample, a larger K only when clearly faster."""
+    rates = {1: 100.0, 2: 105.0, 4: 300.0, 8: 310.0}
+    monkeypatch.setattr(pack_mod, "_step_rate", lambda cfg, k, *a: rates[k])
+    cfg = TrainConfig(widths=(8,), batch_size=32)
+    assert calibrate_pack(cfg, 784, 10, candidates=(1, 2, 4, 8)) == 4
+    rates.update({4: 90.0, 8: 95.0, 2: 99.0})
+    assert calibrate_pack(cfg, 784, 10, candidates=(1, 2, 4, 8)) == 1
+
+
+def test_a_study_with_pack_auto_runs_exactly_n_trials(tiny_mnist, tmp_path):
+    path = write_study(tmp_path, n_trials=6, epochs=1, baselines=False)
+    text = path.read_text().replace("budget: {threads: 1}", "budget: {threads: 1, pack: auto}")
+    path.write_text(text)
+    assert load_study(str(path)).budget.pack == "auto"
+    study = run_study(str(path), storage=f"sqlite:///{tmp_path / 'a.db'}")
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 6
+    with pytest.raises(HpoError, match="--pack"):
+        prepare(str(path), pack=0)

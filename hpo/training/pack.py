@@ -468,3 +468,53 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
             lr_table = lr_table.index_select(0, rows)
             mom_table = mom_table.index_select(0, rows) if mom_table is not None else None
     return results
+
+
+# --- choosing K -----------------------------------------------------------------------------------
+
+AUTO_CANDIDATES = (1, 2, 4, 8, 16)
+
+
+def _step_rate(cfg: TrainConfig, k: int, n_in: int, n_out: int, device, steps: int) -> float:
+    """Model-samples per second of K copies of cfg's network at its batch size: the batch gather, the stacked step
+    and the optimizer update, as train_pack runs them, on random data."""
+    cfgs = [cfg.replace(seed=cfg.seed + j) for j in range(k)]
+    net = StackedMLP([build_model(c, n_in, n_out) for c in cfgs], cfgs, device)
+    opt = StackedOptimizer(cfg.optimizer, net.parameters(), cfgs)
+    bs = cfg.batch_size
+    gen = torch.Generator().manual_seed(0)
+    pool_x = torch.randn(4 * bs, n_in, generator=gen).to(device)
+    pool_y = torch.randint(0, n_out, (4 * bs,), generator=gen).to(device)
+    idx = torch.randint(0, 4 * bs, (k, bs), generator=gen).to(device)
+    lr, eps = torch.full((k,), cfg.lr, device=device), torch.zeros(k, device=device)
+    elapsed = 0.0
+    for s in range(steps + 2):  # two warm-up steps
+        t0 = time.perf_counter()
+        xb = pool_x.index_select(0, idx.view(-1)).view(k, bs, n_in)
+        yb = pool_y.index_select(0, idx.view(-1)).view(k, bs)
+        if net.relu:
+            net.fast_step(xb, yb, eps)
+        else:
+            opt.zero_grad()
+            member_losses(net.forward(xb, training=True), yb, eps).sum().backward()
+        opt.step(lr * 1e-3)  # small steps: the timing must not meet a diverged network
+        if device != "cpu" and torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        if s >= 2:
+            elapsed += time.perf_counter() - t0
+    return k * steps * bs / max(elapsed, 1e-9)
+
+
+def calibrate_pack(cfg: TrainConfig, n_in: int, n_out: int, device="cpu", *, threads: int | None = None,
+                   candidates: Sequence[int] = AUTO_CANDIDATES, steps: int = 12, margin: float = 1.1) -> int:
+    """`--pack auto`'s K for cfg's shape and batch size: the candidate with the most model-samples per second in
+    a short timing of the real step (well under a second at these sizes), where a larger K must beat the best
+    smaller one by `margin` to be taken: a pack that is not clearly faster than K = 1 is not chosen."""
+    if threads:
+        torch.set_num_threads(threads)
+    best_k, best = 1, 0.0
+    for k in candidates:
+        rate = _step_rate(cfg, k, n_in, n_out, device, steps)
+        if k == 1 or rate > best * margin:
+            best_k, best = k, rate
+    return best_k
