@@ -117,7 +117,7 @@ def cmd_bench(args) -> int:
     from hpo.bench.run import run_bench
 
     only = [i.strip() for i in args.only.split(",") if i.strip()] if args.only else None
-    run_bench(quick=args.quick, out=args.out, only=only, device=args.device)
+    run_bench(quick=args.quick, out=args.out, only=only, device=args.device, minutes=args.minutes)
     return 0
 
 
@@ -219,7 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="tiny sizes, about a minute (default --out "
                                                         "runs/bench-quick.md, so BENCHMARKS.md is left alone)")
     b.add_argument("--out", help="markdown file to write (default BENCHMARKS.md at the repository root)")
-    b.add_argument("--only", help="comma-separated items to run: throughput,search,scaling,overhead,packs (default all)")
+    b.add_argument("--only", help="comma-separated items to run: throughput,search,scaling,overhead,packs,versus "
+                                  "(default all)")
+    b.add_argument("--minutes", type=float, help="item versus: each runner's wall budget in minutes (default 10; "
+                                                 "the checkpoints are 10%%, 20%%, 50%% and 100%% of it)")
     b.add_argument("--device", help="cpu or cuda: where the trials train (default cpu)")
     b.set_defaults(func=cmd_bench)
     return p
