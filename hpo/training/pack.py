@@ -21,6 +21,7 @@ TrainResults whose `model` is the member's own nn.Sequential with its trained we
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 
@@ -477,7 +478,8 @@ AUTO_CANDIDATES = (1, 2, 4, 8, 16)
 
 def _step_rate(cfg: TrainConfig, k: int, n_in: int, n_out: int, device, steps: int) -> float:
     """Model-samples per second of K copies of cfg's network at its batch size: the batch gather, the stacked step
-    and the optimizer update, as train_pack runs them, on random data."""
+    and the optimizer update, as train_pack runs them, on random data. From the median step time, so that a step
+    the scheduler pre-empted on a busy machine does not decide."""
     cfgs = [cfg.replace(seed=cfg.seed + j) for j in range(k)]
     net = StackedMLP([build_model(c, n_in, n_out) for c in cfgs], cfgs, device)
     opt = StackedOptimizer(cfg.optimizer, net.parameters(), cfgs)
@@ -487,7 +489,7 @@ def _step_rate(cfg: TrainConfig, k: int, n_in: int, n_out: int, device, steps: i
     pool_y = torch.randint(0, n_out, (4 * bs,), generator=gen).to(device)
     idx = torch.randint(0, 4 * bs, (k, bs), generator=gen).to(device)
     lr, eps = torch.full((k,), cfg.lr, device=device), torch.zeros(k, device=device)
-    elapsed = 0.0
+    times = []
     for s in range(steps + 2):  # two warm-up steps
         t0 = time.perf_counter()
         xb = pool_x.index_select(0, idx.view(-1)).view(k, bs, n_in)
@@ -501,12 +503,12 @@ def _step_rate(cfg: TrainConfig, k: int, n_in: int, n_out: int, device, steps: i
         if device != "cpu" and torch.device(device).type == "cuda":
             torch.cuda.synchronize()
         if s >= 2:
-            elapsed += time.perf_counter() - t0
-    return k * steps * bs / max(elapsed, 1e-9)
+            times.append(time.perf_counter() - t0)
+    return k * bs / max(statistics.median(times), 1e-9)
 
 
 def calibrate_pack(cfg: TrainConfig, n_in: int, n_out: int, device="cpu", *, threads: int | None = None,
-                   candidates: Sequence[int] = AUTO_CANDIDATES, steps: int = 12, margin: float = 1.1) -> int:
+                   candidates: Sequence[int] = AUTO_CANDIDATES, steps: int = 20, margin: float = 1.1) -> int:
     """`--pack auto`'s K for cfg's shape and batch size: the candidate with the most model-samples per second in
     a short timing of the real step (well under a second at these sizes), where a larger K must beat the best
     smaller one by `margin` to be taken: a pack that is not clearly faster than K = 1 is not chosen."""
