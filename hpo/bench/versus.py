@@ -63,7 +63,7 @@ def bench_versus(minutes: float, log: Callable[[str], None], workdir: Path, *, s
         reach = first_above(done, script_best - 1e-12) if script_best is not None else None
         rows.append({"runner": label, "trials": len(done), "best": [best_at(done, f * seconds) for f in FRACTIONS],
                      "beats_baseline_s": first_above(done, baseline) if baseline is not None else None,
-                     "reaches_script_best_s": reach})
+                     "reaches_script_best_s": reach, "done": done})
     return {"rows": rows, "seconds": seconds, "checkpoints": [f * seconds for f in FRACTIONS], "baseline": baseline,
             "script_best": script_best, "smoke": smoke}
 
