@@ -207,7 +207,7 @@ def test_a_pack_of_cnn_trials_trains_them_one_by_one(tiny_mnist, tmp_path):
 def test_pack_size_is_checked_at_the_edge(tiny_mnist, tmp_path):
     path = write_study(tmp_path, pack=2)
     assert load_study(str(path)).budget.pack == 2
-    with pytest.raises(HpoError, match="--pack: must be a positive number, but got 0"):
+    with pytest.raises(HpoError, match="--pack: must be a positive number or auto, but got 0"):
         prepare(str(path), pack=0)
     path.write_text(path.read_text().replace("pack: 2", "pack: two"))
     with pytest.raises(HpoError, match=r"budget.pack: expected int, but got 'two'"):
