@@ -143,4 +143,4 @@ def test_versus_at_a_tiny_scale_runs_the_script_and_both_hpo_runs(tmp_path, fmni
         assert row["beats_baseline_s"] == (above[0] if above else None)
     assert r["script_best"] == r["rows"][0]["best"][-1]
     lines, targets = markdown_versus(r)
-    assert len(targets) == 2 and lines[0].startswith("## 6.") and len(lines) == 5 + 3
+    assert len(targets) == 2 and lines[0].startswith("## 6.") and len(lines) == 6 + 3

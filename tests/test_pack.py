@@ -210,7 +210,7 @@ def test_pack_size_is_checked_at_the_edge(tiny_mnist, tmp_path):
     with pytest.raises(HpoError, match="--pack: must be a positive number or auto, but got 0"):
         prepare(str(path), pack=0)
     path.write_text(path.read_text().replace("pack: 2", "pack: two"))
-    with pytest.raises(HpoError, match=r"budget.pack: expected int, but got 'two'"):
+    with pytest.raises(HpoError, match=r"budget.pack: expected a positive number of trials or auto, but got 'two'"):
         load_study(str(path))
 
 
