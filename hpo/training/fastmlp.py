@@ -4,11 +4,13 @@ At these sizes (784-60-40-10, batch 64) a training step is dominated by per-oper
 arithmetic: autograd's graph, its engine and the loss module cost about as much as the matrix products. For
 an `nn.Sequential` of Linear → ReLU (→ Dropout) … → Linear trained with `nn.CrossEntropyLoss`, the
 forward and backward passes are short enough to write down: three matrix products per layer, a ReLU mask, and
-softmax minus the (smoothed) one-hot target. This module does that, writing the gradients into each parameter's
-`.grad` for the usual optimizer to consume, so that `train()` is unchanged in everything but speed.
+softmax minus the (smoothed) one-hot target. This module does that once, for K stacked models
+(`relu_mlp_step`: a trial pack, hpo/training/pack.py, and a model alone, which trains as a pack of one), and
+`FastMLPStep` applies it at K = 1 to an nn.Sequential given from outside, writing the gradients into each
+parameter's `.grad` for the usual optimizer to consume.
 
-It is the same computation: dropout draws its noise exactly as `nn.Dropout` does on CPU (same generator calls,
-same order), and tests/test_fastmlp.py holds losses and gradients against autograd's. Anything else (other
+It is the same computation: `FastMLPStep`'s dropout draws its noise exactly as `nn.Dropout` does on CPU (same
+generator calls, same order; a pack draws each member's from its own generator), and tests/test_fastmlp.py holds losses and gradients against autograd's. Anything else (other
 activations, frozen parameters, hooks, other losses) returns None from `fast_step` and trains through autograd;
 `train(..., fast=False)` trains through autograd anyway (the benchmark measures both). It runs on whatever device
 the model and the batch are on, and writes a gradient that is missing (None, e.g. after
