@@ -130,10 +130,11 @@ class StackedMLP:
         self.dims = [max(d[i] for d in dims) for i in range(depth + 1)]
         k = len(models)
         self.weights, self.biases, self.masks = [], [], []
+        src = layers[0][0].weight.device  # assembled where the members' weights are, then moved to `device`
         for i in range(depth):
-            w = torch.zeros(k, self.dims[i], self.dims[i + 1])
-            b = torch.zeros(k, 1, self.dims[i + 1])
-            mask = torch.zeros(k, 1, self.dims[i + 1])
+            w = torch.zeros(k, self.dims[i], self.dims[i + 1], device=src)
+            b = torch.zeros(k, 1, self.dims[i + 1], device=src)
+            mask = torch.zeros(k, 1, self.dims[i + 1], device=src)
             for j, ls in enumerate(layers):
                 lin = ls[i]
                 w[j, :lin.in_features, :lin.out_features] = lin.weight.detach().t()
