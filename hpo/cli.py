@@ -90,6 +90,11 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _pack_arg(text: str) -> int | str:
+    """--pack: a number of trials or auto (a bad number is reported by prepare, with the other checks)."""
+    return text if text == "auto" else int(text)
+
+
 def cmd_train(args) -> int:
     from hpo.results.evaluate import train_file
 
@@ -119,7 +124,7 @@ def cmd_bench(args) -> int:
     from hpo.bench.run import run_bench
 
     only = [i.strip() for i in args.only.split(",") if i.strip()] if args.only else None
-    run_bench(quick=args.quick, out=args.out, only=only, device=args.device)
+    run_bench(quick=args.quick, out=args.out, only=only, device=args.device, minutes=args.minutes)
     return 0
 
 
@@ -146,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--smoke", action="store_true", help="tiny scale: a few trials, 1 epoch, a few thousand samples")
     s.add_argument("--workers", type=int, default=1, help="worker processes on this machine, sharing the study and "
                                                           "budget.threads (default 1)")
-    s.add_argument("--pack", type=int, help="train up to K trials at once as one stacked computation "
-                                            "(default: the study's budget.pack, else 1)")
+    s.add_argument("--pack", type=_pack_arg, help="train up to K trials at once as one stacked computation, or "
+                                                 "auto: K per shape and batch size from a short calibration "
+                                                 "(default: the study's budget.pack, else 1)")
     s.add_argument("--artifacts", metavar="PATH", help=ARTIFACTS_HELP)
     s.set_defaults(func=cmd_study)
 
@@ -229,7 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="tiny sizes, about a minute (default --out "
                                                         "runs/bench-quick.md, so BENCHMARKS.md is left alone)")
     b.add_argument("--out", help="markdown file to write (default BENCHMARKS.md at the repository root)")
-    b.add_argument("--only", help="comma-separated items to run: throughput,search,scaling,overhead,packs (default all)")
+    b.add_argument("--only", help="comma-separated items to run: throughput,search,scaling,overhead,packs,versus "
+                                  "(default all)")
+    b.add_argument("--minutes", type=float, help="item versus: each runner's wall budget in minutes (default 10; "
+                                                 "the checkpoints are 10%%, 20%%, 50%% and 100%% of it)")
     b.add_argument("--device", help="cpu or cuda: where the trials train (default cpu)")
     b.set_defaults(func=cmd_bench)
     return p

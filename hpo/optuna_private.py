@@ -14,10 +14,13 @@ there first, with the name of what changed. Where a public API does the job, use
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat  # noqa: F401  (for hpo.search.proxy: a heartbeat through the proxy)
+from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread  # noqa: F401  (for hpo.search.proxy: a heartbeat through the proxy)
 from optuna.trial import FrozenTrial
 from optuna_dashboard._note import SYSTEM_ATTR_MAX_LENGTH, note_str_key_prefix, note_ver_key
 
@@ -69,3 +72,31 @@ def silent_running_trials(rdb: RDBStorage, study: optuna.Study) -> set[int]:
     """Ids of the study's RUNNING trials that have never written a heartbeat."""
     with rdb.engine.connect() as connection:
         return {row[0] for row in connection.execute(_SILENT, {"study": study._study_id})}
+
+
+# --- what `hpo study --pack` needs of Study.optimize (hpo.search.packs) ---------------------------------------
+# A pack asks and tells its members itself (study.ask / study.tell), outside Study.optimize, but keeps two things
+# optimize gives each trial: a heartbeat thread while it runs (so that a killed worker's trials are failed and
+# retried), and the flags that let a callback call study.stop() (Optuna allows that only inside optimize).
+
+
+def heartbeat_thread(study: optuna.Study, trial: optuna.Trial):
+    """An unstarted thread that records trial's heartbeat in study's storage until joined (a no-op thread where
+    the storage keeps no heartbeat), as Study.optimize runs for each trial."""
+    return get_heartbeat_thread(trial._trial_id, study._storage)
+
+
+@contextmanager
+def optimize_loop(study: optuna.Study) -> Iterator[None]:
+    """Inside: study.stop() is allowed (as in Study.optimize) and `stop_requested(study)` tells whether it was
+    called."""
+    study._stop_flag = False
+    study._thread_local.in_optimize_loop = True
+    try:
+        yield
+    finally:
+        study._thread_local.in_optimize_loop = False
+
+
+def stop_requested(study: optuna.Study) -> bool:
+    return bool(study._stop_flag)

@@ -8,11 +8,12 @@
   4 overhead     the share of a 300-trial TPE study's wall time spent outside train() on SQLite storage
   5 packs        trials per hour of `hpo study --pack K` for K = 1, 4, 8, and model-samples/s of a stacked run
                  against the bare batched matrix products of the same shapes
+  6 versus       hpo against the script a user would write instead (hpo/bench/user_script.py), same wall budget
 
 Every timing excludes warm-up and reports mean ± std over repeats; nothing here is asserted by tests.
 Items 2-4 run at a reduced scale (training subsets, short epoch ranges) stated in the output. This module
 runs the items and writes the file; item 1 is throughput.py, item 2 search.py, items 3-4 parallel.py,
-item 5 packs.py.
+item 5 packs.py, item 6 versus.py.
 """
 
 
@@ -31,12 +32,12 @@ import optuna
 import torch
 
 from hpo import data as data_mod
-from hpo.bench import load, packs, parallel, search, throughput
+from hpo.bench import load, packs, parallel, search, throughput, versus
 from hpo.errors import HpoError
 from hpo.provenance import ROOT, versions
 from hpo.training.config import resolve_device
 
-ITEMS = ("throughput", "search", "scaling", "overhead", "packs")
+ITEMS = ("throughput", "search", "scaling", "overhead", "packs", "versus")
 
 
 
@@ -75,6 +76,9 @@ class Scale:
     pk_trials: int = 16
     pk_epochs: int = 1
     pk_repeats: int = 2
+    # 6 versus: each runner's wall budget (minutes); smoke: hpo's tiny data subset and one epoch for all three
+    vs_minutes: float = 10.0
+    vs_smoke: bool = False
 
 
 FULL = Scale("full")
@@ -86,6 +90,7 @@ QUICK = Scale(  # one thread: quick numbers are for a first look, and one thread
     sc_trials=4, sc_epochs=1, sc_repeats=1,  # the --smoke data subset
     oh_trials=12, oh_train=500, oh_eval=200, oh_epochs=1,
     pk_trials=4, pk_epochs=1, pk_repeats=1,
+    vs_minutes=0.25, vs_smoke=True,
 )
 
 
@@ -126,7 +131,7 @@ def machine(threads: int) -> dict:
 def markdown(results: dict, info: dict, scale: Scale, command: str) -> str:
     writers = {"throughput": throughput.markdown_throughput, "search": search.markdown,
                "scaling": parallel.markdown_scaling, "overhead": parallel.markdown_overhead,
-               "packs": packs.markdown_packs}
+               "packs": packs.markdown_packs, "versus": versus.markdown_versus}
     sections, targets = [], []
     for key in ITEMS:
         if key in results:
@@ -152,10 +157,14 @@ def markdown(results: dict, info: dict, scale: Scale, command: str) -> str:
 
 
 def run_bench(quick: bool = False, out: str | None = None, only: list[str] | None = None,
-              log: Callable[[str], None] = print, device: str | None = None) -> Path:
+              log: Callable[[str], None] = print, device: str | None = None, minutes: float | None = None) -> Path:
     """Run the items (all by default), write the markdown table, return its path. `device`: where the
-    trials train (default cpu)."""
+    trials train (default cpu). `minutes`: item versus's wall budget per runner."""
     scale = replace(QUICK if quick else FULL, device=resolve_device(device))
+    if minutes is not None:
+        if minutes <= 0:
+            raise HpoError(f"--minutes: must be a positive number, but got {minutes:g}")
+        scale = replace(scale, vs_minutes=minutes)
     items = list(only or ITEMS)
     unknown = [i for i in items if i not in ITEMS]
     if unknown:
@@ -178,6 +187,8 @@ def run_bench(quick: bool = False, out: str | None = None, only: list[str] | Non
             "scaling": lambda: parallel.bench_scaling(scale, log, Path(tmp)),
             "overhead": lambda: parallel.bench_overhead(scale, log, Path(tmp)),
             "packs": lambda: packs.bench_packs(scale, log, Path(tmp)),
+            "versus": lambda: versus.bench_versus(scale.vs_minutes, log, Path(tmp), smoke=scale.vs_smoke,
+                                                  threads=scale.threads),
         }
         for item in ITEMS:
             if item in items:

@@ -38,7 +38,22 @@ class Budget:
     trial_timeout: float | None = None  # seconds of wall time per trial
     max_params: int | None = None
     memory_mb: int | None = None
-    pack: int = 1  # trials trained at once as one stacked computation (hpo.search.packs); 1: one at a time
+    pack: int | str = 1  # trials trained at once as one stacked computation (hpo.search.packs); 1: one at a time;
+    # "auto": K per shape and batch size from a short calibration (hpo.training.pack.calibrate_pack)
+
+    @property
+    def packs(self) -> bool:
+        """Whether trials train in packs (hpo.search.packs) rather than one at a time."""
+        return self.pack == "auto" or self.pack > 1
+
+
+def _pack(value, src) -> int | str:
+    """budget.pack: a positive number of trials, or "auto"."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(src, "budget.pack", f"expected a positive number of trials or auto, but got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -201,7 +216,7 @@ def _load_study(name_or_path: str) -> StudyConfig:
         trial_timeout=_typed(b.get("trial_timeout"), (int, float), src, "budget.trial_timeout", positive=True, allow_none=True),
         max_params=_typed(b.get("max_params"), int, src, "budget.max_params", positive=True, allow_none=True),
         memory_mb=_typed(b.get("memory_mb"), int, src, "budget.memory_mb", positive=True, allow_none=True),
-        pack=_typed(b.get("pack", 1), int, src, "budget.pack", positive=True),
+        pack=_pack(b.get("pack", 1), src),
     )
 
     paper, tables, proto, baselines = None, (), {}, []

@@ -23,14 +23,14 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize uses for each trial
 from optuna.trial import TrialState
 
+from hpo.optuna_private import heartbeat_thread, optimize_loop, stop_requested
 from hpo.search.budget import BudgetStudy, StudyFull, SurplusTrial
 from hpo.search.objective import Objective, TrialRun
 from hpo.search.storage import fail_stale
 from hpo.training.memory import PeakMemory
-from hpo.training.pack import pack_key, train_pack
+from hpo.training.pack import calibrate_pack, pack_key, train_pack
 
 # The Optuna parameters that decide a pack's key (per-layer activations are activation_1, activation_2, ...).
 SHARED_PARAMS = ("model", "depth", "batch_size", "optimizer", "activation")
@@ -41,30 +41,45 @@ def shared_params(params: dict) -> dict:
     return {k: v for k, v in params.items() if k in SHARED_PARAMS or k.rsplit("_", 1)[0] == "activation"}
 
 
-def run_packs(study: BudgetStudy, objective: Objective, *, pack: int, max_trials: int,
+def run_packs(study: BudgetStudy, objective: Objective, *, pack: int | str, max_trials: int,
               timeout: float | None = None, callbacks: Sequence[Callable] = (),
               around: Callable[[Callable], Callable] | None = None) -> None:
     """Run packs of up to `pack` trials until every slot is taken, `max_trials` have run here, the timeout
     passes, or a callback calls study.stop(). `around` wraps each pack's training (workers use it to turn a
-    signal into KeyboardInterrupt only while training)."""
-    # Callbacks may call study.stop(), which Optuna allows only inside optimize(): take the same two flags
-    # that optimize() sets around its loop.
-    study._stop_flag = False
-    study._thread_local.in_optimize_loop = True
+    signal into KeyboardInterrupt only while training). `pack="auto"`: K per shared shape and batch size, from a
+    short calibration at the first pack of that shape (hpo.training.pack.calibrate_pack)."""
+    # Callbacks may call study.stop(), which Optuna allows only inside optimize().
+    size = pack_size(objective, pack)
     started, ran = time.time(), 0
-    try:
-        while ran < max_trials and not study._stop_flag and (timeout is None or time.time() - started < timeout):
-            members = _ask(study, objective, min(pack, max_trials - ran))
+    with optimize_loop(study):
+        while ran < max_trials and not stop_requested(study) and (timeout is None or time.time() - started < timeout):
+            members = _ask(study, objective, lambda tc, left=max_trials - ran: min(size(tc), left))
             if not members:
                 return
             ran += len(members)
             _train_and_tell(study, objective, members, callbacks, around)
-    finally:
-        study._thread_local.in_optimize_loop = False
 
 
-def _ask(study: BudgetStudy, objective: Objective, k: int) -> list[tuple[optuna.Trial, object]]:
-    """Up to k new trials, each with its configuration drawn; [] when the study's slots are all taken."""
+def pack_size(objective: Objective, pack: int | str) -> Callable[[object], int]:
+    """K for a pack whose first member has config tc: `pack` itself, or for "auto" the calibrated K of tc's pack
+    key and widths (calibrated once per study run and shape)."""
+    if pack != "auto":
+        return lambda tc: int(pack)
+    chosen: dict[tuple, int] = {}
+    data = objective.data
+
+    def size(tc) -> int:
+        key = (pack_key(tc), tuple(tc.widths))
+        if key not in chosen:
+            chosen[key] = calibrate_pack(tc, data.train_x.shape[1], int(data.train_y.max()) + 1,
+                                         data.train_x.device, threads=objective.threads)
+        return chosen[key]
+    return size
+
+
+def _ask(study: BudgetStudy, objective: Objective, size: Callable[[object], int]) -> list[tuple[optuna.Trial, object]]:
+    """Up to size(first member's config) new trials, each with its configuration drawn; [] when the study's slots
+    are all taken."""
     fail_stale(study)  # as optimize() does before each trial: a dead worker's trials are retried
     try:
         first = study.ask()  # waits while other workers' running trials may still free a slot
@@ -73,6 +88,7 @@ def _ask(study: BudgetStudy, objective: Objective, k: int) -> list[tuple[optuna.
     members = [(first, objective.configure(first))]
     if pack_key(members[0][1]) is None:
         return members
+    k = size(members[0][1])
     base = study.sampler
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -105,7 +121,7 @@ def _train_and_tell(study: BudgetStudy, objective: Objective, members, callbacks
     with ExitStack() as beats:  # each member's heartbeat, from its admission until it is told
         runs: list[TrialRun] = []
         for trial, tc in members:
-            thread = get_heartbeat_thread(trial._trial_id, study._storage)
+            thread = heartbeat_thread(study, trial)
             thread.start()
             beats.callback(thread.join)
             try:

@@ -37,7 +37,7 @@ from hpo.trials import counted, study_attrs
 
 def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | None = None,
               storage: str | None = None, smoke: bool = False, console: Console | None = None,
-              workers: int = 1, pack: int | None = None, artifacts: str | None = None) -> optuna.Study:
+              workers: int = 1, pack: int | str | None = None, artifacts: str | None = None) -> optuna.Study:
     """Create or resume the study `name_or_path` names and run it to n_trials counted trials; `pack`
     (default: the study's budget.pack) trials at a time as one stacked computation. `artifacts`: the folder
     for the trials' pictures in the dashboard (default: beside a SQLite storage; hpo.search.notes)."""
@@ -78,8 +78,9 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
     else:
         data_line = f"{cfg.dataset} {splits.meta['n_train']} train / {splits.meta['n_eval']} validation"
         tail = ""
-    if cfg.budget.pack > 1:
-        tail += f"; packs of up to {cfg.budget.pack} trials"
+    if cfg.budget.packs:
+        size = "a calibrated size" if cfg.budget.pack == "auto" else f"up to {cfg.budget.pack} trials"
+        tail += f"; packs of {size}"
     console.print(f"[bold]{name}[/] ({cfg.source}): {data_line}, space {space.source}, sampler {cfg.sampler}, "
                   f"pruner {cfg.pruner}{tail}")
     console.print(f"storage {describe_storage(url)}; {'created' if created else f'resuming with {done} finished trials'}; "
@@ -151,7 +152,7 @@ def _run_here(study: optuna.Study, rdb, created: bool, cfg: StudyConfig, space, 
     t0 = time.time()
     with LiveDisplay(console, cfg.n_trials, done, len(cfg.objectives) > 1) as live, _quiet_interrupts():
         try:
-            if cfg.budget.pack > 1:
+            if cfg.budget.packs:
                 run_packs(study, objective, pack=cfg.budget.pack, max_trials=cfg.n_trials - done, timeout=cfg.timeout,
                           callbacks=[live, note])
             else:

@@ -116,7 +116,7 @@ def wait_until_ready(study: optuna.Study, timeout: float = 30.0) -> None:
 
 
 def prepare(name_or_path: str, *, smoke: bool = False, trials: int | None = None, timeout: float | None = None,
-            pack: int | None = None):
+            pack: int | str | None = None):
     """Everything that can fail on bad input, before anything is written."""
     cfg = load_study(name_or_path, smoke=smoke)
     space = cfg.space
@@ -127,8 +127,8 @@ def prepare(name_or_path: str, *, smoke: bool = False, trials: int | None = None
     if timeout is not None:
         cfg = replace(cfg, timeout=timeout)
     if pack is not None:
-        if pack <= 0:
-            raise HpoError(f"--pack: must be a positive number, but got {pack}")
+        if pack != "auto" and (not isinstance(pack, int) or pack <= 0):
+            raise HpoError(f"--pack: must be a positive number or auto, but got {pack}")
         cfg = replace(cfg, budget=replace(cfg.budget, pack=pack))
     if cfg.budget.device == "cuda" and not torch.cuda.is_available():
         raise HpoError(f"{cfg.source}: budget.device: cuda was asked for, but torch sees no CUDA device")

@@ -136,7 +136,7 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
         objective = Objective(cfg, splits, threads=threads, space=space,
                               notes=TrialNotes(cfg.paper, open_store(Path(artifacts) if artifacts else None)),
                               settled=interrupts.settled)
-        if remaining > 0 and cfg.budget.pack > 1:
+        if remaining > 0 and cfg.budget.packs:
             run_packs(study, objective, pack=cfg.budget.pack, max_trials=remaining, timeout=cfg.timeout,
                       callbacks=[interrupts, _ParentWatch()], around=interrupts.around)
         elif remaining > 0:

@@ -21,6 +21,7 @@ from hpo.training.config import OPTIMIZERS, TrainConfig, TrainResult, cycles_mom
 from hpo.training.cycles import train_cycles
 from hpo.training.fastmlp import fast_step
 from hpo.training.models import accuracy, build_model, count_params
+from hpo.training.pack import packable, train_pack
 
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
@@ -46,13 +47,30 @@ def train(cfg: TrainConfig, data: Splits, *, threads: int | None = None, max_sec
           model: nn.Module | None = None, fast: bool = True) -> TrainResult:
     """Train `cfg` on data.train_*, evaluating on data.eval_* after every epoch, on the data's device.
 
-    `fast=False` trains a plain ReLU MLP through autograd instead of the hand-written step (the benchmark
-    measures both)."""
+    A plain MLP with an activation a pack can take (hpo.training.pack.packable) and no model given trains as a
+    pack of one (`train_pack([cfg])`): the same floats alone as in any pack. `fast=False` trains a ReLU MLP through
+    autograd instead of the hand-written step (the benchmark measures both)."""
+    if model is None and packable(cfg):  # a plain MLP: the pack's loop at K = 1, the same floats as in a pack
+        return _train_alone_as_pack(cfg, data, threads=threads, max_seconds=max_seconds, on_epoch=on_epoch,
+                                    check_every=check_every, fast=fast)
     if cfg.cycle_epochs:  # three runs of the plain loop with the right parameters frozen
         return train_cycles(cfg, data, run=_train_run, threads=threads, max_seconds=max_seconds, on_epoch=on_epoch,
                             check_every=check_every, model=model, fast=fast)
     return _train_run(cfg, data, threads=threads, max_seconds=max_seconds, on_epoch=on_epoch,
                       check_every=check_every, model=model, fast=fast)
+
+
+def _train_alone_as_pack(cfg: TrainConfig, data: Splits, *, threads: int | None, max_seconds: float | None,
+                         on_epoch: Callable[[int, float], None] | None, check_every: int, fast: bool) -> TrainResult:
+    """`cfg` trained as a pack of one: one hand-written step, one optimizer and one loop for a member alone and in
+    any pack, so that a member's result does not depend on whether (or with whom) it trained in a pack. An
+    exception from on_epoch ends training and propagates, as in the plain loop."""
+    member_epoch = None if on_epoch is None else (lambda _member, epoch, acc: on_epoch(epoch, acc))
+    result = train_pack([cfg], data, threads=threads, max_seconds=max_seconds, on_epoch=member_epoch,
+                        check_every=check_every, fast=fast)[0]
+    if result.stopped_by is not None:
+        raise result.stopped_by
+    return result
 
 
 def _train_run(cfg: TrainConfig, data: Splits, *, threads: int | None, max_seconds: float | None,

@@ -21,6 +21,7 @@ TrainResults whose `model` is the member's own nn.Sequential with its trained we
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 
@@ -30,7 +31,8 @@ from torch import nn
 
 from hpo.data import Splits
 from hpo.training.augment import Shifter, draw, generator
-from hpo.training.config import TrainConfig, TrainResult, _kernel, cycles_momentum
+from hpo.training.config import TrainConfig, TrainResult, cycles_momentum
+from hpo.training.fastmlp import relu_mlp_step
 from hpo.training.models import build_model, count_params
 
 # Activations without parameters of their own, as functions of (x, negative_slope per member).
@@ -44,11 +46,18 @@ PACKABLE_ACTIVATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Ten
     "sigmoid": lambda x, slope: torch.sigmoid(x),
     "sin": lambda x, slope: torch.sin(x),
 }
-_threshold_backward = torch.ops.aten.threshold_backward
 ZERO_AT_ZERO = {"relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sin"}  # f(0) = 0 and f'(0) finite
 STACKED_OPTIMIZERS = ("sgd", "sgd_momentum", "adam", "adamw")
 ONECYCLE = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4, "base_momentum": 0.85,
             "max_momentum": 0.95}  # torch.optim.lr_scheduler.OneCycleLR's defaults
+
+
+_DROPOUT_SEED_OFFSET = 0x5EED_D0  # a member's dropout generator: its own seed, apart from its batch order's
+
+
+def dropout_generator(seed: int, device) -> torch.Generator:
+    """The generator a member with this seed draws its dropout noise from, alone or in any pack."""
+    return torch.Generator(device=device).manual_seed(seed + _DROPOUT_SEED_OFFSET)
 
 
 def _acts(cfg: TrainConfig) -> tuple[str, ...]:
@@ -121,10 +130,11 @@ class StackedMLP:
         self.dims = [max(d[i] for d in dims) for i in range(depth + 1)]
         k = len(models)
         self.weights, self.biases, self.masks = [], [], []
+        src = layers[0][0].weight.device  # assembled where the members' weights are, then moved to `device`
         for i in range(depth):
-            w = torch.zeros(k, self.dims[i], self.dims[i + 1])
-            b = torch.zeros(k, 1, self.dims[i + 1])
-            mask = torch.zeros(k, 1, self.dims[i + 1])
+            w = torch.zeros(k, self.dims[i], self.dims[i + 1], device=src)
+            b = torch.zeros(k, 1, self.dims[i + 1], device=src)
+            mask = torch.zeros(k, 1, self.dims[i + 1], device=src)
             for j, ls in enumerate(layers):
                 lin = ls[i]
                 w[j, :lin.in_features, :lin.out_features] = lin.weight.detach().t()
@@ -137,13 +147,12 @@ class StackedMLP:
         # A padded unit has zero weights and bias, so its pre-activation is 0: only an activation that is not 0
         # at 0 (sigmoid) needs the mask to keep it silent.
         self.masked = [a not in ZERO_AT_ZERO for a in _acts(cfgs[0])]
-        self.slopes = [self._column([_slopes(c)[i] for c in cfgs], device) for i in range(depth - 1)]  # per layer
-        self.keep = self._column([1.0 - c.dropout for c in cfgs], device)
+        self.slopes = [_column([_slopes(c)[i] for c in cfgs], device) for i in range(depth - 1)]  # per layer
+        self.keep = _column([1.0 - c.dropout for c in cfgs], device)
         self.any_dropout = any(c.dropout > 0 for c in cfgs)
-
-    @staticmethod
-    def _column(values, device) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
+        # Each member draws its dropout noise from its own generator, seeded from its own seed: what it draws does
+        # not depend on its pack-mates (the global generator would interleave their draws).
+        self.drop_gens = [dropout_generator(c.seed, device) if c.dropout > 0 else None for c in cfgs]
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for pair in zip(self.weights, self.biases) for p in pair]
@@ -160,48 +169,34 @@ class StackedMLP:
                 if self.masked[i]:
                     h = h * self.masks[i]
                 if training and self.any_dropout:  # each member its own rate; keep = 1 is a no-op for it
-                    h = h * torch.bernoulli(self.keep.expand_as(h)) / self.keep
+                    h = h * self.noise(i, h)
         return h
+
+    def noise(self, i: int, h: torch.Tensor) -> torch.Tensor | None:
+        """Hidden layer i's dropout multipliers for h (K, B, width): 0 or 1 / keep, each member drawing from its own
+        generator (ones for a member without dropout); None when no member drops out."""
+        if not self.any_dropout:
+            return None
+        m = torch.empty_like(h)
+        for r, gen in enumerate(self.drop_gens):
+            if gen is None:
+                m[r].fill_(1.0)
+            else:
+                m[r].bernoulli_(1.0 - self.cfgs[r].dropout, generator=gen)
+        return m.div_(self.keep)
 
     @property
     def relu(self) -> bool:
         """Every hidden activation is ReLU: the hand-written step (`fast_step`) applies."""
         return all(a is PACKABLE_ACTIVATIONS["relu"] for a in self.acts)
 
-    @torch.no_grad()
     def fast_step(self, x: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor) -> torch.Tensor:
-        """Forward, loss and backward of a ReLU pack without autograd, as hpo.training.fastmlp does for one model:
-        every weight's and bias's .grad is written in place (out=), for the optimizer to consume. Returns each
-        member's mean loss (K,). Dropout draws as `forward` does; smoothing is each member's label smoothing."""
-        inputs, h, last = [], x, len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            inputs.append(h)
-            h = torch.baddbmm(b, h, w)
-            if i < last:
-                h.relu_()
-                if self.any_dropout:
-                    h = h * (torch.bernoulli(self.keep.expand_as(h)) / self.keep)
-        k, batch, classes = h.shape
-        logp = torch.log_softmax(h, dim=-1)
-        eps = smoothing.view(k, 1, 1)
-        losses = (1 - smoothing) * -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(-1) \
-            + smoothing * -logp.mean(-1).mean(-1)
-        # d(mean loss)/d(logits) = (softmax - target) / batch, target = (1 - eps) one-hot + eps / classes
-        g = logp.exp_()  # the losses are computed already: logp may become the softmax in place
-        g.sub_(eps / classes)
-        g.scatter_add_(-1, y.unsqueeze(-1), (eps - 1).expand(k, batch, 1))
-        g.div_(batch)
-        for i in range(last, -1, -1):
-            w, b = self.weights[i], self.biases[i]
-            torch.bmm(inputs[i].transpose(1, 2), g, out=w.grad)
-            torch.sum(g, 1, keepdim=True, out=b.grad)
-            if i > 0:
-                g = torch.bmm(g, w.transpose(1, 2))
-                # The layer below's output is relu(a) * noise: nonzero exactly where gradient flows through both.
-                g = _threshold_backward(g, inputs[i], 0)
-                if self.any_dropout:
-                    g.div_(self.keep)
-        return losses
+        """Forward, loss and backward of a ReLU pack without autograd (`relu_mlp_step`, the project's one
+        hand-written step): every weight's and bias's .grad is written in place. Returns each member's mean loss
+        (K,). Dropout draws as `forward` does; smoothing is each member's label smoothing."""
+        params = self.weights, self.biases
+        return relu_mlp_step(*params, [w.grad for w in self.weights], [b.grad for b in self.biases], x, y, smoothing,
+                             self.noise)
 
     def keep_members(self, rows: list[int]) -> None:
         """Compact the pack to `rows` (indices into the current members)."""
@@ -212,6 +207,7 @@ class StackedMLP:
         self.masks = [m.index_select(0, idx) for m in self.masks]
         self.slopes = [s.index_select(0, idx) for s in self.slopes]
         self.keep = self.keep.index_select(0, idx)
+        self.drop_gens = [self.drop_gens[r] for r in rows]
         self.cfgs = [self.cfgs[r] for r in rows]
         self.any_dropout = any(c.dropout > 0 for c in self.cfgs)
 
@@ -250,50 +246,90 @@ def member_losses(logits: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor
     return (1 - smoothing) * nll + smoothing * smooth
 
 
-class MemberOptimizer:
-    """torch's own optimizer (its fused kernels, its exact update rule) over per-member views of the stacked
-    parameters: one param group per member, with that member's learning rate, weight decay and momentum (beta1
-    for Adam), set before every step from its schedule. The stacked parameters keep one gradient buffer each,
-    zeroed in place, so that every member's views stay valid."""
+class StackedOptimizer:
+    """torch's update rules (Adam, AdamW, SGD with or without momentum, as torch.optim computes them) for stacked
+    (K, ...) parameters, one update for the whole pack, as HFTA's fused optimizers do: each member's learning rate,
+    momentum (beta1 for Adam and AdamW) and weight decay are (K, 1, 1) tensors broadcast over its slice. Every
+    operation is elementwise, so a member's update does not depend on its pack-mates. Each parameter keeps one
+    gradient buffer (`.grad`), which the hand-written step writes in place and autograd accumulates into."""
 
-    def __init__(self, kind: str, stacked: list[torch.Tensor], cfgs: Sequence[TrainConfig],
-                 state: list[list[dict]] | None = None):
-        self.kind, self.stacked = kind, stacked
-        for p in stacked:
+    BETA2, EPS = 0.999, 1e-8  # torch.optim.Adam's defaults, which hpo's optimizers keep
+
+    def __init__(self, kind: str, params: list[torch.Tensor], cfgs: Sequence[TrainConfig]):
+        if kind not in STACKED_OPTIMIZERS:
+            raise ValueError(f"no stacked optimizer {kind!r}; known: {', '.join(STACKED_OPTIMIZERS)}")
+        device = params[0].device
+        self.kind, self.steps = kind, 0
+        self.weight_decay = _column([c.weight_decay for c in cfgs], device)
+        self.decays = any(c.weight_decay for c in cfgs)
+        self.momentum = _column([_base_momentum(c) for c in cfgs], device)
+        n_state = {"sgd": 0, "sgd_momentum": 1}.get(kind, 2)  # momentum buffer; Adam's exp_avg, exp_avg_sq
+        self.state = [[torch.zeros_like(p) for _ in range(n_state)] for p in params]
+        self.attach(params)
+
+    def attach(self, params: list[torch.Tensor]) -> None:
+        self.params = params
+        for p in params:
             p.grad = torch.zeros_like(p)
-        self.views = [[p.detach()[k] for p in stacked] for k in range(len(cfgs))]
-        for k, vs in enumerate(self.views):
-            for v, p in zip(vs, stacked):
-                v.grad = p.grad[k]
-        groups = [{"params": vs, "lr": c.lr, "weight_decay": c.weight_decay} for vs, c in zip(self.views, cfgs)]
-        kernel = _kernel(stacked)
-        if kind in ("sgd", "sgd_momentum"):
-            for g, c in zip(groups, cfgs):
-                g["momentum"] = c.momentum if kind == "sgd_momentum" else 0.0
-            self.opt = torch.optim.SGD(groups, lr=cfgs[0].lr, nesterov=False, **kernel)
-        else:
-            self.opt = (torch.optim.Adam if kind == "adam" else torch.optim.AdamW)(groups, lr=cfgs[0].lr, **kernel)
-        for vs, saved in zip(self.views, state or []):
-            for v, st in zip(vs, saved):
-                if st:
-                    self.opt.state[v] = st
 
     def zero_grad(self) -> None:
-        for p in self.stacked:
+        for p in self.params:
             p.grad.zero_()
 
-    def step(self, lrs: Sequence[float], moms: Sequence[float] | None) -> None:
-        for k, g in enumerate(self.opt.param_groups):
-            g["lr"] = lrs[k]
-            if moms is not None:  # one-cycle cycles momentum (beta1), as OneCycleLR does
-                if "betas" in g:
-                    g["betas"] = (moms[k], g["betas"][1])
-                else:
-                    g["momentum"] = moms[k]
-        self.opt.step()
+    def keep(self, rows: torch.Tensor, params: list[torch.Tensor]) -> None:
+        """Keep members `rows` (their state, hyperparameters and step count) over the compacted `params`."""
+        self.weight_decay = self.weight_decay.index_select(0, rows)
+        self.momentum = self.momentum.index_select(0, rows)
+        self.state = [[s.index_select(0, rows) for s in st] for st in self.state]
+        self.attach(params)
 
-    def member_state(self, k: int) -> list[dict]:
-        return [self.opt.state.get(v, {}) for v in self.views[k]]
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor, momentum: torch.Tensor | None = None) -> None:
+        """One update of every member: lr (K,) this step's learning rates; momentum (K,) this step's momentum or
+        beta1 where a schedule cycles it, else each member's own."""
+        self.steps += 1
+        lr = lr.view(-1, 1, 1)
+        mom = momentum.view(-1, 1, 1) if momentum is not None else self.momentum
+        wd = self.weight_decay
+        if self.kind in ("adam", "adamw"):
+            step_size = lr / (1 - mom ** self.steps)
+            bias2_sqrt = math.sqrt(1 - self.BETA2 ** self.steps)
+            for p, (avg, avg_sq) in zip(self.params, self.state):
+                g = p.grad
+                if self.kind == "adamw":
+                    if self.decays:
+                        p.mul_(1 - lr * wd)
+                elif self.decays:
+                    g = g + wd * p
+                avg.lerp_(g, 1 - mom)
+                avg_sq.mul_(self.BETA2).addcmul_(g, g, value=1 - self.BETA2)
+                denom = (avg_sq.sqrt() / bias2_sqrt).add_(self.EPS)
+                p.sub_(step_size * avg / denom)
+        else:
+            for p, st in zip(self.params, self.state):
+                d = p.grad + wd * p if self.decays else p.grad
+                if st:  # torch's first step sets the buffer to d: 0 * momentum + d is d
+                    d = st[0].mul_(mom).add_(d)
+                p.sub_(lr * d)
+
+
+def _column(values, device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
+
+
+def schedule_table(cfgs: Sequence[TrainConfig], steps_per_epoch: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every member's learning rate and (where any member's one-cycle cycles it) momentum / beta1 at every step,
+    as (K, steps) tensors, one column per step; a member with fewer epochs keeps its last value (it has left by
+    then). Members that do not cycle momentum keep their own at every step."""
+    plans = [schedule(c, steps_per_epoch * c.epochs) for c in cfgs]
+    total = max(len(lrs) for lrs, _ in plans)
+
+    def table(rows):
+        return torch.tensor([r + [r[-1]] * (total - len(r)) for r in rows], dtype=torch.float32, device=device)
+    lrs = table([lrs for lrs, _ in plans])
+    if all(m is None for _, m in plans):
+        return lrs, None
+    return lrs, table([m if m is not None else [_base_momentum(c)] * len(lrs_) for (lrs_, m), c in zip(plans, cfgs)])
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -334,15 +370,12 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
     device = data.train_x.device
     models = list(models) if models is not None else [build_model(c, data.input_shape, data.n_classes) for c in cfgs]
     net = StackedMLP(models, cfgs, device)
-    opt = MemberOptimizer(cfgs[0].optimizer, net.parameters(), cfgs)
+    opt = StackedOptimizer(cfgs[0].optimizer, net.parameters(), cfgs)
     n = len(data.train_x)
     bs = min(cfgs[0].batch_size, n)
     steps_per_epoch = math.ceil(n / bs)
-    # Per member and step: learning rate and (one-cycle) momentum, as python floats, as torch's schedulers give.
-    plans = [schedule(c, steps_per_epoch * c.epochs) for c in cfgs]
-    cycled = any(m is not None for _, m in plans)
-    if cycled:  # members without one-cycle keep their own momentum (beta1) at every step
-        plans = [(lrs, moms if moms is not None else [_base_momentum(c)] * len(lrs)) for (lrs, moms), c in zip(plans, cfgs)]
+    # Per member and step: learning rate and (one-cycle) momentum, as torch's schedulers give them, in two tables.
+    lr_table, mom_table = schedule_table(cfgs, steps_per_epoch, device)
     eps_all = [c.label_smoothing for c in cfgs]
     eps = torch.tensor(eps_all, dtype=torch.float32, device=device)
     shared_eps = eps_all[0] if len(set(eps_all)) == 1 else None
@@ -380,7 +413,7 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
                 losses = member_losses(net.forward(xb, training=True), yb, eps, shared_eps)
                 opt.zero_grad()
                 losses.sum().backward()  # each member's gradient is that of its own mean loss
-            opt.step([plans[j][0][t] for j in members], [plans[j][1][t] for j in members] if cycled else None)
+            opt.step(lr_table[:, t], mom_table[:, t] if mom_table is not None else None)
             t += 1
             loss_sum += losses.detach()
             seen += idx.shape[1]
@@ -428,9 +461,62 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
         if not keep:
             break
         if leaving:  # compact: the stacked tensors, the optimizer (with each kept member's state), the tables
-            state = [opt.member_state(r) for r in keep]
+            rows = torch.tensor(keep, device=device)
             net.keep_members(keep)
             members = [members[r] for r in keep]
-            opt = MemberOptimizer(cfgs[0].optimizer, net.parameters(), [cfgs[j] for j in members], state)
-            eps = eps.index_select(0, torch.tensor(keep, device=device))
+            opt.keep(rows, net.parameters())
+            eps = eps.index_select(0, rows)
+            lr_table = lr_table.index_select(0, rows)
+            mom_table = mom_table.index_select(0, rows) if mom_table is not None else None
     return results
+
+
+# --- choosing K -----------------------------------------------------------------------------------
+
+AUTO_CANDIDATES = (1, 2, 4, 8, 16)
+
+
+def _step_rate(cfg: TrainConfig, k: int, n_in: int, n_out: int, device, steps: int) -> float:
+    """Model-samples per second of K copies of cfg's network at its batch size: the batch gather, the stacked step
+    and the optimizer update, as train_pack runs them, on random data. From the median step time, so that a step
+    the scheduler pre-empted on a busy machine does not decide."""
+    cfgs = [cfg.replace(seed=cfg.seed + j) for j in range(k)]
+    net = StackedMLP([build_model(c, n_in, n_out) for c in cfgs], cfgs, device)
+    opt = StackedOptimizer(cfg.optimizer, net.parameters(), cfgs)
+    bs = cfg.batch_size
+    gen = torch.Generator().manual_seed(0)
+    pool_x = torch.randn(4 * bs, n_in, generator=gen).to(device)
+    pool_y = torch.randint(0, n_out, (4 * bs,), generator=gen).to(device)
+    idx = torch.randint(0, 4 * bs, (k, bs), generator=gen).to(device)
+    lr, eps = torch.full((k,), cfg.lr, device=device), torch.zeros(k, device=device)
+    times = []
+    for s in range(steps + 2):  # two warm-up steps
+        t0 = time.perf_counter()
+        xb = pool_x.index_select(0, idx.view(-1)).view(k, bs, n_in)
+        yb = pool_y.index_select(0, idx.view(-1)).view(k, bs)
+        if net.relu:
+            net.fast_step(xb, yb, eps)
+        else:
+            opt.zero_grad()
+            member_losses(net.forward(xb, training=True), yb, eps).sum().backward()
+        opt.step(lr * 1e-3)  # small steps: the timing must not meet a diverged network
+        if device != "cpu" and torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        if s >= 2:
+            times.append(time.perf_counter() - t0)
+    return k * bs / max(statistics.median(times), 1e-9)
+
+
+def calibrate_pack(cfg: TrainConfig, n_in: int, n_out: int, device="cpu", *, threads: int | None = None,
+                   candidates: Sequence[int] = AUTO_CANDIDATES, steps: int = 20, margin: float = 1.1) -> int:
+    """`--pack auto`'s K for cfg's shape and batch size: the candidate with the most model-samples per second in
+    a short timing of the real step (well under a second at these sizes), where a larger K must beat the best
+    smaller one by `margin` to be taken: a pack that is not clearly faster than K = 1 is not chosen."""
+    if threads:
+        torch.set_num_threads(threads)
+    best_k, best = 1, 0.0
+    for k in candidates:
+        rate = _step_rate(cfg, k, n_in, n_out, device, steps)
+        if k == 1 or rate > best * margin:
+            best_k, best = k, rate
+    return best_k
