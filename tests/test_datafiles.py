@@ -15,6 +15,7 @@ from PIL import Image
 from hpo import data as data_mod
 from hpo.cli import main
 from hpo.errors import ConfigError
+from hpo.provenance import ROOT
 from hpo.sources import parse_source, train_size
 from hpo.training.config import TrainConfig
 from hpo.training.loop import train
@@ -237,3 +238,17 @@ def test_hpo_check_validates_a_data_file_study_without_loading_it(tmp_path):
             "print(train_size(s), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["40", "False"]  # headers only: 50 - the carved 20%, and torch never imported
+
+
+def test_hpo_check_never_imports_torch(tmp_path):
+    """`hpo check` reads study, space, paper and data files through torch-free modules (hpo.sources,
+    hpo.training.spec): checking a file costs no torch start-up, and a file is judged by the same rules either way."""
+    x, y = _images(50)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y)
+    (tmp_path / "space.yaml").write_text("depth: 1\nwidth: 8\nactivation: tanh\noptimizer: adam\n")
+    (tmp_path / "study.yaml").write_text("dataset: {path: d.npz}\nspace: space.yaml\nsplit: {val_size: 10}\n")
+    code = ("import sys; from hpo.cli import main; "
+            f"rc = main(['check', {str(tmp_path / 'study.yaml')!r}, {str(ROOT / 'studies/relu3_adam.yaml')!r}]); "
+            "print(rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-2:] == ["0", "False"], out

@@ -17,7 +17,7 @@ from hpo.search.samplers import PRUNERS, SAMPLERS
 from hpo.search.space import PARAMS, Space
 from hpo.search.storage import SAFE_NAME, study_name
 from hpo.sources import DATASETS, DataSource, dataset_io, parse_source, train_size
-from hpo.training.config import TrainConfig
+from hpo.training.spec import TrainConfig
 
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize", "latency": "minimize"}
 

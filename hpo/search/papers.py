@@ -36,7 +36,7 @@ from hpo.errors import ConfigError
 from hpo.search.files import display, read_yaml, resolve_file
 from hpo.search.space import PARAMS, _coerce
 from hpo.sources import parse_source, recorded_shape
-from hpo.training.config import TrainConfig
+from hpo.training.spec import TrainConfig
 
 PAPER_KEYS = {"title", "citation", "dataset", "metric", "tables", "protocol", "references", "mix_weights"}
 TABLE_KEYS = {"caption", "rows", "dataset"}

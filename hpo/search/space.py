@@ -26,10 +26,22 @@ from pathlib import Path
 import optuna
 
 from hpo.errors import ConfigError
-from hpo.training.activations import ACTIVATIONS
-from hpo.training.augment import AUGMENTS, MAX_SHIFT
-from hpo.training.config import CONDITIONS, OPTIMIZERS, SCHEDULES, Condition, TrainConfig
-from hpo.training.models import CNN_MAX_DEPTH, INITS, MODELS, check_builder_args, is_plugin, load_builder
+from hpo.training.spec import (
+    ACTIVATION_NAMES,
+    AUGMENTS,
+    CNN_MAX_DEPTH,
+    CONDITIONS,
+    INITS,
+    MAX_SHIFT,
+    MODELS,
+    OPTIMIZER_NAMES,
+    SCHEDULES,
+    Condition,
+    TrainConfig,
+    check_builder_args,
+    is_plugin,
+    load_builder,
+)
 
 
 @dataclass(frozen=True)
@@ -58,11 +70,11 @@ PARAMS: dict[str, Param] = {
                    f"`model` is {', '.join(MODELS)} or FILE.py:FUNCTION"),
     "depth": Param(int, check=lambda v: None if 1 <= v <= 16 else "`1 <= depth <= 16`"),
     "width": Param(int, per_layer=True, check=_at_least(1), field="widths"),
-    "activation": Param(str, per_layer=True, choices=lambda: ACTIVATIONS),
+    "activation": Param(str, per_layer=True, choices=lambda: ACTIVATION_NAMES),
     "negative_slope": Param(float, check=_at_least(0)),
     "dropout": Param(float, check=_unit_interval),
     "init": Param(str, choices=lambda: INITS),
-    "optimizer": Param(str, choices=lambda: OPTIMIZERS),
+    "optimizer": Param(str, choices=lambda: OPTIMIZER_NAMES),
     "lr": Param(float, check=lambda v: None if v > 0 else "`lr > 0`"),
     "momentum": Param(float, check=_unit_interval),
     "weight_decay": Param(float, check=_at_least(0)),

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpo.training.spec import ACTIVATION_NAMES
+
 
 class Sin(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,6 +76,7 @@ ACTIVATIONS: dict[str, Callable[[dict, int], nn.Module]] = {
     "sin": lambda opts, width: Sin(),
     "mix": lambda opts, width: Mix(opts.get("mix_p")),
 }
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES, "hpo.training.spec.ACTIVATION_NAMES must name ACTIVATIONS' keys"
 
 
 # The module type each registry entry builds, found once by building each (on the CPU, at import).

@@ -19,8 +19,7 @@ import math
 
 import torch
 
-AUGMENTS = ("none", "shift", "shift_flip")
-MAX_SHIFT = 8  # pixels each way; the index table holds (2 * shift + 1)^2 * 2 rows of side*side entries
+from hpo.training.spec import AUGMENTS, MAX_SHIFT  # noqa: F401  (re-exported)
 
 _SEED_OFFSET = 0x6175676D  # "augm": keeps this stream apart from the batch order's generator on the same seed
 

@@ -9,24 +9,22 @@ and (F,) for tabular data; a model receives each batch flat, (B, F) with F the p
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
-import inspect
 import math
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from hpo.errors import ConfigError
 from hpo.training.activations import make_activation
 from hpo.training.config import TrainConfig
-
-INITS = ("default", "kaiming", "xavier")
-CNN_MAX_DEPTH = 5  # cnn: conv layers + 1 fc; four 2x2 poolings take 28x28 down to 1x1
+from hpo.training.spec import (  # noqa: F401  (re-exported)
+    CNN_MAX_DEPTH,
+    INITS,
+    MODELS,
+    check_builder_args,
+    is_plugin,
+    load_builder,
+)
 
 
 def n_features(input_shape) -> int:
@@ -151,63 +149,7 @@ def _builtin(fn):
 
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {"mlp": _builtin(mlp), "cnn": _builtin(cnn)}
-MODELS = tuple(BUILDERS)
-_LOADED: dict[str, Callable[..., nn.Module]] = {}
-
-
-def is_plugin(model: str) -> bool:
-    return ":" in model
-
-
-def load_builder(spec: str, source: str = "<model>", key: str = "model") -> Callable[..., nn.Module]:
-    """The function `spec` names: FILE.py:FUNCTION (an absolute path) or package.module:FUNCTION. ConfigError
-    naming `source` and `key` when it cannot be found or imported."""
-    if spec in BUILDERS:
-        return BUILDERS[spec]
-    if spec in _LOADED:
-        return _LOADED[spec]
-    module_name, _, fn_name = spec.rpartition(":")
-    if not module_name or not fn_name.isidentifier():
-        raise ConfigError(source, key, f"expected mlp, cnn, FILE.py:FUNCTION or package.module:FUNCTION, but got {spec!r}")
-    try:
-        if module_name.endswith(".py"):
-            path = Path(module_name)
-            if not path.is_file():
-                raise ConfigError(source, key, f"no such file: {path}")
-            name = f"hpo_user_model_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module  # pickling and dataclasses look a module up by name
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-    except ConfigError:
-        raise
-    except Exception as e:  # the user's module failed to import: say so in one line
-        raise ConfigError(source, key, f"cannot import {module_name}: {type(e).__name__}: {e}") from None
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise ConfigError(source, key, f"{module_name} has no function {fn_name!r}")
-    _LOADED[spec] = fn
-    return fn
-
-
-def check_builder_args(fn: Callable, args: Sequence[str], source: str, key: str = "model_args") -> None:
-    """`args` must be keyword arguments `fn(input_shape, n_classes, **args)` takes, and cover its required ones."""
-    params = list(inspect.signature(fn).parameters.values())
-    if len(params) < 2 or any(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in params[:2]):
-        raise ConfigError(source, "model", f"{fn.__name__} must take (input_shape, n_classes, **args)")
-    rest = params[2:]
-    if any(p.kind is p.VAR_KEYWORD for p in rest):
-        return
-    named = {p.name for p in rest if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    for a in args:
-        if a not in named:
-            raise ConfigError(source, f"{key}.{a}", f"{fn.__name__} takes no argument {a!r}; it takes "
-                                                   f"{', '.join(sorted(named)) or 'none'}")
-    for p in rest:
-        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in args:
-            raise ConfigError(source, key, f"missing {p.name!r}, which {fn.__name__} requires")
+assert tuple(BUILDERS) == MODELS, "hpo.training.spec.MODELS must name BUILDERS' keys"
 
 
 def build_model(cfg: TrainConfig, input_shape: Sequence[int], n_classes: int) -> nn.Module:
