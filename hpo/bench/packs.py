@@ -50,7 +50,7 @@ def pack_study_file(scale, workdir: Path, batch: int) -> Path:
     space_doc.update(epochs=scale.pk_epochs, batch_size=batch)
     space_path = workdir / f"packs_space_{batch}.yaml"
     space_path.write_text(yaml.safe_dump(space_doc, sort_keys=False))
-    study = {"dataset": src.dataset, "space": str(space_path), "sampler": "random", "pruner": "none", "seed": 0,
+    study = {"dataset": src.dataset.spec(), "space": str(space_path), "sampler": "random", "pruner": "none", "seed": 0,
              "n_trials": scale.pk_trials, "split": {"val_size": src.val_size, "seed": src.split_seed},
              "budget": {"device": scale.device, "threads": scale.threads}}
     path = workdir / f"packs_{batch}.yaml"

@@ -81,7 +81,7 @@ def scaling_study_file(scale, workdir: Path) -> Path:
     space_doc["epochs"] = scale.sc_epochs
     space_path = workdir / "scaling_space.yaml"
     space_path.write_text(yaml.safe_dump(space_doc, sort_keys=False))
-    study = {"dataset": src.dataset, "space": str(space_path), "sampler": "random", "pruner": "none", "seed": 0,
+    study = {"dataset": src.dataset.spec(), "space": str(space_path), "sampler": "random", "pruner": "none", "seed": 0,
              "n_trials": scale.sc_trials, "split": {"val_size": src.val_size, "seed": src.split_seed},
              "budget": {"device": scale.device, "threads": scale.cores, "max_params": src.budget.max_params}}
     path = workdir / "scaling.yaml"

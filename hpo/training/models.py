@@ -156,9 +156,10 @@ def build_model(cfg: TrainConfig, input_shape: Sequence[int], n_classes: int) ->
     """The network `cfg` names, initialised from cfg.seed on the CPU (whatever the default device): a seed then
     gives the same initial weights on any device; training moves the model to its data's device."""
     torch.manual_seed(cfg.seed)
+    input_shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)  # a flat size, or a shape
     with torch.device("cpu"):
         if cfg.model in BUILDERS:
-            model = BUILDERS[cfg.model](tuple(input_shape), n_classes, widths=cfg.widths, activation=cfg.activation,
+            model = BUILDERS[cfg.model](input_shape, n_classes, widths=cfg.widths, activation=cfg.activation,
                                         dropout=cfg.dropout, init=cfg.init, negative_slope=cfg.negative_slope)
             return model
         model = load_builder(cfg.model)(tuple(input_shape), n_classes, **dict(cfg.model_args))
