@@ -150,8 +150,8 @@ def plot_params(study, result: dict | None, path: Path) -> None:
         mean, (lo, hi) = _bar(e["stats"])
         focus_y += [mean - lo[0], mean + hi[0], e["stats"]["min"], e["stats"]["max"]]
     accs = sorted(t.values[0] for t in search)
-    if accs:  # the better half of the search, and its best
-        focus_y += [accs[len(accs) // 2], accs[-1]]
+    if accs:  # the better half of the search, its best, and every trial within 10 points of the best
+        focus_y += [accs[len(accs) // 2], accs[-1]] + [a for a in accs if a >= accs[-1] - 0.1]
     if multi:  # every member of the front is on the picture
         focus_y += [t.values[0] for t in study.best_trials]
     ylim = _focus_limits(focus_y or [t.values[0] for t in complete] or [0.0, 1.0], 0.08, floor=0.0, min_span=0.02)
