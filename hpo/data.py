@@ -30,6 +30,7 @@ from hpo.sources import (
     DatasetSpec,
     DataSource,
     carved_test_size,
+    check_npz_arrays,
     csv_header,
     idx_files,
     parse_source,
@@ -353,12 +354,7 @@ def _read_npz(path: Path) -> dict:
         raise DataError(f"{path}: not an .npz archive ({e})") from None
     except ValueError as e:  # object arrays need pickle, which a data file has no business with
         raise DataError(f"{path}: holds an array hpo cannot read without pickle ({e})") from None
-    missing = [k for k in ("x_train", "y_train") if k not in arrays]
-    if ("x_test" in arrays) != ("y_test" in arrays):
-        missing.append("y_test" if "x_test" in arrays else "x_test")
-    if missing:
-        raise DataError(f"{path}: missing array {', '.join(missing)} (an .npz holds x_train, y_train and, for a test "
-                        f"split, x_test, y_test; it has {', '.join(sorted(arrays)) or 'none'})")
+    check_npz_arrays(path, arrays)
     return {"x_train": arrays["x_train"], "y_train": arrays["y_train"], "x_test": arrays.get("x_test"),
             "y_test": arrays.get("y_test"), "where": str(path)}
 

@@ -258,12 +258,7 @@ def train_size(src: DataSource) -> int:
         return DATASETS[src.name].n_train
     if src.kind == "npz":
         shapes = _npz_shapes(Path(src.path))
-        missing = [k for k in ("x_train", "y_train") if k not in shapes]
-        if ("x_test" in shapes) != ("y_test" in shapes):
-            missing.append("y_test" if "x_test" in shapes else "x_test")
-        if missing:
-            raise DataError(f"{src.path}: missing array {', '.join(missing)} (an .npz holds x_train, y_train and, "
-                            f"for a test split, x_test, y_test; it has {', '.join(sorted(shapes)) or 'none'})")
+        check_npz_arrays(src.path, shapes)
         n = int(shapes["y_train"][0]) if shapes["y_train"] else 0
     elif src.kind == "csv":
         for path in (src.path, src.test):
@@ -283,6 +278,16 @@ def train_size(src: DataSource) -> int:
     elif src.test_size is not None:
         raise DataError(f"{src.path}: has a test split of its own; `test_size` is for data without one")
     return n
+
+
+def check_npz_arrays(path, names) -> None:
+    """An .npz holds x_train and y_train, and x_test with y_test or neither; DataError naming what is missing."""
+    missing = [k for k in ("x_train", "y_train") if k not in names]
+    if ("x_test" in names) != ("y_test" in names):
+        missing.append("y_test" if "x_test" in names else "x_test")
+    if missing:
+        raise DataError(f"{path}: missing array {', '.join(missing)} (an .npz holds x_train, y_train and, for a test "
+                        f"split, x_test, y_test; it has {', '.join(sorted(names)) or 'none'})")
 
 
 def has_test_split(src: DataSource) -> bool:
