@@ -10,7 +10,6 @@ from hpo.bench.load import Setting, run_setting, table
 from hpo.bench.pgcluster import Cluster, NoCluster
 
 
-@pytest.mark.slow
 def test_eight_workers_through_the_proxy_with_one_killed(tiny_mnist, tmp_path):
     try:
         cluster = Cluster().__enter__()
