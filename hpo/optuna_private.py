@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread  # noqa: F401  (for hpo.search.proxy: a heartbeat through the proxy)
+from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread
 from optuna.trial import FrozenTrial
 from optuna_dashboard._note import SYSTEM_ATTR_MAX_LENGTH, note_str_key_prefix, note_ver_key
 
@@ -100,3 +100,16 @@ def optimize_loop(study: optuna.Study) -> Iterator[None]:
 
 def stop_requested(study: optuna.Study) -> bool:
     return bool(study._stop_flag)
+
+
+class Heartbeat(BaseHeartbeat):
+    """Optuna's heartbeat interface, which Study.optimize and fail_stale_trials test storages for, with its private
+    method under a public name: a storage that keeps its own heartbeat (hpo.search.proxy) implements
+    `stale_trial_ids`."""
+
+    def stale_trial_ids(self, study_id: int) -> list[int]:
+        raise NotImplementedError
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return self.stale_trial_ids(study_id)
+

@@ -6,7 +6,7 @@ gRPC. Optuna's client, GrpcStorageProxy, has no heartbeat (checked against optun
 mid-trial would leave its trial RUNNING for good. ProxyStorage adds one with nothing but the proxy's public
 storage calls:
 
-- beat: while a trial runs, Optuna's own heartbeat thread (started for any storage that is a BaseHeartbeat)
+- beat: while a trial runs, Optuna's own heartbeat thread (started for any storage that is a Heartbeat)
   calls `record_heartbeat`, which rewrites the trial's system attribute `hpo:heartbeat` (a counter);
 - stale: a reader (each worker before each trial and while it waits, the parent of --workers every second)
   remembers when it first saw each running trial's beat take its current value, by its own clock; a beat
@@ -19,8 +19,8 @@ A reader that starts after a worker died needs one grace period of watching befo
 stale. All workers of one study go through the proxy or none do: a direct RDBStorage reader sees the
 proxy's running trials without rows in its heartbeat table.
 
-Private names: `optuna.storages._heartbeat.BaseHeartbeat` (which Study.optimize and fail_stale_trials test
-for) and its `_get_stale_trial_ids`; written against optuna 5.1.0; tests/test_proxy.py fails when they change.
+Optuna's heartbeat interface is private; this module reaches it only through hpo.optuna_private.Heartbeat
+(tests/test_proxy.py fails when an upgrade changes it).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo import optuna_private
 from hpo.errors import StudyError
-from hpo.optuna_private import BaseHeartbeat  # private: see the module docstring
+from hpo.optuna_private import Heartbeat
 
 SCHEME = "grpc://"
 BEAT_KEY = "hpo:heartbeat"
@@ -58,7 +58,7 @@ def parse_grpc_url(url: str) -> tuple[str, int]:
     return host, port
 
 
-class ProxyStorage(GrpcStorageProxy, BaseHeartbeat):
+class ProxyStorage(GrpcStorageProxy, Heartbeat):
     """Optuna's gRPC proxy client with a heartbeat (see the module docstring). `interval` None: no heartbeat
     (readers such as export and the dashboard)."""
 
@@ -76,7 +76,7 @@ class ProxyStorage(GrpcStorageProxy, BaseHeartbeat):
         except UpdateFinishedTrialError:
             pass  # failed as stale by another reader meanwhile; this worker's tell will find that out
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+    def stale_trial_ids(self, study_id: int) -> list[int]:
         if self.grace is None:
             return []
         now = time.monotonic()
