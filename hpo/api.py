@@ -14,10 +14,19 @@ path. Bad input raises hpo.errors.HpoError with the same one-line message the co
 
 from __future__ import annotations
 
+import optuna
+
 from hpo.results.compare import compare_study as compare
 from hpo.results.evaluate import train_file as train
 from hpo.results.export import export
+from hpo.results.notes import DashboardNotes
 from hpo.results.report import report_study as report
-from hpo.search.runner import run_study
+from hpo.search import runner
 
 __all__ = ["compare", "export", "report", "run_study", "train"]
+
+
+def run_study(name_or_path: str, *, artifacts: str | None = None, **options) -> optuna.Study:
+    """`hpo study`: hpo.search.runner.run_study (its options) with the notes and pictures it writes for
+    optuna-dashboard; `artifacts`: their folder (default: $HPO_ARTIFACT_STORE, else beside a SQLite storage)."""
+    return runner.run_study(name_or_path, notes=DashboardNotes(artifacts), **options)

@@ -15,7 +15,7 @@ from hpo.errors import HpoError
 
 
 def cmd_study(args) -> int:
-    from hpo.search.runner import run_study
+    from hpo.api import run_study
 
     run_study(args.name, trials=args.trials, timeout=args.timeout, storage=args.storage, smoke=args.smoke,
               workers=args.workers, pack=args.pack, artifacts=args.artifacts)

@@ -89,8 +89,8 @@ def populated(tmp_path_factory):
     """A storage holding one tiny study: three trials (the paper's baselines) of two epochs each, each with its
     note and curve picture, compared on the test set (one seed, one epoch; compare.json in out/ beside the
     storage): the comparison is the study's note. Built once for the module: the tests only read it."""
+    from hpo.api import run_study
     from hpo.results.compare import compare_study
-    from hpo.search.runner import run_study
 
     root = tmp_path_factory.mktemp("populated")
     url = f"sqlite:///{root / 'hpo.db'}"

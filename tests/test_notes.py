@@ -1,4 +1,4 @@
-"""hpo.search.notes: trial notes in words for every outcome, the study's live note and its rate, the artifact
+"""hpo.results.notes: trial notes in words for every outcome, the study's live note and its rate, the artifact
 folder and its flags, pictures, and failures that warn instead of failing a trial; the report as the study's note."""
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from studyfiles import write_study
 from hpo import data as data_mod
 from hpo.cli import main
 from hpo.errors import StudyError
-from hpo.search import notes as notes_mod
+from hpo.results import notes as notes_mod
+from hpo.results.notes import LiveNote, TrialNotes, artifact_dir, live_note, open_store, trial_note
 from hpo.search.config import load_study
-from hpo.search.notes import LiveNote, TrialNotes, artifact_dir, live_note, open_store, trial_note
 from hpo.search.objective import Objective
 from hpo.search.papers import load_paper
 from hpo.search.storage import open_storage, sqlite_path
@@ -176,7 +176,7 @@ def test_a_failing_note_warns_once_and_the_trial_goes_on(tmp_path, tiny_mnist, c
     (tmp_path / "gone").rmdir()  # every upload now fails
     monkeypatch.setattr(notes_mod, "_WARNED", set())  # a fresh memory of the warnings shown
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'f.db'}", direction="maximize")
-    with caplog.at_level(logging.WARNING, logger="hpo.search.notes"):
+    with caplog.at_level(logging.WARNING, logger="hpo.results.notes"):
         study.optimize(Objective(cfg, _splits(), threads=1, notes=TrialNotes(None, store)), n_trials=2)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     lines = [r.getMessage() for r in caplog.records]
@@ -258,7 +258,7 @@ def _notes_of(url: str, name: str = "tiny") -> tuple[optuna.Study, dict]:
 
 @pytest.mark.parametrize("how", ["here", "pack", "workers"])
 def test_hpo_study_writes_a_note_on_every_trial_and_the_live_note(how, tmp_path, tiny_mnist, monkeypatch):
-    from hpo.search.runner import run_study
+    from hpo.api import run_study
 
     url = os.environ["HPO_STORAGE"]
     kw = {"workers": 2} if how == "workers" else {"pack": 2} if how == "pack" else {}
@@ -283,9 +283,9 @@ def test_hpo_study_writes_a_note_on_every_trial_and_the_live_note(how, tmp_path,
 
 
 def test_the_report_becomes_the_study_note_and_replaces_its_pictures(tmp_path, tiny_mnist):
+    from hpo.api import run_study
     from hpo.results.charts import PARAMS_CHART_ID
     from hpo.results.report import write_report
-    from hpo.search.runner import run_study
 
     url = os.environ["HPO_STORAGE"]
     run_study(str(write_study(tmp_path, n_trials=3, epochs=2)), console=Console(file=io.StringIO()))
@@ -313,8 +313,8 @@ def test_the_report_becomes_the_study_note_and_replaces_its_pictures(tmp_path, t
 
 
 def test_a_comparison_goes_into_the_note(tmp_path, tiny_mnist):
+    from hpo.api import run_study
     from hpo.results.compare import compare_study
-    from hpo.search.runner import run_study
 
     run_study(str(write_study(tmp_path, n_trials=3, epochs=1)), console=Console(file=io.StringIO()))
     result = compare_study("tiny", seeds=1, epochs=1, references=False, out=tmp_path / "out",

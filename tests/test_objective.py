@@ -7,10 +7,11 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo import data as data_mod
+from hpo.errors import ConfigError
 from hpo.search import objective as objective_mod
 from hpo.search.config import load_study
 from hpo.search.objective import Objective
-from hpo.search.samplers import PRUNERS, SAMPLERS, grid_space, make_pruner, make_sampler
+from hpo.search.samplers import PRUNERS, SAMPLERS, grid_space, make_pruner, make_sampler, percent_steps
 from hpo.search.space import Space
 
 SPACE = """\
@@ -142,3 +143,38 @@ def test_multi_objective_returns_accuracy_and_params(tmp_path, tiny_mnist):
     study.optimize(Objective(cfg, splits, threads=1), n_trials=1)
     t = study.trials[0]
     assert t.values[1] == t.user_attrs["n_params"] and t.values[2] == pytest.approx(t.user_attrs["latency_ms"], abs=1e-4) and t.values[2] > 0
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 7, 20, 40])
+def test_percent_steps_cover_every_point_of_a_schedule_once_in_order(epochs):
+    steps = [s for e in range(1, epochs + 1) for s in percent_steps(e, epochs)]
+    assert steps == list(range(5, 101, 5))
+    # each point is reported with the first epoch at or after it
+    for e in range(1, epochs + 1):
+        assert all((e - 1) / epochs < s / 100 <= e / epochs for s in percent_steps(e, epochs))
+
+
+def test_percent_steps_report_each_trial_at_the_same_points_of_its_own_schedule(tmp_path, tiny_mnist):
+    """A 2-epoch and a 4-epoch trial meet the pruner at the same steps, 5 ... 100 (percent of their schedule)."""
+    cfg = load_study(tiny_study(tmp_path, pruner="median", pruner_step="percent",
+                                space=SPACE.replace("epochs: {low: 1, high: 3}", "epochs: {low: 2, high: 4}")))
+    assert make_pruner(cfg)._n_warmup_steps == 25  # a quarter of its own schedule, not 4 epochs
+    splits = data_mod.make_splits(data_mod.load("mnist"), val_size=100, seed=0)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    for e in (2, 4):
+        study.enqueue_trial({"epochs": e})
+    study.optimize(Objective(cfg, splits, threads=1), n_trials=2)
+    for t in study.trials:
+        assert sorted(t.intermediate_values) == list(range(5, 101, 5))
+        curve = t.user_attrs["val_curve"]
+        assert t.intermediate_values[100] == pytest.approx(curve[-1], abs=1e-5)
+        assert t.intermediate_values[5] == pytest.approx(curve[0], abs=1e-5)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"pruner_step": "fraction"}, "pruner_step: expected one of epoch, percent"),
+    ({"pruner": "hyperband", "pruner_step": "percent"}, "pruner_step: the hyperband pruner's resource is the epoch"),
+])
+def test_a_bad_pruner_step_names_the_key(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        load_study(tiny_study(tmp_path, **extra))

@@ -33,7 +33,7 @@ from hpo import optuna_private
 from hpo.bench.pgcluster import free_port
 from hpo.errors import HpoError
 from hpo.provenance import ROOT
-from hpo.search.notes import LiveNote, TrialNotes
+from hpo.results.notes import LiveNote, TrialNotes
 from hpo.search.storage import open_storage
 from hpo.search.study import create_or_load, enqueue_baselines, load_data, prepare
 from hpo.training.config import TrainConfig

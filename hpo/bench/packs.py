@@ -21,11 +21,11 @@ import yaml
 from rich.console import Console
 
 from hpo import data as data_mod
+from hpo.api import run_study
 from hpo.bench.parallel import fixed_configs, steady_rate
 from hpo.bench.throughput import WIDTHS, _sync, interleaved
 from hpo.provenance import ROOT
 from hpo.search.config import load_study, read_yaml
-from hpo.search.runner import run_study
 from hpo.search.storage import open_storage
 from hpo.search.study import create_or_load, enqueue_baselines, prepare
 from hpo.stats import pm_of

@@ -19,10 +19,10 @@ import yaml
 from rich.console import Console
 
 from hpo import data as data_mod
+from hpo.api import run_study
 from hpo.provenance import ROOT
 from hpo.search.config import load_study, read_yaml
 from hpo.search.objective import Objective
-from hpo.search.runner import run_study
 from hpo.search.samplers import make_pruner, make_sampler
 from hpo.search.storage import open_storage
 from hpo.search.study import create_or_load, enqueue_baselines, prepare

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from hpo.api import run_study
 from hpo.bench import user_script
-from hpo.search.runner import run_study
 from hpo.search.study import SMOKE_EVAL, SMOKE_TRAIN
 
 FRACTIONS = (0.1, 0.2, 0.5, 1.0)  # of the budget: 1, 2, 5, 10 minutes of a 10-minute run

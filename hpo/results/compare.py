@@ -19,8 +19,8 @@ from hpo.display import MIN_SPREAD_N, describe_config, make_console, pct, pm_sta
 from hpo.errors import HpoError
 from hpo.provenance import git_commit, versions
 from hpo.results.evaluate import run_seeds, stats
+from hpo.results.notes import artifact_dir, study_url
 from hpo.results.report import print_result, write_report
-from hpo.search.notes import artifact_dir, study_url
 from hpo.search.papers import Paper, study_paper
 from hpo.search.storage import open_study
 from hpo.search.study import SMOKE_EVAL, SMOKE_TRAIN, check_same_data

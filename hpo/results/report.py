@@ -15,9 +15,9 @@ from hpo.display import SUMMARY_COLUMNS, counts_line, pct, pm_stats, spread_labe
 from hpo.errors import HpoError
 from hpo.results.activations import report_sections
 from hpo.results.charts import save_params_chart
+from hpo.results.notes import artifact_dir, is_persistent, open_store, publish_report, study_url, warn
 from hpo.results.plots import plot_curves, plot_history, plot_importances, plot_params
 from hpo.search.config import load_space, load_study
-from hpo.search.notes import artifact_dir, is_persistent, open_store, publish_report, study_url, warn
 from hpo.search.papers import study_paper
 from hpo.search.space import describe_dist, on_boundary
 from hpo.search.storage import open_study
@@ -118,7 +118,7 @@ def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def write_report(study, result: dict | None, folder: Path, suffix: str = "", artifacts: str | None = None) -> Path:
     """Write report{suffix}.md and its PNGs into `folder`, and put the report into the study's note in
-    optuna-dashboard with the pictures (`artifacts`: their folder; see hpo.search.notes); returns the report's path."""
+    optuna-dashboard with the pictures (`artifacts`: their folder; see hpo.results.notes); returns the report's path."""
     folder.mkdir(parents=True, exist_ok=True)
     s = study_attrs(study)
     multi = len(study.directions) > 1

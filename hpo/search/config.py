@@ -13,7 +13,7 @@ from pathlib import Path
 from hpo.errors import ConfigError, DataError
 from hpo.search.files import display, read_yaml, resolve_file
 from hpo.search.papers import Paper, load_paper
-from hpo.search.samplers import PRUNERS, SAMPLERS
+from hpo.search.samplers import PERCENT_PRUNERS, PRUNER_STEPS, PRUNERS, SAMPLERS
 from hpo.search.space import PARAMS, Space
 from hpo.search.storage import SAFE_NAME, study_name
 from hpo.sources import DATASETS, DataSource, dataset_io, parse_source, train_size
@@ -74,6 +74,7 @@ class StudyConfig:
     sampler_options: dict = field(default_factory=dict)
     pruner: str = "median"
     pruner_options: dict = field(default_factory=dict)
+    pruner_step: str = "epoch"  # what a trial's steps count for the pruner: epochs, or percent of its own schedule
     seed: int = 0
     n_trials: int = 20
     timeout: float | None = None
@@ -98,7 +99,7 @@ class StudyConfig:
         return [OBJECTIVES[o] for o in self.objectives]
 
 
-STUDY_KEYS = {"dataset", "space", "sampler", "sampler_options", "pruner", "pruner_options", "seed", "n_trials",
+STUDY_KEYS = {"dataset", "space", "sampler", "sampler_options", "pruner", "pruner_options", "pruner_step", "seed", "n_trials",
               "timeout", "objectives", "split", "budget", "baselines"}
 BUDGET_KEYS = {"device", "threads", "trial_timeout", "max_params", "memory_mb", "pack"}
 SPLIT_KEYS = {"val_size", "seed"}
@@ -183,6 +184,12 @@ def _load_study(name_or_path: str) -> StudyConfig:
         raise ConfigError(src, "pruner", f"unknown pruner {pruner!r}; known: {', '.join(PRUNERS)}")
     pruner_options = _mapping(doc.get("pruner_options"), src, "pruner_options", _AnyKey())
     check_options(PRUNERS[pruner], pruner_options, src, "pruner_options")
+    pruner_step = _typed(doc.get("pruner_step", "epoch"), str, src, "pruner_step")
+    if pruner_step not in PRUNER_STEPS:
+        raise ConfigError(src, "pruner_step", f"expected one of {', '.join(PRUNER_STEPS)}, but got {pruner_step!r}")
+    if pruner_step == "percent" and pruner not in PERCENT_PRUNERS:
+        raise ConfigError(src, "pruner_step", f"the {pruner} pruner's resource is the epoch; percent steps suit "
+                                              f"{', '.join(PERCENT_PRUNERS)}")
 
     objectives = doc.get("objectives", ["accuracy"])
     if not isinstance(objectives, list) or not objectives:
@@ -244,6 +251,7 @@ def _load_study(name_or_path: str) -> StudyConfig:
     return StudyConfig(
         name=name, source=src, description=header, dataset=dataset, space=space,
         sampler=sampler, sampler_options=sampler_options, pruner=pruner, pruner_options=pruner_options,
+        pruner_step=pruner_step,
         seed=_typed(doc.get("seed", 0), int, src, "seed"),
         n_trials=_typed(doc.get("n_trials", 20), int, src, "n_trials", positive=True),
         timeout=_typed(doc.get("timeout"), (int, float), src, "timeout", positive=True, allow_none=True),

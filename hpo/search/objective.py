@@ -20,13 +20,14 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import optuna
 import torch
 
 from hpo.data import Splits
 from hpo.search.config import StudyConfig
-from hpo.search.notes import TrialNotes
+from hpo.search.samplers import percent_steps
 from hpo.training.config import TrainConfig, TrainResult
 from hpo.training.diagnostics import trial_attrs
 from hpo.training.loop import train
@@ -59,6 +60,22 @@ class MemoryCap(optuna.TrialPruned):
     outcome = "memory_cap"
 
 
+class TrialNoteWriter(Protocol):
+    """Writes a trial's note as its outcome becomes known (hpo.results.notes.TrialNotes)."""
+
+    def write(self, trial: optuna.Trial, state: str, value: float | None) -> None: ...
+
+
+class StudyNotes(Protocol):
+    """What a study run writes for optuna-dashboard (hpo.results.notes.DashboardNotes): the search calls it and
+    knows nothing of notes, pictures or matplotlib. Picklable, for worker processes."""
+
+    def bind(self, url: str | None) -> StudyNotes: ...
+    def missing_pictures(self, url: str) -> str | None: ...
+    def trial_notes(self, paper) -> TrialNoteWriter: ...
+    def live(self) -> Callable: ...
+
+
 @dataclass
 class TrialRun:
     """One admitted trial on its way through training: its config, model and what its epochs reported."""
@@ -82,7 +99,7 @@ class Objective:
     signals into KeyboardInterrupt there, which would now fail a trial that has finished training."""
 
     def __init__(self, cfg: StudyConfig, data: Splits, *, threads: int | None = None, space=None,
-                 train_fn: Callable[..., TrainResult] | None = None, notes: TrialNotes | None = None,
+                 train_fn: Callable[..., TrainResult] | None = None, notes: TrialNoteWriter | None = None,
                  settled: Callable[[], None] | None = None):
         self.cfg, self.data = cfg, data
         self.space = space or cfg.space
@@ -174,8 +191,10 @@ class Objective:
                                 f"over the {cap // 2**20} MiB cap")
             if multi:  # Optuna does not prune multi-objective studies; keep the curve in user attrs
                 return
-            run.trial.report(acc, epoch)
-            if run.trial.should_prune():
+            steps = percent_steps(epoch, run.tc.epochs) if self.cfg.pruner_step == "percent" else [epoch]
+            for step in steps:
+                run.trial.report(acc, step)
+            if steps and run.trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} at {acc:.4f}")
 
         return on_epoch

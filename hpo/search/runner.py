@@ -17,8 +17,7 @@ from hpo.display import LiveDisplay, counts_line, make_console, summary_table
 from hpo.errors import HpoError
 from hpo.search.budget import BudgetStudy
 from hpo.search.config import StudyConfig
-from hpo.search.notes import LiveNote, TrialNotes, artifact_dir, open_store
-from hpo.search.objective import Objective
+from hpo.search.objective import Objective, StudyNotes
 from hpo.search.packs import run_packs
 from hpo.search.samplers import joining_seed, make_sampler
 from hpo.search.storage import (
@@ -37,15 +36,17 @@ from hpo.trials import counted, study_attrs
 
 def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | None = None,
               storage: str | None = None, smoke: bool = False, console: Console | None = None,
-              workers: int = 1, pack: int | str | None = None, artifacts: str | None = None) -> optuna.Study:
+              workers: int = 1, pack: int | str | None = None, notes: StudyNotes | None = None) -> optuna.Study:
     """Create or resume the study `name_or_path` names and run it to n_trials counted trials; `pack`
-    (default: the study's budget.pack) trials at a time as one stacked computation. `artifacts`: the folder
-    for the trials' pictures in the dashboard (default: beside a SQLite storage; hpo.search.notes)."""
+    (default: the study's budget.pack) trials at a time as one stacked computation. `notes`: what the run writes
+    for optuna-dashboard (hpo.results.notes.DashboardNotes; hpo.api.run_study and `hpo study` pass one), None for
+    nothing."""
     console = console or make_console()
     if workers < 1:
         raise HpoError(f"--workers: must be a positive number, but got {workers}")
     cfg, space = prepare(name_or_path, smoke=smoke, trials=trials, timeout=timeout, pack=pack)
-    pictures = artifact_dir(storage_url(storage, mkdir=False), artifacts)  # a bad --artifacts fails here too
+    if notes is not None:
+        notes = notes.bind(storage_url(storage, mkdir=False))  # a bad --artifacts fails here too
     parallel = workers > 1
     if parallel:
         # The parent of N worker processes trains nothing and loads no splits. The data set is decoded (and
@@ -85,23 +86,22 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
                   f"pruner {cfg.pruner}{tail}")
     console.print(f"storage {describe_storage(url)}; {'created' if created else f'resuming with {done} finished trials'}; "
                   f"{new_baselines} paper baselines enqueued; {dashboard_hint(url)}")
-    if pictures is None:
-        console.print(f"no artifact folder for {redact(url)}: trial notes without pictures; pass --artifacts PATH "
-                      f"(or set HPO_ARTIFACT_STORE) to add them")
+    if notes is not None and notes.missing_pictures(redact(url)):
+        console.print(notes.missing_pictures(redact(url)))
     if parallel:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if running:
             console.print(f"[yellow]{len(running)} trials are marked running[/] (other workers, or killed ones: those "
                           f"are failed and retried {heartbeat_settings()[1]}s after their last heartbeat)")
-    store = open_store(pictures)  # made here, so that no worker can fail on it
+    trial_notes = notes.trial_notes(cfg.paper) if notes is not None else None  # its folder made here, not in a worker
     if remaining <= 0:
         console.print(f"study already has {done} of {cfg.n_trials} trials; raise --trials to run more")
     elif parallel:
         run_workers(name_or_path, study, cfg, url=url, n_procs=n_procs, threads=threads, done=done,
-                    pack=cfg.budget.pack, console=console, artifacts=str(pictures) if pictures else None)
+                    pack=cfg.budget.pack, console=console, notes=notes)
     else:
         study = _run_here(study, rdb, created, cfg, space, splits, done=done, url=url, console=console,
-                          notes=TrialNotes(cfg.paper, store))
+                          notes=trial_notes, live_note=notes.live() if notes is not None else None)
     console.print(summary_table(study))
     console.print(f"outcomes: {counts_line(study)}")
     return study
@@ -138,7 +138,7 @@ def _quiet_interrupts():
 
 
 def _run_here(study: optuna.Study, rdb, created: bool, cfg: StudyConfig, space, splits, *, done: int, url: str,
-              console: Console, notes: TrialNotes) -> optuna.Study:
+              console: Console, notes, live_note) -> optuna.Study:
     """Train the remaining trials in this process; returns the BudgetStudy that ran them."""
     # Resuming, or joining other workers: the study's seed would redraw the start-up trials already drawn.
     sampler = study.sampler if created else make_sampler(cfg, space, seed=joining_seed())
@@ -148,15 +148,15 @@ def _run_here(study: optuna.Study, rdb, created: bool, cfg: StudyConfig, space, 
     study = BudgetStudy(study.study_name, rdb, cfg.n_trials, sampler=sampler, pruner=study.pruner,
                         on_wait=lambda _: console.print(wait_note))
     objective = Objective(cfg, splits, space=space, notes=notes)
-    note = LiveNote()
+    callbacks = [live_note] if live_note is not None else []
     t0 = time.time()
     with LiveDisplay(console, cfg.n_trials, done, len(cfg.objectives) > 1) as live, _quiet_interrupts():
         try:
             if cfg.budget.packs:
                 run_packs(study, objective, pack=cfg.budget.pack, max_trials=cfg.n_trials - done, timeout=cfg.timeout,
-                          callbacks=[live, note])
+                          callbacks=[live, *callbacks])
             else:
-                study.run(objective, max_trials=cfg.n_trials - done, timeout=cfg.timeout, callbacks=[live, note])
+                study.run(objective, max_trials=cfg.n_trials - done, timeout=cfg.timeout, callbacks=[live, *callbacks])
         except KeyboardInterrupt:
             live.progress.stop()
             study.fail_left_running()  # Ctrl-C between ask and tell leaves a trial untold
@@ -164,6 +164,7 @@ def _run_here(study: optuna.Study, rdb, created: bool, cfg: StudyConfig, space, 
                           f"run the same command to continue")
             raise
         finally:
-            note.flush(study)  # the trials since its last write
+            if live_note is not None:
+                live_note.flush(study)  # the trials since its last write
     console.print(f"ran {counted(study) - done} trials in {time.time() - t0:.0f}s")
     return study

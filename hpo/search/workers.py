@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 import warnings
-from pathlib import Path
 
 import optuna
 import torch
@@ -31,8 +30,7 @@ from rich.console import Console
 from hpo.display import LiveDisplay
 from hpo.search.budget import BudgetStudy
 from hpo.search.config import StudyConfig
-from hpo.search.notes import LiveNote, TrialNotes, open_store
-from hpo.search.objective import Objective
+from hpo.search.objective import Objective, StudyNotes
 from hpo.search.packs import run_packs
 from hpo.search.samplers import joining_seed, make_pruner, make_sampler
 from hpo.search.storage import close_storage, fail_stale, open_storage, redact
@@ -105,7 +103,7 @@ class _ParentWatch:
 
 
 def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_trials: int,
-                timeout: float | None, threads: int, ready=None, pack: int = 1, artifacts: str | None = None) -> None:
+                timeout: float | None, threads: int, ready=None, pack: int = 1, notes: StudyNotes | None = None) -> None:
     """One worker process: load data and study, optimize until the study's trials are all taken."""
     interrupts = _Interrupts()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -134,7 +132,7 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
         interrupts.raise_now = False
         study.should_stop = lambda: interrupts.requested  # a worker waiting for the last trials stops too
         objective = Objective(cfg, splits, threads=threads, space=space,
-                              notes=TrialNotes(cfg.paper, open_store(Path(artifacts) if artifacts else None)),
+                              notes=notes.trial_notes(cfg.paper) if notes is not None else None,
                               settled=interrupts.settled)
         if remaining > 0 and cfg.budget.packs:
             run_packs(study, objective, pack=cfg.budget.pack, max_trials=remaining, timeout=cfg.timeout,
@@ -187,19 +185,19 @@ def _stop(procs: list, console: Console) -> None:
 
 
 def run_workers(name_or_path: str, study: optuna.Study, cfg: StudyConfig, *, url: str, n_procs: int,
-                threads: int, done: int, console: Console, pack: int = 1, artifacts: str | None = None) -> None:
+                threads: int, done: int, console: Console, pack: int = 1, notes: StudyNotes | None = None) -> None:
     """Start `n_procs` worker processes on the study, show their trials as they finish, stop them on Ctrl-C.
     The workers write their trials' notes; the study's live note is written here alone."""
     ctx = mp.get_context("spawn")
     kwargs = {"smoke": cfg.smoke, "n_trials": cfg.n_trials, "timeout": cfg.timeout, "threads": threads,
-              "ready": ctx.Barrier(n_procs), "pack": pack, "artifacts": artifacts}
+              "ready": ctx.Barrier(n_procs), "pack": pack, "notes": notes}
     procs = [ctx.Process(target=worker_main, args=(name_or_path, study.study_name, url), kwargs=kwargs,
                          name=f"w{i}", daemon=False) for i in range(n_procs)]
     finished = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL
     shown = {t.number for t in study.get_trials(deepcopy=False, states=finished)}
     reported: set[str] = set()
     t0 = time.time()
-    note = LiveNote()
+    note = notes.live() if notes is not None else None
     in_main = threading.current_thread() is threading.main_thread()  # only there can signals be handled
     previous = signal.signal(signal.SIGTERM, _parent_sigterm) if in_main else None
     try:
@@ -214,7 +212,8 @@ def run_workers(name_or_path: str, study: optuna.Study, cfg: StudyConfig, *, url
                         if t.number not in shown:
                             shown.add(t.number)
                             live(study, t)
-                            note(study, t)
+                            if note is not None:
+                                note(study, t)
                     for p in procs:
                         if p.exitcode not in (None, 0) and p.name not in reported:
                             reported.add(p.name)
@@ -231,7 +230,8 @@ def run_workers(name_or_path: str, study: optuna.Study, cfg: StudyConfig, *, url
                               f"run the same command to continue")
                 raise
     finally:
-        note.flush(study)
+        if note is not None:
+            note.flush(study)
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     console.print(f"ran {counted(study) - done} trials in {time.time() - t0:.0f}s on {n_procs} workers")

@@ -5,7 +5,7 @@ optuna-dashboard's WSGI app behind a threaded wsgiref server (what its own CLI r
 What it shows comes from the trials themselves: validation accuracy per epoch as intermediate values,
 the user attributes the objective records (config, outcome, reason, time, samples per second, baseline)
 and the study's metric names; the notes hpo writes (a trial's in words, the study's best so far or its
-comparison with the paper: hpo.search.notes) and the pictures in the artifact folder, which is served too.
+comparison with the paper: hpo.results.notes) and the pictures in the artifact folder, which is served too.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import optuna_dashboard
 from optuna.artifacts import FileSystemArtifactStore
 
 from hpo.errors import StudyError
-from hpo.search.notes import ARTIFACTS_ENV, artifact_dir
+from hpo.results.notes import ARTIFACTS_ENV, artifact_dir
 from hpo.search.storage import (
     DASHBOARD_HOST,
     DASHBOARD_PORT,

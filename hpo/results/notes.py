@@ -1,4 +1,5 @@
-"""What optuna-dashboard shows beside the trials: a note in words on every trial as it ends, the study's live
+"""What optuna-dashboard shows beside the trials (`DashboardNotes` hands it to hpo.search.runner, which knows no
+presentation): a note in words on every trial as it ends, the study's live
 "best so far" note, the report as the study's note (written by hpo.results.report), and where pictures
 (artifacts) are stored.
 
@@ -24,6 +25,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -282,6 +284,39 @@ class LiveNote:
         except Exception as e:
             warn("the study's live dashboard note was not updated", e, f"study {study.study_name}: ")
         self.pending, self.last = 0, self.clock()
+
+
+# --- what `hpo study` writes while it runs ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DashboardNotes:
+    """The notes and pictures a study run writes for optuna-dashboard, handed to hpo.search.runner.run_study
+    (hpo.api.run_study and `hpo study` pass one). Picklable: each worker process opens its own store from it.
+
+    `artifacts`: the --artifacts argument until `bind`, then the resolved folder (None: notes without pictures)."""
+
+    artifacts: str | None = None
+    bound: bool = False
+
+    def bind(self, url: str | None) -> DashboardNotes:
+        """Resolved against the storage URL; a bad --artifacts (or $HPO_ARTIFACT_STORE) fails here."""
+        folder = artifact_dir(url, self.artifacts)
+        return DashboardNotes(str(folder) if folder is not None else None, bound=True)
+
+    def missing_pictures(self, url: str) -> str | None:
+        """The line to print when there is no folder for the pictures."""
+        if self.artifacts is not None:
+            return None
+        return (f"no artifact folder for {url}: trial notes without pictures; pass --artifacts PATH (or set "
+                f"{ARTIFACTS_ENV}) to add them")
+
+    def trial_notes(self, paper: Paper | None) -> TrialNotes:
+        """The trials' notes, with their store (its folder made here)."""
+        return TrialNotes(paper, open_store(Path(self.artifacts) if self.artifacts else None))
+
+    def live(self) -> LiveNote:
+        return LiveNote()
 
 
 # --- the report in the dashboard (hpo.results.report builds the Markdown) --------------------------------
