@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -9,10 +10,12 @@ import optuna
 import pytest
 
 from hpo.bench.parallel import TimedPruner, TimedSampler
+from hpo.bench.quality import bench_quality, markdown_quality
 from hpo.bench.search import expected_first_hit, median_bound
 from hpo.bench.throughput import AUGMENT, markdown_throughput, matmul_epoch
 from hpo.bench.versus import bench_versus, best_at, first_above, markdown_versus
 from hpo.cli import main
+from hpo.errors import HpoError
 from hpo.stats import pm_of
 
 
@@ -73,7 +76,8 @@ def test_matmul_lower_bound_counts_every_sample():
 
 
 def test_quick_bench_writes_its_table(tmp_path, fmnist_available, capsys):
-    """Every item but versus, which runs on a wall budget and has its own test below (its rows: markdown_versus)."""
+    """Every item but versus and quality, which have their own tests below (their rows: markdown_versus and
+    markdown_quality)."""
     out = tmp_path / "bench.md"
     assert main(["bench", "--quick", "--only", "throughput,search,scaling,overhead,packs", "--out", str(out)]) == 0
     text = out.read_text()
@@ -155,3 +159,31 @@ def test_versus_at_a_tiny_scale_runs_the_script_and_both_hpo_runs(tmp_path, fmni
     assert r["script_best"] == r["rows"][0]["best"][-1]
     lines, targets = markdown_versus(r)
     assert len(targets) == 2 and lines[0].startswith("## 6.") and len(lines) == 6 + 3
+
+
+def test_quality_at_smoke_scale_searches_retrains_and_holds_the_optimum_against_the_hand_configuration(tmp_path,
+                                                                                                        fmnist_available):
+    results = tmp_path / "q.json"
+    r = bench_quality(lambda _: None, tmp_path, searches=1, seeds=2, smoke=True, threads=1, results=results,
+                      variants=("shipped", "epoch_steps"))
+    assert [(x["variant"], x["seed"]) for x in r["searches"]] == [("shipped", 0), ("epoch_steps", 0)]
+    assert r["hand"]["n"] == 2 and 0.1 < r["hand"]["mean"] < 1
+    for x in r["searches"]:
+        assert x["test"]["n"] == 2 and 0.1 < x["test"]["mean"] < 1
+        assert x["best_config"]["epochs"] == 1  # smoke scale
+        d = x["diagnosis"]
+        assert d["trials"] >= 1 and sum(d["schedules"].values()) == d["trials"]  # the paper's baselines not counted
+        assert d["pruned"] <= d["trials"] and d["long_pruned"] <= d["long_started"] <= d["trials"]
+    assert json.loads(results.read_text())["searches"] == r["searches"]  # kept after every search
+    again = bench_quality(lambda line: pytest.fail(line), tmp_path, searches=1, seeds=2, smoke=True, threads=1,
+                          results=results, variants=("shipped", "epoch_steps"))  # nothing left to run
+    assert again["searches"] == r["searches"]
+    lines, targets = markdown_quality(r)
+    assert lines[0].startswith("## 7.") and len(targets) == 2
+    gap = 100 * (r["searches"][0]["test"]["mean"] - r["hand"]["mean"])
+    assert targets[0][3] == f"{gap:+.2f} points" and targets[0][4] == (gap >= 0)
+
+
+def test_quality_refuses_an_unknown_variant_in_one_line(tmp_path):
+    with pytest.raises(HpoError, match="^--variants: unknown variant 'fast'; choose from shipped, "):
+        bench_quality(lambda _: None, tmp_path, variants=("fast",))

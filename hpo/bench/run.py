@@ -9,11 +9,13 @@
   5 packs        trials per hour of `hpo study --pack K` for K = 1, 4, 8, and model-samples/s of a stacked run
                  against the bare batched matrix products of the same shapes
   6 versus       hpo against the script a user would write instead (hpo/bench/user_script.py), same wall budget
+  7 quality      the best test accuracy relu3_adam's search reaches as shipped, over 3 searches, each optimum
+                 re-trained over seeds, against a strong hand configuration of the same space re-trained beside it
 
 Every timing excludes warm-up and reports mean ± std over repeats; nothing here is asserted by tests.
 Items 2-4 run at a reduced scale (training subsets, short epoch ranges) stated in the output. This module
 runs the items and writes the file; item 1 is throughput.py, item 2 search.py, items 3-4 parallel.py,
-item 5 packs.py, item 6 versus.py.
+item 5 packs.py, item 6 versus.py, item 7 quality.py.
 """
 
 
@@ -32,18 +34,19 @@ import optuna
 import torch
 
 from hpo import data as data_mod
-from hpo.bench import load, packs, parallel, search, throughput, versus
+from hpo.bench import load, packs, parallel, quality, search, throughput, versus
 from hpo.errors import HpoError
 from hpo.provenance import ROOT, versions
 from hpo.training.config import resolve_device
 
-ITEMS = ("throughput", "search", "scaling", "overhead", "packs", "versus")
+ITEMS = ("throughput", "search", "scaling", "overhead", "packs", "versus", "quality")
 
 
 
 @dataclass(frozen=True)
 class Scale:
-    """How big each item runs. FULL fits in well under an hour on 2 cores; QUICK is for tests and a first look."""
+    """How big each item runs. FULL takes about an hour and a half on 2 cores (item 7's three searches and their
+    re-training about half of it); QUICK is for tests and a first look."""
 
     name: str
     device: str = "cpu"  # where the trials train (hpo bench --device)
@@ -79,6 +82,10 @@ class Scale:
     # 6 versus: each runner's wall budget (minutes); smoke: hpo's tiny data subset and one epoch for all three
     vs_minutes: float = 10.0
     vs_smoke: bool = False
+    # 7 quality: searches of relu3_adam as shipped, seeds each optimum and the hand configuration are re-trained on
+    q_searches: int = 3
+    q_seeds: int = 3
+    q_smoke: bool = False
 
 
 FULL = Scale("full")
@@ -91,6 +98,7 @@ QUICK = Scale(  # one thread: quick numbers are for a first look, and one thread
     oh_trials=12, oh_train=500, oh_eval=200, oh_epochs=1,
     pk_trials=4, pk_epochs=1, pk_repeats=1,
     vs_minutes=0.25, vs_smoke=True,
+    q_searches=2, q_seeds=2, q_smoke=True,
 )
 
 
@@ -131,7 +139,8 @@ def machine(threads: int) -> dict:
 def markdown(results: dict, info: dict, scale: Scale, command: str) -> str:
     writers = {"throughput": throughput.markdown_throughput, "search": search.markdown,
                "scaling": parallel.markdown_scaling, "overhead": parallel.markdown_overhead,
-               "packs": packs.markdown_packs, "versus": versus.markdown_versus}
+               "packs": packs.markdown_packs, "versus": versus.markdown_versus,
+               "quality": quality.markdown_quality}
     sections, targets = [], []
     for key in ITEMS:
         if key in results:
@@ -189,6 +198,8 @@ def run_bench(quick: bool = False, out: str | None = None, only: list[str] | Non
             "packs": lambda: packs.bench_packs(scale, log, Path(tmp)),
             "versus": lambda: versus.bench_versus(scale.vs_minutes, log, Path(tmp), smoke=scale.vs_smoke,
                                                   threads=scale.threads),
+            "quality": lambda: quality.bench_quality(log, Path(tmp), searches=scale.q_searches, seeds=scale.q_seeds,
+                                                     smoke=scale.q_smoke, threads=scale.threads),
         }
         for item in ITEMS:
             if item in items:
