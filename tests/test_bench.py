@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from hpo.bench.parallel import TimedPruner, TimedSampler
-from hpo.bench.quality import bench_quality, markdown_quality
+from hpo.bench.quality import bench_quality, markdown_quality, picture
 from hpo.bench.search import expected_first_hit, median_bound
 from hpo.bench.throughput import AUGMENT, markdown_throughput, matmul_epoch
 from hpo.bench.versus import bench_versus, best_at, first_above, markdown_versus
@@ -178,6 +178,10 @@ def test_quality_at_smoke_scale_searches_retrains_and_holds_the_optimum_against_
     again = bench_quality(lambda line: pytest.fail(line), tmp_path, searches=1, seeds=2, smoke=True, threads=1,
                           results=results, variants=("shipped", "epoch_steps"))  # nothing left to run
     assert again["searches"] == r["searches"]
+    for x in r["searches"]:  # one row per trial, the paper's rows marked; the picture draws them
+        assert [row[0] for row in x["trials"]] == list(range(len(x["trials"])))
+        assert sum(row[4] for row in x["trials"]) == 2 and all(row[2] <= row[1] for row in x["trials"])
+    assert picture(r, tmp_path / "q.png").read_bytes()[:4] == b"\x89PNG"
     lines, targets = markdown_quality(r)
     assert lines[0].startswith("## 7.") and len(targets) == 2
     gap = 100 * (r["searches"][0]["test"]["mean"] - r["hand"]["mean"])

@@ -29,6 +29,7 @@ from rich.console import Console
 from hpo import data as data_mod
 from hpo.api import run_study
 from hpo.errors import HpoError
+from hpo.plotting import plt, save
 from hpo.results.evaluate import run_seeds, stats
 from hpo.search.config import load_study
 from hpo.search.files import resolve_file
@@ -78,6 +79,39 @@ def diagnose(trials: list, max_epochs: int) -> dict:
                       for s in ("constant", "cosine", "onecycle")},
         "epochs_trained": sum(t.user_attrs.get("epochs_trained", 0) for t in trials),
     }
+
+
+def trial_rows(trials: list) -> list[list]:
+    """[number, planned epochs, epochs trained, outcome, baseline] per trial: what the picture draws."""
+    return [[t.number, t.user_attrs["config"].get("epochs", 0), t.user_attrs.get("epochs_trained", 0),
+             t.user_attrs.get("outcome") or "", bool(t.user_attrs.get("baseline"))]
+            for t in trials if "config" in t.user_attrs]
+
+
+def picture(r: dict, path: Path) -> Path:
+    """Where each search spent its epochs: one panel per search (rows: sampler seeds, columns: variants), a bar per
+    trial to its planned epochs, filled to the epochs it trained (green: complete, red: pruned, grey: other)."""
+    variants = list(dict.fromkeys(x["variant"] for x in r["searches"]))
+    seeds = sorted({x["seed"] for x in r["searches"]})
+    fig, axes = plt.subplots(len(seeds), len(variants), figsize=(4.2 * len(variants), 2.2 * len(seeds)),
+                             squeeze=False, sharey=True)
+    colours = {"complete": "tab:green", "pruned": "tab:red"}
+    for x in r["searches"]:
+        ax = axes[seeds.index(x["seed"])][variants.index(x["variant"])]
+        rows = x.get("trials") or []
+        ax.bar([n for n, *_ in rows], [p for _, p, *_ in rows], color="0.88", width=0.8)
+        ax.bar([n for n, *_ in rows], [e for _, _, e, *_ in rows], width=0.8,
+               color=[colours.get(o, "0.5") if not b else "tab:blue" for *_, o, b in rows])
+        epochs = sum(e for _, _, e, *_ in rows)
+        ax.set_title(f"{x['variant']}, seed {x['seed']}: test {100 * x['test']['mean']:.2f}%, {epochs} epochs",
+                     fontsize=9)
+        ax.set_xlabel("trial", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for row in axes:
+        row[0].set_ylabel("epochs", fontsize=8)
+    fig.suptitle(f"{r['study']}: planned epochs (grey) and epochs trained (green complete, red pruned, blue the "
+                 "paper's rows)", fontsize=9)
+    return save(fig, path)
 
 
 def finish_pruned(trials: list, max_epochs: int, splits, threads: int, k: int) -> list[dict]:
@@ -137,7 +171,8 @@ def bench_quality(log: Callable[[str], None], workdir: Path, *, study: str = STU
             cfg_best = best.user_attrs["config"]
             trials = st.get_trials(deepcopy=False)
             entry = {"variant": variant, "seed": s, "seconds": round(seconds, 1), "best_val": best.value,
-                     "best_number": best.number, "best_config": cfg_best, "diagnosis": diagnose(trials, max_epochs)}
+                     "best_number": best.number, "best_config": cfg_best, "diagnosis": diagnose(trials, max_epochs),
+                     "trials": trial_rows(trials)}
             log(f"quality: {variant} search {s}: best validation {best.value:.4f} (trial {best.number}, "
                 f"{cfg_best.get('epochs')} epochs {cfg_best.get('schedule')}) in {seconds:.0f} s; re-training it")
             entry["test"] = stats(run_seeds(cfg_best, final, seed_list, threads=threads))
@@ -205,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                       seeds=a.seeds, variants=tuple(a.variants.split(",")), smoke=a.smoke, finish=a.finish,
                       results=Path(a.results))
     print("\n".join(summary(r)))
+    if r["searches"]:
+        print(f"wrote {picture(r, Path(a.results).with_suffix('.png'))}")
     return 0
 
 
