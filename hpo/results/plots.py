@@ -156,7 +156,7 @@ def plot_params(study, result: dict | None, path: Path) -> None:
         focus_y += [t.values[0] for t in study.best_trials]
     ylim = _focus_limits(focus_y or [t.values[0] for t in complete] or [0.0, 1.0], 0.08, floor=0.0, min_span=0.02)
 
-    close_up = bool(rows or entries)
+    close_up = bool(rows)  # without paper rows the optimum alone would fill a second panel
     fig, axes = plt.subplots(1, 2 if close_up else 1, figsize=(11, 5.2) if close_up else (7, 5.2), squeeze=False)
     ax = axes[0][0]
     shown = [t for t in search if t.values[0] >= ylim[0]]
