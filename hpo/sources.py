@@ -186,7 +186,8 @@ def parse_source(value, source: str, key: str = "dataset", base: Path | None = N
     if shape is not None:
         if (not isinstance(shape, list) or not 2 <= len(shape) <= 3
                 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
-            raise ConfigError(source, f"{key}.shape", f"expected [C, H, W] or [H, W] of positive ints, but got {shape!r}")
+            raise ConfigError(source, f"{key}.shape",
+                              f"expected [C, H, W] or [H, W] of positive ints, but got {shape!r}")
     test_size = value.get("test_size")
     if test_size is not None and (isinstance(test_size, bool) or not isinstance(test_size, (int, float))
                                   or test_size <= 0 or (isinstance(test_size, float) and test_size >= 1)):

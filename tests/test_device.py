@@ -118,7 +118,8 @@ def test_objective_trials_stay_on_the_data_device(splits, tmp_path):
     study = optuna.create_study(directions=cfg.directions)
     with device_guard():
         study.optimize(Objective(cfg, splits, threads=1), n_trials=2)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2, [t.user_attrs.get("reason") for t in study.trials]
+    reasons = [t.user_attrs.get("reason") for t in study.trials]
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2, reasons
     assert all(t.user_attrs["latency_ms"] > 0 for t in study.trials)
 
 

@@ -54,7 +54,8 @@ def test_every_sampler_and_pruner_drives_the_space_with_ask_tell(tmp_path, sampl
 
 
 def test_grid_sampler_enumerates_choices_and_small_int_ranges(tmp_path):
-    space = Space.parse({"depth": 1, "width": {"low": 8, "high": 32, "step": 8}, "optimizer": {"choices": ["sgd", "adam"]}}, "s")
+    space = Space.parse({"depth": 1, "width": {"low": 8, "high": 32, "step": 8},
+                         "optimizer": {"choices": ["sgd", "adam"]}}, "s")
     assert grid_space(space) == {"width": [8, 16, 24, 32], "optimizer": ["sgd", "adam"]}
     with pytest.raises(Exception, match="grid sampler needs `choices`"):
         grid_space(Space.parse({"lr": {"low": 1e-3, "high": 1e-1, "log": True}}, "s"))
@@ -142,7 +143,8 @@ def test_multi_objective_returns_accuracy_and_params(tmp_path, tiny_mnist):
     study = optuna.create_study(directions=cfg.directions)
     study.optimize(Objective(cfg, splits, threads=1), n_trials=1)
     t = study.trials[0]
-    assert t.values[1] == t.user_attrs["n_params"] and t.values[2] == pytest.approx(t.user_attrs["latency_ms"], abs=1e-4) and t.values[2] > 0
+    assert t.values[1] == t.user_attrs["n_params"]
+    assert t.values[2] == pytest.approx(t.user_attrs["latency_ms"], abs=1e-4) and t.values[2] > 0
 
 
 @pytest.mark.parametrize("epochs", [1, 3, 7, 20, 40])

@@ -262,7 +262,8 @@ def _dead_section(study, trials, outdir: Path, link: str) -> str | None:
         for t in worst:
             if max(t.user_attrs["dead_units"]) <= 0:
                 break
-            lines.append(f"| {t.number} | {describe_config(t.user_attrs.get('config', {}), t.user_attrs.get('io'))} | {t.values[0]:.4f} | "
+            config = describe_config(t.user_attrs.get("config", {}), t.user_attrs.get("io"))
+            lines.append(f"| {t.number} | {config} | {t.values[0]:.4f} | "
                          + " / ".join(f"{v:.1%}" for v in t.user_attrs["dead_units"]) + " |")
     largest = max((v or 0.0) for m in means.values() for v in m)
     picture = outdir / "dead_units.png"

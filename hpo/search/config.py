@@ -99,8 +99,8 @@ class StudyConfig:
         return [OBJECTIVES[o] for o in self.objectives]
 
 
-STUDY_KEYS = {"dataset", "space", "sampler", "sampler_options", "pruner", "pruner_options", "pruner_step", "seed", "n_trials",
-              "timeout", "objectives", "split", "budget", "baselines"}
+STUDY_KEYS = {"dataset", "space", "sampler", "sampler_options", "pruner", "pruner_options", "pruner_step", "seed",
+              "n_trials", "timeout", "objectives", "split", "budget", "baselines"}
 BUDGET_KEYS = {"device", "threads", "trial_timeout", "max_params", "memory_mb", "pack"}
 SPLIT_KEYS = {"val_size", "seed"}
 BASELINE_KEYS = {"paper", "tables", "protocol"}
@@ -220,7 +220,8 @@ def _load_study(name_or_path: str) -> StudyConfig:
     budget = Budget(
         device=device,
         threads=_typed(b.get("threads", 2), int, src, "budget.threads", positive=True),
-        trial_timeout=_typed(b.get("trial_timeout"), (int, float), src, "budget.trial_timeout", positive=True, allow_none=True),
+        trial_timeout=_typed(b.get("trial_timeout"), (int, float), src, "budget.trial_timeout", positive=True,
+                             allow_none=True),
         max_params=_typed(b.get("max_params"), int, src, "budget.max_params", positive=True, allow_none=True),
         memory_mb=_typed(b.get("memory_mb"), int, src, "budget.memory_mb", positive=True, allow_none=True),
         pack=_pack(b.get("pack", 1), src),

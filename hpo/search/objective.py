@@ -177,7 +177,8 @@ class Objective:
                                                 f"{budget.memory_mb} MiB cap; not trained")
         return TrialRun(trial, tc, model, n_params, meter, cap)
 
-    def on_epoch(self, run: TrialRun, meter: PeakMemory | None = None, cap: int | None = None) -> Callable[[int, float], None]:
+    def on_epoch(self, run: TrialRun, meter: PeakMemory | None = None,
+                 cap: int | None = None) -> Callable[[int, float], None]:
         """The epoch callback: records the curve, stops the trial over the memory cap, reports to the pruner.
         Raises TrialPruned (or MemoryCap) to stop training."""
         meter = meter if meter is not None else run.meter

@@ -222,7 +222,8 @@ def parse_row(raw, src: str, key: str, table, forms: dict, io=None, dataset: str
         param = PARAMS[name]
         if isinstance(value, list):
             if not param.per_layer:
-                raise ConfigError(src, f"{key}.{name}", "a list is only allowed for per-layer names (width, activation)")
+                raise ConfigError(src, f"{key}.{name}",
+                                  "a list is only allowed for per-layer names (width, activation)")
             value = tuple(_coerce(v, param, src, f"{key}.{name}[{j}]") for j, v in enumerate(value))
         else:
             value = _coerce(value, param, src, f"{key}.{name}")

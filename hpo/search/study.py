@@ -26,7 +26,8 @@ SMOKE_TRAIN, SMOKE_EVAL = 3000, 1000
 
 
 def config_hash(cfg: StudyConfig) -> str:
-    return hashlib.sha256(json.dumps([cfg.raw, repr(cfg.space.params)], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    text = json.dumps([cfg.raw, repr(cfg.space.params)], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 # --- the study ----------------------------------------------------------------------------------
