@@ -13,6 +13,7 @@ from hpo.search.config import load_study
 from hpo.search.objective import Objective
 from hpo.search.samplers import PRUNERS, SAMPLERS, grid_space, make_pruner, make_sampler, percent_steps
 from hpo.search.space import Space
+from hpo.trials import trial_state
 
 SPACE = """\
 # test space
@@ -135,6 +136,15 @@ def test_a_crash_is_recorded_and_the_study_carries_on(tmp_path, tiny_mnist, monk
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert study.trials[0].user_attrs["outcome"] == "crashed"
     assert "out of cheese" in study.trials[0].user_attrs["reason"]
+
+
+@pytest.mark.parametrize("outcome, state", [
+    ("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED), ("diverged", TrialState.PRUNED),
+    ("time_cap", TrialState.PRUNED), ("param_cap", TrialState.PRUNED), ("memory_cap", TrialState.PRUNED),
+    ("crashed", TrialState.FAIL), ("interrupted", TrialState.FAIL), ("surplus", TrialState.FAIL),
+])
+def test_each_outcome_ends_in_one_optuna_state(outcome, state):
+    assert trial_state(outcome) == state
 
 
 def test_multi_objective_returns_accuracy_and_params(tmp_path, tiny_mnist):
