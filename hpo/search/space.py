@@ -25,7 +25,7 @@ from pathlib import Path
 
 import optuna
 
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, check_keys, check_type
 from hpo.training.spec import (
     ACTIVATION_NAMES,
     AUGMENTS,
@@ -95,6 +95,7 @@ PARAMS: dict[str, Param] = {
 }
 
 SPEC_KEYS = {"low", "high", "log", "step", "choices", "per_layer", "type", "when"}
+ARG_KEYS = {"low", "high", "log", "step", "choices"}  # a model argument's range or choices
 
 _OFF = object()  # an inactive hyperparameter's value while a configuration is walked (Space._walk)
 
@@ -151,8 +152,7 @@ def _coerce(value, param: Param, source: str, key: str):
     """Check a scalar's type against the hyperparameter's (ints are fine where floats are wanted)."""
     if param.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, param.kind) or isinstance(value, bool):
-        raise ConfigError(source, key, f"expected {param.kind.__name__}, but got {value!r}")
+    check_type(value, param.kind, source, key)
     if param.choices is not None:
         legal = list(param.choices())
         if value not in legal:
@@ -207,10 +207,7 @@ def _parse_param(name: str, spec, source: str, param: Param | None = None) -> Di
             values = tuple(_coerce(v, param, source, f"{name}[{i}]") for i, v in enumerate(spec))
             return Dist(name, "fixed", value=values, per_layer=True)
         return Dist(name, "fixed", value=_coerce(spec, param, source, name))
-    unknown = set(spec) - SPEC_KEYS
-    if unknown:
-        raise ConfigError(source, f"{name}.{sorted(unknown)[0]}",
-                          f"unknown key; allowed: {', '.join(sorted(SPEC_KEYS))}")
+    check_keys(spec, SPEC_KEYS, source, name)
     per_layer = spec.get("per_layer", False)
     if not isinstance(per_layer, bool):
         raise ConfigError(source, f"{name}.per_layer", f"expected true or false, but got {per_layer!r}")
@@ -301,10 +298,7 @@ def _parse_arg(name: str, spec, source: str) -> Dist:
         raise ConfigError(source, key, f"{name!r} is a hyperparameter of the space itself; give the argument "
                                        f"another name")
     if isinstance(spec, dict):
-        unknown = set(spec) - {"low", "high", "log", "step", "choices"}
-        if unknown:
-            raise ConfigError(source, f"{key}.{sorted(unknown)[0]}",
-                              "unknown key; allowed: choices, high, log, low, step")
+        check_keys(spec, ARG_KEYS, source, key)
         if "choices" in spec:
             values = spec["choices"]
             if not isinstance(values, list) or not values:
