@@ -196,3 +196,12 @@ def test_commands_refuse_cuda_without_a_gpu_in_one_line(argv, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--device: cuda was asked for, but torch sees no CUDA device" in err
     assert not (tmp_path / "b.md").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_study_on_cuda_without_a_gpu_stops_in_one_line_naming_the_file(tmp_path, capsys, tiny_mnist, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = tiny_study(tmp_path, budget="{device: cuda}")
+    assert main(["study", study]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "t.yaml: budget.device: cuda was asked for, but torch sees no CUDA device" in err

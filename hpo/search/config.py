@@ -17,7 +17,7 @@ from hpo.search.samplers import PERCENT_PRUNERS, PRUNER_STEPS, PRUNERS, SAMPLERS
 from hpo.search.space import PARAMS, Space
 from hpo.search.storage import SAFE_NAME, study_name
 from hpo.sources import DATASETS, DataSource, dataset_io, parse_source, train_size
-from hpo.training.spec import TrainConfig
+from hpo.training.spec import TrainConfig, check_device
 
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize", "latency": "minimize"}
 
@@ -186,9 +186,7 @@ def _load_study(name_or_path: str) -> StudyConfig:
                                                  f"{dataset.title}), but got {val_size}")
 
     b = check_mapping(doc.get("budget"), BUDGET_KEYS, src, "budget")
-    device = check_type(b.get("device", "cpu"), str, src, "budget.device")
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(src, "budget.device", f"expected cpu or cuda, but got {device!r}")
+    device = check_device(check_type(b.get("device", "cpu"), str, src, "budget.device"), src, "budget.device")
     budget = Budget(
         device=device,
         threads=check_type(b.get("threads", 2), int, src, "budget.threads", positive=True),

@@ -29,6 +29,14 @@ CNN_MAX_DEPTH = 5  # cnn: conv layers + 1 fc; four 2x2 poolings take 28x28 down 
 _LOADED: dict[str, Callable] = {}
 
 
+def check_device(device, source, key: str = "") -> str:
+    """`device` when it is one of DEVICES; ConfigError naming where it was written (a file and key, or a flag)
+    otherwise. Whether torch can use it here is hpo.training.config.resolve_device's to say."""
+    if device not in DEVICES:
+        raise ConfigError(source, key, f"expected {' or '.join(DEVICES)}, but got {device!r}")
+    return device
+
+
 def is_plugin(model: str) -> bool:
     """A user's builder (FILE.py:FUNCTION or package.module:FUNCTION), not a built-in name."""
     return ":" in model
