@@ -2,11 +2,12 @@
 
 The package reads top-down, as the data flows (each floor imports only from the floors below it):
 
-    errors, trials, display, provenance, plotting     the ground floor, usable by all
-    data, paper                                       data sets as tensors; the papers' tables as data
+    errors, trials, display, stats, provenance,       the ground floor, usable by all
+    plotting, optuna_private
+    sources, data                                     where a data set comes from; data sets as tensors
     training/                                         activations, models, the loop (knows nothing of Optuna)
-    search/                                           space grammar, study files, samplers, storage, objective,
-                                                      the study runner and its workers
+    search/                                           space grammar, study and paper files, samplers, storage,
+                                                      objective, the study runner and its workers
     results/                                          export, hpo train, compare, the report and its pictures
     tools/, bench/                                    hpo activations, hpo dashboard; hpo bench
     api, cli                                          the commands as functions; the `hpo` command

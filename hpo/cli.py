@@ -25,7 +25,8 @@ def cmd_study(args) -> int:
 def cmd_dashboard(args) -> int:
     from hpo.tools.dashboard import serve
 
-    serve(args.storage, host=args.host, port=args.port, artifacts=args.artifacts, echo=lambda line: print(line, flush=True))
+    serve(args.storage, host=args.host, port=args.port, artifacts=args.artifacts,
+          echo=lambda line: print(line, flush=True))
     return 0
 
 
@@ -116,7 +117,8 @@ def cmd_compare(args) -> int:
 def cmd_report(args) -> int:
     from hpo.results.report import report_study
 
-    print(f"wrote {report_study(args.name, storage=args.storage, smoke=args.smoke, out=args.out, artifacts=args.artifacts)}")
+    out = report_study(args.name, storage=args.storage, smoke=args.smoke, out=args.out, artifacts=args.artifacts)
+    print(f"wrote {out}")
     return 0
 
 
@@ -135,7 +137,8 @@ ARTIFACTS_HELP = ("folder of the pictures optuna-dashboard shows (default: $HPO_
 def _study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the study's name (as `hpo study NAME` made it)")
     parser.add_argument("--storage", help="Optuna storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
-    parser.add_argument("--smoke", action="store_true", help="use the NAME-smoke study that `hpo study NAME --smoke` made")
+    parser.add_argument("--smoke", action="store_true",
+                        help="use the NAME-smoke study that `hpo study NAME --smoke` made")
 
 
 def build_parser() -> argparse.ArgumentParser:

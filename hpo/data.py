@@ -215,9 +215,11 @@ def cache_dir() -> Path:
 def _verify(spec: DatasetSpec, files: dict[str, Path], arrays: dict[str, np.ndarray]) -> str:
     """Refuse data that is not what its name says; return how it was verified."""
     n_train, n_test = len(arrays["train_images"]), len(arrays["test_images"])
-    for split, n_img, n_lab in (("train", n_train, len(arrays["train_labels"])), ("test", n_test, len(arrays["test_labels"]))):
+    for split, n_img, n_lab in (("train", n_train, len(arrays["train_labels"])),
+                                ("test", n_test, len(arrays["test_labels"]))):
         if n_img != n_lab:
-            raise DataError(f"{spec.title} {split}: {n_img} images but {n_lab} labels ({files[split + '_images'].parent})")
+            raise DataError(f"{spec.title} {split}: {n_img} images but {n_lab} labels "
+                            f"({files[split + '_images'].parent})")
     digests = {
         "train": payload_sha256(arrays["train_images"], arrays["train_labels"]),
         "test": payload_sha256(arrays["test_images"], arrays["test_labels"]),
@@ -324,8 +326,9 @@ def _load_file(src: DataSource) -> Dataset:
         return encode(src, **raw)
 
     blob = _cached(cache, decode)
-    return Dataset(src.name, blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], f"{src.kind}: {src.path}",
-                   "sha256 recorded with the study", tuple(blob["class_names"]), src.spec(), src.title, blob["sha256"])
+    return Dataset(src.name, blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"],
+                   f"{src.kind}: {src.path}", "sha256 recorded with the study", tuple(blob["class_names"]), src.spec(),
+                   src.title, blob["sha256"])
 
 
 # --- reading files ------------------------------------------------------------------------------
@@ -342,7 +345,8 @@ def read_source(src: DataSource) -> dict:
         return {"x_train": x, "y_train": y, "x_test": xt, "y_test": yt, "where": src.path}
     if src.kind == "idx":
         a = [read_idx(Path(f)) for f in src.files]
-        return {"x_train": a[0], "y_train": a[1], "x_test": a[2], "y_test": a[3], "where": str(Path(src.files[0]).parent)}
+        return {"x_train": a[0], "y_train": a[1], "x_test": a[2], "y_test": a[3],
+                "where": str(Path(src.files[0]).parent)}
     return _read_image_folder(Path(src.path))
 
 

@@ -114,13 +114,16 @@ def describe_config(c: dict, io: Sequence[int] | None = None) -> str:
 
 def trial_line(t: FrozenTrial) -> str:
     o = outcome(t)
-    color = {"complete": "green", "pruned": "yellow", "diverged": "red", "crashed": "red", "failed": "red"}.get(o, "magenta")
+    color = {"complete": "green", "pruned": "yellow", "diverged": "red", "crashed": "red",
+             "failed": "red"}.get(o, "magenta")
     value = f"{t.values[0]:.4f}" if t.values else "   -  "
     tag = f" [cyan]\\[{t.user_attrs['baseline']}][/]" if t.user_attrs.get("baseline") else ""
     secs = t.user_attrs.get("train_seconds")
     tail = f" {t.user_attrs.get('epochs_trained', 0)} ep {secs:.1f}s" if secs is not None else ""
-    reason = f" [dim]({t.user_attrs['reason']})[/]" if o not in ("complete", "pruned") and t.user_attrs.get("reason") else ""
-    return f"trial {t.number:>3} [{color}]{o:<9}[/] {value}  {describe_config(t.user_attrs.get('config', {}), t.user_attrs.get('io'))}{tail}{tag}{reason}"
+    explained = o not in ("complete", "pruned") and t.user_attrs.get("reason")
+    reason = f" [dim]({t.user_attrs['reason']})[/]" if explained else ""
+    config = describe_config(t.user_attrs.get("config", {}), t.user_attrs.get("io"))
+    return f"trial {t.number:>3} [{color}]{o:<9}[/] {value}  {config}{tail}{tag}{reason}"
 
 
 # --- the console and progress -------------------------------------------------------------------

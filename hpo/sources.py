@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpo.errors import ConfigError, DataError
+from hpo.errors import ConfigError, DataError, check_keys, check_type
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SOURCE_KEYS = {"path", "test", "target", "shape", "test_size", "seed"}
@@ -172,11 +172,7 @@ def parse_source(value, source: str, key: str = "dataset", base: Path | None = N
         return DataSource("registered", value)
     if not isinstance(value, dict):
         raise ConfigError(source, key, f"expected a registered name or {{path: FILE}}, but got {value!r}")
-    for k in value:
-        if k not in SOURCE_KEYS:
-            raise ConfigError(source, f"{key}.{k}", f"unknown key; allowed: {', '.join(sorted(SOURCE_KEYS))}")
-    if "path" not in value:
-        raise ConfigError(source, f"{key}.path", "missing")
+    check_keys(value, SOURCE_KEYS, source, key, required=("path",))
     path = _existing(value["path"], source, f"{key}.path", base)
     test = _existing(value["test"], source, f"{key}.test", base) if "test" in value else None
     target = value.get("target", "label")
@@ -186,15 +182,14 @@ def parse_source(value, source: str, key: str = "dataset", base: Path | None = N
     if shape is not None:
         if (not isinstance(shape, list) or not 2 <= len(shape) <= 3
                 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
-            raise ConfigError(source, f"{key}.shape", f"expected [C, H, W] or [H, W] of positive ints, but got {shape!r}")
+            raise ConfigError(source, f"{key}.shape",
+                              f"expected [C, H, W] or [H, W] of positive ints, but got {shape!r}")
     test_size = value.get("test_size")
     if test_size is not None and (isinstance(test_size, bool) or not isinstance(test_size, (int, float))
                                   or test_size <= 0 or (isinstance(test_size, float) and test_size >= 1)):
         raise ConfigError(source, f"{key}.test_size", f"expected a count, or a fraction between 0 and 1, but got "
                                                       f"{test_size!r}")
-    seed = value.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(source, f"{key}.seed", f"expected int, but got {seed!r}")
+    seed = check_type(value.get("seed", 0), int, source, f"{key}.seed")
     kind, files = _kind(path, source, key)
     if kind != "csv":
         for k in ("test", "target", "shape"):

@@ -17,6 +17,26 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Optuna's metric name for each objective (shown by the dashboard and written into exports).
 METRIC_NAMES = {"accuracy": "val_accuracy", "params": "n_params", "latency": "latency_ms"}
 
+# Every outcome a trial records (user attribute `outcome`; hpo.search.objective says when each happens) and the
+# state Optuna keeps it in. PRUNED is counted and the sampler learns from it: a diverged run or a configuration
+# over a cap marks a region to avoid, as a pruned one does. FAIL is not counted, and the slot is run again.
+OUTCOME_STATES = {
+    "complete": TrialState.COMPLETE,
+    "pruned": TrialState.PRUNED,
+    "diverged": TrialState.PRUNED,
+    "time_cap": TrialState.PRUNED,
+    "param_cap": TrialState.PRUNED,
+    "memory_cap": TrialState.PRUNED,
+    "crashed": TrialState.FAIL,  # an unexpected exception; the study carries on
+    "interrupted": TrialState.FAIL,  # Ctrl-C, or a stopped worker
+    "surplus": TrialState.FAIL,  # started after the study's last slot was taken; not run (hpo.search.budget)
+}
+
+
+def trial_state(outcome: str) -> TrialState:
+    """The Optuna state of a trial whose outcome is `outcome` (OUTCOME_STATES)."""
+    return OUTCOME_STATES[outcome]
+
 
 # A study's provenance that is too long for a table row (the study file as read, its description and space, the
 # package versions) lives in one system attribute, which `optuna studies` does not print, where it prints every

@@ -34,8 +34,8 @@ def write_study(directory: Path, name: str = "tiny", *, n_trials: int = 6, epoch
     study.write_text(
         f"dataset: mnist\nspace: {space}\nsampler: tpe\npruner: {pruner}\nseed: 0\nn_trials: {n_trials}\n"
         f"split: {{val_size: 100, seed: 0}}\nbudget: {budget}\n"
-        + (f"baselines: {{paper: youn_hong_2024, tables: [3], protocol: {{epochs: {epochs}, batch_size: {batch_size}}}}}\n"
-           if baselines else "")
+        + ("baselines: {paper: youn_hong_2024, tables: [3], "
+           f"protocol: {{epochs: {epochs}, batch_size: {batch_size}}}}}\n" if baselines else "")
     )
     return study
 

@@ -127,7 +127,8 @@ def test_the_fast_relu_step_sees_the_same_augmented_batches_as_autograd(splits):
 
 
 def test_a_pack_member_augments_as_it_would_alone(splits):
-    cfgs = [TrainConfig(widths=(24, 16), lr=2e-3, batch_size=32, epochs=2, seed=0, augment="shift_flip", augment_shift=1),
+    cfgs = [TrainConfig(widths=(24, 16), lr=2e-3, batch_size=32, epochs=2, seed=0, augment="shift_flip",
+                        augment_shift=1),
             TrainConfig(widths=(16, 8), lr=3e-3, batch_size=32, epochs=2, seed=1),
             TrainConfig(widths=(8, 8), lr=3e-3, batch_size=32, epochs=2, seed=2, augment="shift", augment_shift=3)]
     alone = [train(c, splits, threads=1) for c in cfgs]
@@ -222,9 +223,9 @@ def test_per_layer_slopes_reach_their_layers():
 
 # --- augment none is what training always computed --------------------------------------------------
 
-# Recorded with the loop as it was before augmentation existed (hpo/training as of commit afe37d4), 1 thread, torch 2.13.0
-# CPU: a run without augmentation must still compute exactly this. The two MLP rows were re-recorded when a lone
-# plain MLP became a pack of one (issue 20: the stacked optimizer's update, and dropout from the run's own
+# Recorded with the loop as it was before augmentation existed (hpo/training as of commit afe37d4), 1 thread,
+# torch 2.13.0 CPU: a run without augmentation must still compute exactly this. The two MLP rows were re-recorded
+# when a lone plain MLP became a pack of one (issue 20: the stacked optimizer's update, and dropout from the run's own
 # generator, so that a run computes the same floats alone and in any pack); the CNN row is unchanged.
 RECORDED = [
     (TrainConfig(widths=(32, 16), optimizer="adam", lr=3e-3, epochs=2, batch_size=32, dropout=0.1, seed=3),

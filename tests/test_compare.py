@@ -114,7 +114,8 @@ def result():
 
 def test_findings_say_where_and_by_how_much_a_paper_number_lies_outside_its_re_run(result):
     words = findings(result)
-    assert words[0] == "3 of 4 paper numbers lie outside what their re-run reaches on fashion_mnist under this protocol."
+    assert words[0] == ("3 of 4 paper numbers lie outside what their re-run reaches on fashion_mnist "
+                        "under this protocol.")
     far = next(w for w in words if w.startswith("far above"))
     assert "8.87 points above the re-run mean" in far and "8.67 points above its best seed" in far
     assert "lies within" in next(w for w in words if w.startswith("within"))

@@ -110,7 +110,8 @@ BAD = [
     (GOOD_STUDY + "sampler_options: {n_startup: 3}\n", GOOD_SPACE, "sampler_options.n_startup", "unknown option"),
     (GOOD_STUDY + "objectives: [params]\n", GOOD_SPACE, "objectives", "first objective must be accuracy"),
     (GOOD_STUDY + "baselines: {paper: smith_2020}\n", GOOD_SPACE, "baselines.paper", "no paper named 'smith_2020'"),
-    (GOOD_STUDY + "baselines: {paper: youn_hong_2024, tables: [3]}\n", GOOD_SPACE, "baselines", "lies outside the space"),
+    (GOOD_STUDY + "baselines: {paper: youn_hong_2024, tables: [3]}\n", GOOD_SPACE, "baselines",
+     "lies outside the space"),
     (GOOD_STUDY + "seed: 1\nseed: 2\n", GOOD_SPACE, "line", "duplicate key"),
     (GOOD_STUDY + "n_trials: [\n", GOOD_SPACE, "line", "malformed YAML"),
     (GOOD_STUDY, GOOD_SPACE.replace("optimizer: adam", "optimizer: adagrad"), "optimizer", "unknown value"),
@@ -123,7 +124,8 @@ BAD = [
 
 @pytest.mark.parametrize("study,space,key,fragment", BAD, ids=[b[3][:30] for b in BAD])
 @pytest.mark.parametrize("command", ["check", "study"])
-def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch, study, space, key, fragment, command):
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch, study, space, key, fragment,
+                                                      command):
     db = tmp_path / "out.db"
     monkeypatch.setenv("HPO_STORAGE", f"sqlite:///{db}")
     st = _write(tmp_path, study, space)

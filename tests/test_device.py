@@ -118,7 +118,8 @@ def test_objective_trials_stay_on_the_data_device(splits, tmp_path):
     study = optuna.create_study(directions=cfg.directions)
     with device_guard():
         study.optimize(Objective(cfg, splits, threads=1), n_trials=2)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2, [t.user_attrs.get("reason") for t in study.trials]
+    reasons = [t.user_attrs.get("reason") for t in study.trials]
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2, reasons
     assert all(t.user_attrs["latency_ms"] > 0 for t in study.trials)
 
 
@@ -195,3 +196,12 @@ def test_commands_refuse_cuda_without_a_gpu_in_one_line(argv, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--device: cuda was asked for, but torch sees no CUDA device" in err
     assert not (tmp_path / "b.md").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_study_on_cuda_without_a_gpu_stops_in_one_line_naming_the_file(tmp_path, capsys, tiny_mnist, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = tiny_study(tmp_path, budget="{device: cuda}")
+    assert main(["study", study]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "t.yaml: budget.device: cuda was asked for, but torch sees no CUDA device" in err

@@ -158,7 +158,8 @@ def test_cli_retrains_a_study_s_best_mix_config_over_seeds(tiny_mnist, capsys):
     study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"config": config, "mix_p": [[0.3, 0.3, 0.4]]}))
     assert main(["activations", "--study", "mixdemo", "--mix-seeds", "2"]) == 0
     out = capsys.readouterr().out
-    assert "seed 0: complete" in out and "seed 1: complete" in out and "0.4848" in out  # Bansal's MNIST row: the study ran on MNIST
+    # 0.4848: Bansal's MNIST row, as the study ran on MNIST
+    assert "seed 0: complete" in out and "seed 1: complete" in out and "0.4848" in out
     stored = optuna.load_study(study_name="mixdemo", storage=url).user_attrs["mix_seed_runs"]
     assert stored["trial"] == 0 and [r["seed"] for r in stored["runs"]] == [0, 1]
 

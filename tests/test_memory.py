@@ -81,8 +81,8 @@ def test_every_shipped_study_fits_its_largest_configuration_in_its_memory_cap(pa
                          activation=space.possible("activation", "relu")[0],
                          dropout=max(space.possible("dropout", 0.0)))
         augments = space.possible("augment", "none")
-        need = estimate_bytes(build_model(tc, (1, 28, 28), 10), optimizer=optimizer, batch_size=batch_size, in_features=784,
-                              n_train=60000 - cfg.val_size, n_eval=cfg.val_size,
+        need = estimate_bytes(build_model(tc, (1, 28, 28), 10), optimizer=optimizer, batch_size=batch_size,
+                              in_features=784, n_train=60000 - cfg.val_size, n_eval=cfg.val_size,
                               augment="shift_flip" if "shift_flip" in augments else augments[0],
                               augment_shift=max(space.possible("augment_shift", 0)))
         assert need < cfg.budget.memory_mb * 2**20, (model_kind, widths, need / 2**20)

@@ -13,6 +13,7 @@ from hpo.search.config import load_study
 from hpo.search.objective import Objective
 from hpo.search.samplers import PRUNERS, SAMPLERS, grid_space, make_pruner, make_sampler, percent_steps
 from hpo.search.space import Space
+from hpo.trials import trial_state
 
 SPACE = """\
 # test space
@@ -54,7 +55,8 @@ def test_every_sampler_and_pruner_drives_the_space_with_ask_tell(tmp_path, sampl
 
 
 def test_grid_sampler_enumerates_choices_and_small_int_ranges(tmp_path):
-    space = Space.parse({"depth": 1, "width": {"low": 8, "high": 32, "step": 8}, "optimizer": {"choices": ["sgd", "adam"]}}, "s")
+    space = Space.parse({"depth": 1, "width": {"low": 8, "high": 32, "step": 8},
+                         "optimizer": {"choices": ["sgd", "adam"]}}, "s")
     assert grid_space(space) == {"width": [8, 16, 24, 32], "optimizer": ["sgd", "adam"]}
     with pytest.raises(Exception, match="grid sampler needs `choices`"):
         grid_space(Space.parse({"lr": {"low": 1e-3, "high": 1e-1, "log": True}}, "s"))
@@ -136,13 +138,23 @@ def test_a_crash_is_recorded_and_the_study_carries_on(tmp_path, tiny_mnist, monk
     assert "out of cheese" in study.trials[0].user_attrs["reason"]
 
 
+@pytest.mark.parametrize("outcome, state", [
+    ("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED), ("diverged", TrialState.PRUNED),
+    ("time_cap", TrialState.PRUNED), ("param_cap", TrialState.PRUNED), ("memory_cap", TrialState.PRUNED),
+    ("crashed", TrialState.FAIL), ("interrupted", TrialState.FAIL), ("surplus", TrialState.FAIL),
+])
+def test_each_outcome_ends_in_one_optuna_state(outcome, state):
+    assert trial_state(outcome) == state
+
+
 def test_multi_objective_returns_accuracy_and_params(tmp_path, tiny_mnist):
     cfg = load_study(tiny_study(tmp_path, pruner="none", objectives="[accuracy, params, latency]"))
     splits = data_mod.make_splits(data_mod.load("mnist"), val_size=100, seed=0)
     study = optuna.create_study(directions=cfg.directions)
     study.optimize(Objective(cfg, splits, threads=1), n_trials=1)
     t = study.trials[0]
-    assert t.values[1] == t.user_attrs["n_params"] and t.values[2] == pytest.approx(t.user_attrs["latency_ms"], abs=1e-4) and t.values[2] > 0
+    assert t.values[1] == t.user_attrs["n_params"]
+    assert t.values[2] == pytest.approx(t.user_attrs["latency_ms"], abs=1e-4) and t.values[2] > 0
 
 
 @pytest.mark.parametrize("epochs", [1, 3, 7, 20, 40])

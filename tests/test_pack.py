@@ -49,7 +49,8 @@ def splits(tiny_mnist):
     return data_mod.make_splits(data_mod.load("mnist"), val_size=100, seed=0)
 
 
-@pytest.mark.parametrize("widths, act", [((40, 24), "relu"), ((5, 9), "sigmoid"), ((7,), "leaky_relu"), ((12, 3, 6), "tanh")])
+@pytest.mark.parametrize("widths, act", [((40, 24), "relu"), ((5, 9), "sigmoid"), ((7,), "leaky_relu"),
+                                         ((12, 3, 6), "tanh")])
 def test_the_first_step_has_each_member_s_own_loss_and_gradients(widths, act):
     """Padded and masked: a member's loss and gradients in the pack are those of its network alone, also for
     activations that are not 0 at 0 (sigmoid), where a padded unit would otherwise leak."""
@@ -265,7 +266,8 @@ def test_a_pack_trains_the_same_with_and_without_the_hand_written_step(splits):
     fast = train_pack(MEMBERS, splits, threads=1)
     slow = train_pack(MEMBERS, splits, threads=1, fast=False)
     for a, b in zip(fast, slow):
-        assert a.loss_curve == pytest.approx(b.loss_curve, rel=1e-4) and a.eval_curve == pytest.approx(b.eval_curve, abs=0.02)
+        assert a.loss_curve == pytest.approx(b.loss_curve, rel=1e-4)
+        assert a.eval_curve == pytest.approx(b.eval_curve, abs=0.02)
 
 
 def test_a_member_s_floats_do_not_depend_on_k_or_its_pack_mates(fmnist_available):

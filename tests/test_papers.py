@@ -173,7 +173,7 @@ def test_every_shipped_paper_loads_and_youn_hong_gives_the_configs_it_always_gav
     proto = yh.protocol_values()
     protocol = {"epochs": 10, "batch_size": 64, "init": "default", "schedule": "constant", "weight_decay": 0.0,
                 "dropout": 0.0, "label_smoothing": 0.0, "augment": "none"}
-    # the table hpo/paper.py held before papers were files: (table, widths, optimizer, lr, reported)
+    # the table hpo held in code before papers were YAML files: (table, widths, optimizer, lr, reported)
     before = [(1, (50,), "sgd", 0.001, 0.6975), (1, (40,), "sgd", 0.01, 0.9377), (1, (35,), "sgd", 0.01, 0.8822),
               (1, (30,), "sgd", 0.001, 0.6383), (1, (30,), "sgd", 0.01, 0.8851), (1, (30,), "sgd", 0.1, 0.9328),
               (1, (30,), "sgd", 1.0, 0.9670), (1, (20,), "sgd", 0.1, 0.9321), (2, (40, 30), "sgd", 0.001, 0.3313),

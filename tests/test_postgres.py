@@ -36,8 +36,9 @@ def test_workers_started_separately_share_one_study(tiny_mnist, tmp_path, postgr
     (also when each trains its trials in packs)."""
     name = f"tiny_pack{pack}"  # one server for the module: each run its own study
     study_file = str(write_study(tmp_path, name, n_trials=8, epochs=10))
-    workers = [subprocess.Popen(hpo_command("study", study_file, "--storage", postgres_url, "--pack", str(pack)), cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    command = hpo_command("study", study_file, "--storage", postgres_url, "--pack", str(pack))
+    workers = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
     try:
         outs = [w.communicate(timeout=150) for w in workers]
     finally:

@@ -35,7 +35,8 @@ VALID = [
      "float", {"when": (("optimizer", ("adamw",)), ("schedule", ("cosine", "constant")))}),
     ("batch_size", {"choices": [32, 64], "when": {"model": ["cnn"]}}, "categorical", {"when": (("model", ("cnn",)),)}),
     ("augment", "shift_flip", "fixed", {"value": "shift_flip"}),
-    ("augment", {"choices": ["none", "shift", "shift_flip"]}, "categorical", {"choices": ("none", "shift", "shift_flip")}),
+    ("augment", {"choices": ["none", "shift", "shift_flip"]}, "categorical",
+     {"choices": ("none", "shift", "shift_flip")}),
     ("augment_shift", {"low": 1, "high": 4}, "int", {"low": 1, "high": 4}),
     ("augment_shift", 0, "fixed", {"value": 0}),
 ]
@@ -73,7 +74,8 @@ INVALID = [
     ("depht", 2, "depht", "unknown hyperparameter"),
     ("log", {"low": 1, "high": 2, "log": "yes"}, "log", "unknown hyperparameter"),
     ("lr", {"low": 0.1, "high": 1.0, "log": "yes"}, "lr.log", "true or false"),
-    ("momentum", {"low": 0.5, "high": 0.9, "when": {"optimzer": ["adam"]}}, "momentum.when.optimzer", "unknown hyperparameter"),
+    ("momentum", {"low": 0.5, "high": 0.9, "when": {"optimzer": ["adam"]}}, "momentum.when.optimzer",
+     "unknown hyperparameter"),
     ("momentum", {"low": 0.5, "high": 0.9, "when": {"optimizer": "sgd_momentum"}}, "momentum.when.optimizer",
      "non-empty list"),
     ("momentum", {"low": 0.5, "high": 0.9, "when": {"optimizer": []}}, "momentum.when.optimizer", "non-empty list"),
@@ -81,7 +83,8 @@ INVALID = [
     ("momentum", {"low": 0.5, "high": 0.9, "when": {}}, "momentum.when", "expected a mapping"),
     ("momentum", {"low": 0.5, "high": 0.9, "when": {"optimizer": ["rmsprop"]}}, "momentum.when.optimizer[0]",
      "unknown value 'rmsprop'"),
-    ("dropout", {"low": 0, "high": 0.5, "when": {"batch_size": [64, "big"]}}, "dropout.when.batch_size[1]", "expected int"),
+    ("dropout", {"low": 0, "high": 0.5, "when": {"batch_size": [64, "big"]}}, "dropout.when.batch_size[1]",
+     "expected int"),
     ("depth", {"low": 1, "high": 3, "when": {"model": ["mlp"]}}, "depth.when", "cannot be conditional"),
     ("augment", "crop", "augment", "unknown value 'crop'"),
     ("augment", {"choices": ["shift", "rotate"]}, "augment.choices[1]", "unknown value 'rotate'"),
@@ -180,7 +183,8 @@ _M = {"low": 0.8, "high": 0.99}
 INVALID_SPACES = [
     ({"momentum": {**_M, "when": {"optimizer": ["sgd_momentum"]}}}, "momentum.when.optimizer", "not in this space"),
     ({"optimizer": "sgd_momentum", "momentum": {**_M, "when": {"optimizer": ["sgd_momentum"]}}},
-     "momentum.when.optimizer", "fixed to 'sgd_momentum' in this space; a condition needs a hyperparameter drawn from `choices`"),
+     "momentum.when.optimizer",
+     "fixed to 'sgd_momentum' in this space; a condition needs a hyperparameter drawn from `choices`"),
     ({"lr": {"low": 0.01, "high": 0.1}, "dropout": {"low": 0, "high": 0.5, "when": {"lr": [0.1]}}}, "dropout.when.lr",
      "lr is a range in this space"),
     ({"optimizer": {"choices": ["sgd_momentum", "adam"]}, "momentum": {**_M, "when": {"optimizer": ["adamw"]}}},
@@ -266,7 +270,8 @@ def test_a_parent_listed_after_its_child_is_drawn_first():
 def test_a_file_condition_searches_a_field_that_still_matters_elsewhere():
     """weight_decay drawn for adamw only; adam trials train with the default (0), which does matter."""
     space = Space.parse({"optimizer": {"choices": ["adam", "adamw"]},
-                         "weight_decay": {"low": 1e-4, "high": 0.1, "log": True, "when": {"optimizer": ["adamw"]}}}, "s")
+                         "weight_decay": {"low": 1e-4, "high": 0.1, "log": True,
+                                          "when": {"optimizer": ["adamw"]}}}, "s")
     for seed in range(10):
         trial, hp = _ask(space, seed)
         assert ("weight_decay" in trial.params) == (hp["optimizer"] == "adamw")
@@ -291,14 +296,16 @@ def test_per_layer_activations_draw_one_slope_per_leaky_relu_layer():
     for seed in range(30):
         trial, hp = _ask(space, seed)
         leaky = [i for i in (1, 2, 3) if trial.params[f"activation_{i}"] == "leaky_relu"]
-        assert sorted(k for k in trial.params if k.startswith("negative_slope")) == [f"negative_slope_{i}" for i in leaky]
+        slopes = sorted(k for k in trial.params if k.startswith("negative_slope"))
+        assert slopes == [f"negative_slope_{i}" for i in leaky]
         assert "negative_slope" not in trial.params
         if leaky:
             assert len(hp["negative_slope"]) == 3
             for i in (1, 2, 3):
                 want = trial.params[f"negative_slope_{i}"] if i in leaky else TrainConfig().negative_slope
                 assert hp["negative_slope"][i - 1] == want
-            built = [m.negative_slope for m in build_model(TrainConfig(**hp), (1, 28, 28), 10) if isinstance(m, torch.nn.LeakyReLU)]
+            built = [m.negative_slope for m in build_model(TrainConfig(**hp), (1, 28, 28), 10)
+                     if isinstance(m, torch.nn.LeakyReLU)]
             assert built == [trial.params[f"negative_slope_{i}"] for i in leaky]
         else:
             assert "negative_slope" not in hp
@@ -307,7 +314,8 @@ def test_per_layer_activations_draw_one_slope_per_leaky_relu_layer():
 
 
 def test_a_shared_activation_draws_one_slope_only_when_it_is_leaky_relu():
-    space = Space.parse({"activation": {"choices": ["relu", "leaky_relu"]}, "negative_slope": {"low": 0.05, "high": 0.3}}, "s")
+    space = Space.parse({"activation": {"choices": ["relu", "leaky_relu"]},
+                         "negative_slope": {"low": 0.05, "high": 0.3}}, "s")
     for seed in range(10):
         trial, hp = _ask(space, seed)
         assert ("negative_slope" in trial.params) == ("negative_slope" in hp) == (hp["activation"] == "leaky_relu")
@@ -322,7 +330,8 @@ def test_mix_lr_is_drawn_only_under_the_three_cycle_schedule():
 
 
 def test_augment_and_its_strength_are_searched_together():
-    space = Space.parse({"augment": {"choices": ["none", "shift", "shift_flip"]}, "augment_shift": {"low": 1, "high": 4}}, "s")
+    space = Space.parse({"augment": {"choices": ["none", "shift", "shift_flip"]},
+                         "augment_shift": {"low": 1, "high": 4}}, "s")
     kinds = set()
     for seed in range(20):
         trial, hp = _ask(space, seed)
@@ -392,7 +401,8 @@ def test_the_readme_s_example_space_parses(tmp_path):
     (WIDE_LIKE, ["momentum"]),
     ({"optimizer": "sgd_momentum", "momentum": _M}, []),  # always drawn: the default schedule is constant
     ({"optimizer": {"choices": ["sgd_momentum", "adam"]}, "momentum": 0.9}, []),  # fixed: nothing is drawn
-    ({"activation": {"choices": ["relu", "leaky_relu"]}, "negative_slope": {"low": 0.01, "high": 0.3}}, ["negative_slope"]),
+    ({"activation": {"choices": ["relu", "leaky_relu"]}, "negative_slope": {"low": 0.01, "high": 0.3}},
+     ["negative_slope"]),
     ({"augment": "shift", "augment_shift": {"choices": [1, 2]}}, []),
     ({"optimizer": {"choices": ["adam", "adamw"]}, "lr": {"low": 1e-3, "high": 0.1, "when": {"optimizer": ["adamw"]}}},
      ["lr"]),
@@ -414,7 +424,7 @@ def test_problems_check_the_slopes_of_leaky_relu_layers_only():
                          "negative_slope": {"low": 0.05, "high": 0.3}}, "s")
     hp = {"widths": (16, 16, 16), "activation": ("leaky_relu", "relu", "leaky_relu"), "negative_slope": (0.1, 5.0, 0.2)}
     assert space.problems(hp) == []  # 5.0 belongs to a relu layer: not used
-    assert space.trial_params(hp) == {"activation_1": "leaky_relu", "activation_2": "relu", "activation_3": "leaky_relu",
-                                      "negative_slope_1": 0.1, "negative_slope_3": 0.2}
+    assert space.trial_params(hp) == {"activation_1": "leaky_relu", "activation_2": "relu",
+                                      "activation_3": "leaky_relu", "negative_slope_1": 0.1, "negative_slope_3": 0.2}
     assert space.problems({**hp, "negative_slope": (0.9, 0.01, 0.2)}) == [
         "negative_slope=[0.9, 0.2] is outside [0.05, 0.3]"]

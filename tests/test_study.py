@@ -135,7 +135,8 @@ def test_a_study_from_before_reads_the_same():
     old = optuna.create_study()
     old.set_user_attr("space", {"lr": "Dist(name='lr', kind='float', low=1e-05, high=0.1, log=True)"})
     old.set_user_attr("study_yaml", {"dataset": "mnist"})
-    assert study_attrs(old)["study_yaml"] == {"dataset": "mnist"} and study_attrs(old)["space"]["lr"].startswith("Dist(")
+    assert study_attrs(old)["study_yaml"] == {"dataset": "mnist"}
+    assert study_attrs(old)["space"]["lr"].startswith("Dist(")
     set_provenance(old, {"versions": {"optuna": "5"}})
     assert old._storage.get_study_system_attrs(old._study_id)[PROVENANCE_ATTR] == {"versions": {"optuna": "5"}}
     assert study_attrs(old)["versions"] == {"optuna": "5"} and study_attrs(old)["study_yaml"] == {"dataset": "mnist"}

@@ -27,7 +27,6 @@ import urllib.request
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
 from hpo import optuna_private
 from hpo.bench.pgcluster import free_port
@@ -37,6 +36,7 @@ from hpo.results.notes import LiveNote, TrialNotes
 from hpo.search.storage import open_storage
 from hpo.search.study import create_or_load, enqueue_baselines, load_data, prepare
 from hpo.training.config import TrainConfig
+from hpo.trials import trial_state
 
 STUDY = "relu3_adam"
 
@@ -69,10 +69,7 @@ def build(url: str, n: int, seed: int = 0, log=print) -> optuna.Study:
             trial.set_user_attr(key, value)
         value = curve[-1] if state == "complete" else None
         notes.write(trial, state, value)
-        if state == "complete":
-            study.tell(trial, value)
-        else:
-            study.tell(trial, state=TrialState.PRUNED if state == "pruned" else TrialState.FAIL)
+        study.tell(trial, value, state=trial_state(state))
         if (i + 1) % 1000 == 0:
             log(f"  {i + 1} trials written ({time.perf_counter() - t0:.0f}s)")
     return study

@@ -243,7 +243,8 @@ def table(results: list[Result]) -> str:
         runs = ", ".join(f"{n}x" for n in r.baselines.values()) or "none"
         rows.append(f"| {'PostgreSQL' if s.mode == 'direct' else 'hpo proxy'} | {s.workers} | {s.trials} | "
                     f"{len(r.killed)} | {r.per_second:.1f} | {r.peak_connections} | {r.states['COMPLETE']} / "
-                    f"{r.states['PRUNED']} / {r.states['FAIL']} | {r.retried} | {runs} | {r.duplicated} | {r.left_running} | "
+                    f"{r.states['PRUNED']} / {r.states['FAIL']} | {r.retried} | {runs} | {r.duplicated} | "
+                    f"{r.left_running} | "
                     f"{r.total} | {'yes' if not r.lost else '**no**'} |")
     return "\n".join(rows)
 
@@ -258,16 +259,19 @@ def run_load(workers: list[int], trials: int, kills: int, modes: list[str], out:
                 log(f"load: {mode}, {n} workers, {trials} trials, {setting.kills} killed")
                 r = run_setting(cluster, setting, Path(tmp), log=log)
                 log(f"  {r.per_second:.1f} trials/s, {r.wall_s:.0f}s, peak {r.peak_connections} connections, "
-                    f"{dict(r.states)}, FAIL outcomes {dict(r.fails)}, {'nothing lost' if not r.lost else 'LOST TRIALS'}")
+                    f"{dict(r.states)}, FAIL outcomes {dict(r.fails)}, "
+                    f"{'nothing lost' if not r.lost else 'LOST TRIALS'}")
                 results.append(r)
     text = table(results)
     log(text)
     if out is not None:
         load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        write_section(out, f"## Load test: many workers, some killed\n\n`make load ARGS=\"{' '.join(sys.argv[1:])}\"` on "
-                           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, load average "
-                           f"{load_avg} at the end (other programs on the machine slow every setting alike). "
-                           f"hpo/bench/load.py says what each column means.\n\n{text}\n")
+        when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+        write_section(out, "## Load test: many workers, some killed\n\n"
+                           f"`make load ARGS=\"{' '.join(sys.argv[1:])}\"` on {when}, {os.cpu_count()} cores, "
+                           f"load average {load_avg} at the end (other programs on the machine slow every setting "
+                           "alike). hpo/bench/load.py says what each column means.\n\n"
+                           f"{text}\n")
     return results
 
 

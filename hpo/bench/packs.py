@@ -139,7 +139,8 @@ def bench_stacked(scale, log: Callable[[str], None]) -> dict:
 
         runs = {"alone": lambda k=4: alone(k), **{f"pack{k}": (lambda k=k: packed(k)) for k in STACKED},
                 "autograd8": lambda: packed(8, fast=False),
-                **{f"bmm{k}": (lambda k=k, bs=bs: stacked_matmul_epoch(n, bs, k, device=scale.device)) for k in STACKED}}
+                **{f"bmm{k}": (lambda k=k, bs=bs: stacked_matmul_epoch(n, bs, k, device=scale.device))
+                   for k in STACKED}}
         got = interleaved(runs, scale.tp_repeats)
         rows.append({"batch": bs, **got})
         log(f"stacked, batch {bs}: alone {statistics.fmean(got['alone']):,.0f} model-samples/s; "

@@ -220,7 +220,8 @@ def realistic_trial_seconds(scale) -> tuple[float, str]:
     train(tc, splits, threads=scale.threads)
     t0 = time.perf_counter()
     train(tc, splits, threads=scale.threads)
-    return 10 * (time.perf_counter() - t0), f"784-60-40-10 Adam, batch 64, 10 epochs of {splits.meta['n_train']:,} images"
+    return (10 * (time.perf_counter() - t0),
+            f"784-60-40-10 Adam, batch 64, 10 epochs of {splits.meta['n_train']:,} images")
 
 
 # --- the report ---------------------------------------------------------------------------------

@@ -202,7 +202,8 @@ def summary(r: dict) -> list[str]:
         mean = sum(means) / len(means)
         sd = (sum((m - mean) ** 2 for m in means) / (len(means) - 1)) ** 0.5 if len(means) > 1 else 0.0
         lines.append(f"| **{variant}: over searches** | {len(runs)} | "
-                     f"{sum(x['seconds'] for x in runs) / len(runs):.0f} s | - | {100 * mean:.2f} ± {100 * sd:.2f}% | - |")
+                     f"{sum(x['seconds'] for x in runs) / len(runs):.0f} s | - | "
+                     f"{100 * mean:.2f} ± {100 * sd:.2f}% | - |")
     return lines
 
 

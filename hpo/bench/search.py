@@ -216,7 +216,8 @@ def markdown(r: dict) -> tuple[list[str], list[tuple]]:
                      f"{trials} | {ratio} |")
     lines += ["", ("\"≥ N\": not reached within the trial cap (or anywhere on the grid); N is what was spent "
                   "trying, a lower bound on the cost.")]
-    lines += ["", "| seed | target | from | grid points reaching it | grid epochs in all |", "|---:|---:|---|---:|---:|"]
+    lines += ["", "| seed | target | from | grid points reaching it | grid epochs in all |",
+              "|---:|---:|---|---:|---:|"]
     for s in seeds:
         lines.append(f"| {s['seed']} | {s['target']:.4f} | {s['target_config']} | {s['grid']['n_hits']} of "
                      f"{s['grid']['n_points']} | {s['grid']['total_epochs']:,} |")

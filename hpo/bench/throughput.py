@@ -141,7 +141,8 @@ def bench_throughput(scale, log: Callable[[str], None]) -> dict:
         cfg = TrainConfig(widths=WIDTHS, optimizer="adam", lr=1e-3, batch_size=bs, epochs=1)
         runs: dict[str, Callable[[], float]] = {
             "train": lambda cfg=cfg: train(cfg, splits, threads=scale.threads).samples_per_sec,
-            "train_augment": lambda cfg=cfg: train(cfg.replace(**AUGMENT), splits, threads=scale.threads).samples_per_sec,
+            "train_augment": (lambda cfg=cfg:
+                              train(cfg.replace(**AUGMENT), splits, threads=scale.threads).samples_per_sec),
             "autograd": lambda cfg=cfg: train_autograd(cfg, splits, scale.threads),
             "dataloader": lambda bs=bs: dataloader_epoch(raw, bs, device=scale.device),
             "matmul": lambda bs=bs: matmul_epoch(n, bs, device=scale.device),
@@ -198,13 +199,15 @@ def bench_wait_policy(scale, log: Callable[[str], None]) -> dict:
                 env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
                 run = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True,
                                      text=True, timeout=1800, check=True)
-                got[f"{'one core busy' if busy else 'as found'}|{policy}"] = json.loads(run.stdout.strip().splitlines()[-1])
+                label = f"{'one core busy' if busy else 'as found'}|{policy}"
+                got[label] = json.loads(run.stdout.strip().splitlines()[-1])
         finally:
             if hog is not None:
                 hog.kill()
                 hog.wait()
     for k, v in got.items():
-        log(f"  {k.replace('|', ', ')}: " + ", ".join(f"batch {bs} {statistics.fmean(x):,.0f}/s" for bs, x in v.items()))
+        log(f"  {k.replace('|', ', ')}: "
+            + ", ".join(f"batch {bs} {statistics.fmean(x):,.0f}/s" for bs, x in v.items()))
     return got
 
 
@@ -246,7 +249,8 @@ def markdown_throughput(r: dict) -> tuple[list[str], list[tuple]]:
              f"to {AUGMENT['augment_shift']} pixels each way and horizontal flips, one gather per batch from a "
              "precomputed index table, hpo/training/augment.py), in the same interleaved runs."),
             "",
-            f"| batch | train(), augment none | train(), {AUGMENT['augment']} ±{AUGMENT['augment_shift']} | with / without |",
+            f"| batch | train(), augment none | train(), {AUGMENT['augment']} ±{AUGMENT['augment_shift']} "
+            "| with / without |",
             "|---:|---:|---:|---:|",
         ]
         for row in r["rows"]:

@@ -13,7 +13,7 @@ from matplotlib.ticker import PercentFormatter
 from rich.table import Table
 
 from hpo.display import describe_config, spread
-from hpo.plotting import plt
+from hpo.plotting import plt, save
 from hpo.search.papers import Paper, load_paper, study_paper
 from hpo.sources import name_of
 from hpo.stats import mean_sd
@@ -138,9 +138,7 @@ def _accuracy_section(study, trials, outdir: Path, link: str) -> str | None:
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"{study.study_name}: accuracy by activation (dots: runs; bar: mean ± std)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(outdir / "accuracy_by_activation.png", dpi=110)
-    plt.close(fig)
+    save(fig, outdir / "accuracy_by_activation.png")
     lines += ["", f"![accuracy by activation]({link}accuracy_by_activation.png)"]
     return "\n".join(lines)
 
@@ -220,9 +218,7 @@ def _mix_section(study, trials, outdir: Path, link: str) -> str | None:
         ax.set_ylim(0, 1)
     axes.flat[0].set_ylabel("P")
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(outdir / "mix_weights.png", dpi=110)
-    plt.close(fig)
+    save(fig, outdir / "mix_weights.png")
     lines += ["", f"![learned mixing weights]({link}mix_weights.png)"]
     return "\n".join(lines)
 
@@ -262,7 +258,8 @@ def _dead_section(study, trials, outdir: Path, link: str) -> str | None:
         for t in worst:
             if max(t.user_attrs["dead_units"]) <= 0:
                 break
-            lines.append(f"| {t.number} | {describe_config(t.user_attrs.get('config', {}), t.user_attrs.get('io'))} | {t.values[0]:.4f} | "
+            config = describe_config(t.user_attrs.get("config", {}), t.user_attrs.get("io"))
+            lines.append(f"| {t.number} | {config} | {t.values[0]:.4f} | "
                          + " / ".join(f"{v:.1%}" for v in t.user_attrs["dead_units"]) + " |")
     largest = max((v or 0.0) for m in means.values() for v in m)
     picture = outdir / "dead_units.png"
@@ -285,9 +282,7 @@ def _dead_section(study, trials, outdir: Path, link: str) -> str | None:
     ax.set_ylim(0, largest * 1.15)
     ax.legend(fontsize=7)
     ax.set_title(f"{study.study_name}: dead units per layer", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(outdir / "dead_units.png", dpi=110)
-    plt.close(fig)
+    save(fig, picture)
     lines += ["", f"![dead units]({link}dead_units.png)"]
     return "\n".join(lines)
 

@@ -21,7 +21,8 @@ def params_figure(study, result: dict | None) -> go.Figure:
     """Accuracy (validation for trials, the paper's numbers and test re-runs as marked) against parameters."""
     fig = go.Figure()
     complete = completed(study)
-    for label, trials, symbol in (("searched trial (validation)", [t for t in complete if not t.user_attrs.get("baseline")], "circle"),
+    for label, trials, symbol in (("searched trial (validation)",
+                                   [t for t in complete if not t.user_attrs.get("baseline")], "circle"),
                                   ("paper configuration, trained here (validation)",
                                    [t for t in complete if t.user_attrs.get("baseline")], "diamond")):
         # Rounded: the figure is stored as study system attributes, which the dashboard reads on every load.
@@ -34,15 +35,17 @@ def params_figure(study, result: dict | None) -> go.Figure:
     paper = study_paper(study_attrs(study))
     if paper:
         rows = [r for t in s.get("tables", []) for r in paper.table(t)]
-        fig.add_trace(go.Scatter(x=[mlp_param_count(shape, r.widths, n_classes) for r in rows], y=[r.reported for r in rows],
-                                 text=[r.name for r in rows], mode="markers", name="paper-reported",
+        fig.add_trace(go.Scatter(x=[mlp_param_count(shape, r.widths, n_classes) for r in rows],
+                                 y=[r.reported for r in rows], text=[r.name for r in rows], mode="markers",
+                                 name="paper-reported",
                                  marker={"symbol": "star-open", "size": 12, "color": "red"},
                                  hovertemplate="%{text}: the paper reports %{y:.2%}<extra></extra>"))
     if result:
         n = len(result["seeds"])
         spread = n >= MIN_SPREAD_N  # a std from fewer runs is no basis for error bars (hpo.display)
         shown = "mean ± std" if spread else f"mean of {n} seed{'s' * (n > 1)}"
-        for kind, label, color in (("paper", "paper configuration", "black"), ("optimum", "automated optimum", "green")):
+        for kind, label, color in (("paper", "paper configuration", "black"),
+                                   ("optimum", "automated optimum", "green")):
             entries = [e for e in result["entries"] if e["kind"] == kind]
             fig.add_trace(go.Scatter(
                 x=[param_count(e["hp"], shape, n_classes) for e in entries], y=[e["stats"]["mean"] for e in entries],
@@ -53,7 +56,8 @@ def params_figure(study, result: dict | None) -> go.Figure:
                 hovertemplate="%{text}: %{y:.2%} test<extra></extra>"))
     # template "none": plotly's default theme alone is 6.5 kB of JSON in every stored figure.
     fig.update_layout(title=f"{study.study_name}: accuracy against parameter count", xaxis_title="parameters",
-                      yaxis_title="accuracy", xaxis_type="log", legend={"font": {"size": 10}, "orientation": "h", "y": -0.25}, template="none",
+                      yaxis_title="accuracy", xaxis_type="log",
+                      legend={"font": {"size": 10}, "orientation": "h", "y": -0.25}, template="none",
                       xaxis_showgrid=True, yaxis_showgrid=True)
     return fig
 

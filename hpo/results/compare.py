@@ -42,7 +42,8 @@ def protocol_lines(paper: Paper | None, proto: dict, extra: list[tuple[str, str,
         value = proto.get(a.key, a.value)
         if tables and a.tables and not set(a.tables) & set(tables) and value == a.value:
             continue
-        reason = a.reason if value == a.value else f"set by the study (the default assumption is {a.value!r}): {a.reason}"
+        reason = (a.reason if value == a.value
+                  else f"set by the study (the default assumption is {a.value!r}): {a.reason}")
         lines.append({"key": a.key, "value": value, "reason": reason})
     lines += [{"key": k, "value": v, "reason": r} for k, v, r in extra]
     return lines
@@ -59,8 +60,8 @@ def build_entries(study, paper: Paper | None, proto: dict, dataset: str, referen
     best = best_trials(study, 1)[0]
     hp = {k: v for k, v in best.user_attrs["config"].items() if k != "seed"}
     entries.append({"kind": "optimum", "name": f"automated optimum (trial {best.number})", "trial": best.number,
-                    "val_accuracy": best.values[0], "reported": None, "note": describe_config(hp, best.user_attrs.get("io")),
-                    "hp": hp})
+                    "val_accuracy": best.values[0], "reported": None,
+                    "note": describe_config(hp, best.user_attrs.get("io")), "hp": hp})
     if references and paper and paper.references:
         # The references of the compared data set where the paper cites them, else the first data set's rows.
         refs = [r for r in paper.references if r.dataset == dataset]
@@ -124,9 +125,10 @@ def findings(result: dict) -> list[str]:
     if papers:
         basis = "what their re-run reaches" if n >= MIN_SPREAD_N else \
             f"the range of their re-run's {n} seed{'s' * (n > 1)}"
+        too_few = ("" if n >= MIN_SPREAD_N else
+                   f" {n} seed{'s are' if n > 1 else ' is'} too few for a claim: use --seeds {MIN_SPREAD_N} or more.")
         out.insert(0, f"{outside} of {len(papers)} paper numbers lie outside {basis} "
-                      f"on {result['dataset']} under this protocol." + ("" if n >= MIN_SPREAD_N else
-                      f" {n} seed{'s are' if n > 1 else ' is'} too few for a claim: use --seeds {MIN_SPREAD_N} or more."))
+                      f"on {result['dataset']} under this protocol." + too_few)
         best = max(papers, key=lambda e: e["stats"]["mean"])
         d = 100 * (opt["stats"]["mean"] - best["stats"]["mean"])
         out.append(f"The automated optimum, {pm_stats(opt['stats'])}, is {abs(d):.2f} points "
@@ -240,7 +242,8 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
                                                  "a quick look, not the paper's protocol")))
     paper_dataset = paper.dataset_name if paper else study_dataset
     result = {
-        "study": study.study_name, "dataset": dataset, "paper_dataset": paper_dataset, "paper": s.get("paper"), "paper_title": paper.title if paper else None,
+        "study": study.study_name, "dataset": dataset, "paper_dataset": paper_dataset, "paper": s.get("paper"),
+        "paper_title": paper.title if paper else None,
         "tables": s.get("tables", []), "seeds": seed_list,
         "smoke": smoke, "epochs_override": epochs, "train_limit": train_limit, "eval_limit": eval_limit,
         "data": splits.meta, "protocol": protocol_lines(paper, proto, extra, s.get("tables")), "entries": entries,

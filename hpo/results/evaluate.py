@@ -132,6 +132,7 @@ def _reproduction(cfg, runs, st, epochs, train_limit, eval_limit, console) -> bo
     word = "[green]reproduced[/]" if ok else "[red]NOT reproduced[/]"
     console.print(f"trial {cfg.provenance.get('trial', '?')} recorded validation accuracy {recorded:.4f}; "
                   f"re-run with the study's seed {runs[0]['seed']}: {first:.4f} ({first - recorded:+.4f}): {word} "
-                  f"within noise (±{tol:.4f}); all seeds {spread(st['mean'], st['std'], st['n'], st['min'], st['max'])}")
+                  f"within noise (±{tol:.4f}); "
+                  f"all seeds {spread(st['mean'], st['std'], st['n'], st['min'], st['max'])}")
     return ok
 

@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial
 
 from hpo import data as data_mod
 from hpo.display import number
-from hpo.errors import ConfigError, HpoError, StudyError
+from hpo.errors import ConfigError, HpoError, StudyError, check_mapping
 from hpo.provenance import ROOT, command_hint, git_commit, hpo_command, versions
 from hpo.search.config import display, read_yaml
 from hpo.search.space import PARAMS, Param, _coerce
@@ -68,18 +68,6 @@ def _int(value, src, key, positive=False):
     if isinstance(value, bool) or not isinstance(value, int) or (positive and value <= 0):
         raise ConfigError(src, key, f"expected a{' positive' if positive else 'n'} int, but got {value!r}")
     return value
-
-
-def _check_keys(doc, src, prefix, allowed, required):
-    if not isinstance(doc, dict):
-        raise ConfigError(src, prefix or "", f"expected a mapping, but got {doc!r}")
-    dot = f"{prefix}." if prefix else ""
-    for k in doc:
-        if k not in allowed:
-            raise ConfigError(src, f"{dot}{k}", f"unknown key; allowed: {', '.join(allowed)}")
-    for k in required:
-        if k not in doc:
-            raise ConfigError(src, f"{dot}{k}", "missing")
 
 
 def _train_values(doc: dict, src: str) -> dict:
@@ -124,14 +112,11 @@ def load_config(path: str | Path) -> ExportedConfig:
                                    f", then `{command_hint(f'export {name}')}`, and train the runs/{name}/best.yaml "
                                    f"it writes (or `{command_hint(f'compare {name}', make=f'compare NAME={name}')}` "
                                    f"for the whole comparison)")
-    _check_keys(doc, src, "", CONFIG_KEYS, ("dataset", "train"))
+    check_mapping(doc, CONFIG_KEYS, src, "", required=("dataset", "train"), optional=False)
     dataset = parse_source(doc["dataset"], src, "dataset", base=Path(path).parent)
-    split = doc.get("split") or {}
-    _check_keys(split, src, "split", SPLIT_KEYS, ())
-    _check_keys(doc["train"], src, "train", TRAIN_KEYS, TRAIN_REQUIRED)
-    prov = doc.get("provenance") or {}
-    if not isinstance(prov, dict):
-        raise ConfigError(src, "provenance", f"expected a mapping, but got {prov!r}")
+    split = check_mapping(doc.get("split") or {}, SPLIT_KEYS, src, "split")
+    check_mapping(doc["train"], TRAIN_KEYS, src, "train", required=TRAIN_REQUIRED, optional=False)
+    prov = check_mapping(doc.get("provenance") or {}, None, src, "provenance")
     opt = {k: _int(split[k], src, f"split.{k}", positive=True) if split.get(k) is not None else None
            for k in ("n_train", "n_eval")}
     return ExportedConfig(

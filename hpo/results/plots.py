@@ -33,7 +33,8 @@ def plot_history(study, path: Path) -> None:
     complete = sorted(completed(study), key=lambda t: t.number)
     search = [t for t in complete if not t.user_attrs.get("baseline")]
     base = [t for t in complete if t.user_attrs.get("baseline")]
-    stopped = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.user_attrs.get("val_curve")]
+    stopped = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+               if t.user_attrs.get("val_curve")]
     ax.scatter([t.number for t in search], [t.values[0] for t in search], s=18, label="searched trial")
     ax.scatter([t.number for t in base], [t.values[0] for t in base], marker="D", s=24, color="tab:orange",
                label="paper configuration (baseline trial)")
@@ -60,7 +61,8 @@ def plot_importances(study, path: Path) -> tuple[bool, str | None]:
     n = len(completed(study))
     path.unlink(missing_ok=True)  # never leave an earlier run's picture behind a note saying there is none
     if n < MIN_IMPORTANCE_TRIALS:
-        return False, f"Parameter importances need at least {MIN_IMPORTANCE_TRIALS} completed trials; this study has {n}."
+        return False, (f"Parameter importances need at least {MIN_IMPORTANCE_TRIALS} completed trials; "
+                       f"this study has {n}.")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -212,8 +214,8 @@ def plot_params(study, result: dict | None, path: Path) -> None:
         xs += [t.user_attrs.get("n_params", 0) for t in base.values()]
         xlim = _focus_limits(xs, 0.12)
         a.set_xlim(*xlim)
-        a.scatter([t.user_attrs.get("n_params", 0) for t in shown if xlim[0] <= t.user_attrs.get("n_params", 0) <= xlim[1]],
-                  [t.values[0] for t in shown if xlim[0] <= t.user_attrs.get("n_params", 0) <= xlim[1]],
+        near = [t for t in shown if xlim[0] <= t.user_attrs.get("n_params", 0) <= xlim[1]]
+        a.scatter([t.user_attrs.get("n_params", 0) for t in near], [t.values[0] for t in near],
                   s=14, color="grey", alpha=0.35, zorder=2)
         a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         a.set(xlabel="parameters", title="close-up: paper configurations and optimum")
@@ -257,7 +259,8 @@ def plot_curves(study, path: Path) -> None:
     color = {r.name: ROW_COLORS[i % len(ROW_COLORS)] for i, r in enumerate(rows)}
     search = [t for t in completed(study) if not t.user_attrs.get("baseline") and t.user_attrs.get("val_curve")]
     best = sorted(search, key=lambda t: -t.values[0])[:TOP_CURVES]
-    base = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline") and t.user_attrs.get("val_curve")]
+    base = [t for t in study.get_trials(deepcopy=False)
+            if t.user_attrs.get("baseline") and t.user_attrs.get("val_curve")]
     greens = plt.get_cmap("Greens")
     for i, t in enumerate(best):  # the best darkest
         c = t.user_attrs["val_curve"]

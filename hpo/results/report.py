@@ -62,7 +62,8 @@ def print_result(result: dict, console: Console) -> None:
     console.print(rich_table(result))
     for line in result["findings"]:
         console.print(f"• {line}", highlight=False)
-    console.print("[bold]protocol assumptions[/] (the paper file's protocol; override under baselines.protocol in the study):")
+    console.print("[bold]protocol assumptions[/] "
+                  "(the paper file's protocol; override under baselines.protocol in the study):")
     for p in result["protocol"]:
         console.print(f"  {p['key']} = {p['value']}: [dim]{p['reason']}[/]", highlight=False)
 
@@ -143,8 +144,9 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
                    f"automated optimum − re-run. Generated {result['created_at']}, hpo commit {result['git_commit']}."),
                "", _markdown_table(headers, rows), "", "### What the numbers say", ""]
         md += [f"- {line}" for line in result["findings"]]
-        md += ["", "### Protocol assumptions", "", ("The paper leaves these out; each is an explicit, configurable "
-               "assumption (the paper file's `protocol`, overridden under `baselines.protocol` in the study file)."), ""]
+        md += ["", "### Protocol assumptions", "",
+               ("The paper leaves these out; each is an explicit, configurable assumption "
+                "(the paper file's `protocol`, overridden under `baselines.protocol` in the study file)."), ""]
         md += [f"- **{p['key']}** = {p['value']}: {p['reason']}" for p in result["protocol"]]
     else:
         md += ["", (f"Not run yet: `hpo compare {_compare_args(study)}` re-runs the paper's "

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from hpo import optuna_private
 from hpo.search.storage import fail_stale
-from hpo.trials import COUNTED
+from hpo.trials import COUNTED, trial_state
 
 HOLDING = (TrialState.RUNNING, TrialState.WAITING)  # not counted yet, but holding a slot
 
@@ -116,10 +116,11 @@ class BudgetStudy(optuna.Study):
         return self._ask_here()
 
     def fail_left_running(self, outcome: str = "interrupted") -> list[int]:
-        """Mark FAIL (with `outcome`) every trial this process asked for that is still RUNNING; return their
-        numbers. For a stopped worker on its way out: a signal that lands inside a storage write, or between
-        ask and the objective, can leave its trial untold, and it would then hold its slot until the heartbeat
-        expires. Trials finished meanwhile (here or, after a heartbeat failure, elsewhere) are left alone."""
+        """End every trial this process asked for that is still RUNNING, with `outcome` and its state (FAIL for
+        `interrupted`: hpo.trials.OUTCOME_STATES); return their numbers. For a stopped worker on its way out: a
+        signal that lands inside a storage write, or between ask and the objective, can leave its trial untold,
+        and it would then hold its slot until the heartbeat expires. Trials finished meanwhile (here or, after a
+        heartbeat failure, elsewhere) are left alone."""
         left = []
         storage = optuna_private.storage(self)
         for t in self.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -128,7 +129,7 @@ class BudgetStudy(optuna.Study):
                 continue
             try:
                 storage.set_trial_user_attr(tid, "outcome", outcome)
-                if storage.set_trial_state_values(tid, state=TrialState.FAIL):
+                if storage.set_trial_state_values(tid, state=trial_state(outcome)):
                     left.append(t.number)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # finished between the look and the write

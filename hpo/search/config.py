@@ -10,14 +10,14 @@ import inspect
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hpo.errors import ConfigError, DataError
+from hpo.errors import ConfigError, DataError, check_keys, check_mapping, check_type
 from hpo.search.files import display, read_yaml, resolve_file
 from hpo.search.papers import Paper, load_paper
 from hpo.search.samplers import PERCENT_PRUNERS, PRUNER_STEPS, PRUNERS, SAMPLERS
 from hpo.search.space import PARAMS, Space
 from hpo.search.storage import SAFE_NAME, study_name
 from hpo.sources import DATASETS, DataSource, dataset_io, parse_source, train_size
-from hpo.training.spec import TrainConfig
+from hpo.training.spec import TrainConfig, check_device
 
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize", "latency": "minimize"}
 
@@ -99,34 +99,11 @@ class StudyConfig:
         return [OBJECTIVES[o] for o in self.objectives]
 
 
-STUDY_KEYS = {"dataset", "space", "sampler", "sampler_options", "pruner", "pruner_options", "pruner_step", "seed", "n_trials",
-              "timeout", "objectives", "split", "budget", "baselines"}
+STUDY_KEYS = {"dataset", "space", "sampler", "sampler_options", "pruner", "pruner_options", "pruner_step", "seed",
+              "n_trials", "timeout", "objectives", "split", "budget", "baselines"}
 BUDGET_KEYS = {"device", "threads", "trial_timeout", "max_params", "memory_mb", "pack"}
 SPLIT_KEYS = {"val_size", "seed"}
 BASELINE_KEYS = {"paper", "tables", "protocol"}
-
-
-def _typed(value, types, source, key, *, positive=False, allow_none=False):
-    if value is None and allow_none:
-        return None
-    types = types if isinstance(types, tuple) else (types,)
-    if isinstance(value, bool) or not isinstance(value, types):
-        want = " or ".join(t.__name__ for t in types)
-        raise ConfigError(source, key, f"expected {want}, but got {value!r}")
-    if positive and value <= 0:
-        raise ConfigError(source, key, f"`{key.rsplit('.', 1)[-1]} > 0` must hold, but got {value!r}")
-    return value
-
-
-def _mapping(value, source, key, allowed):
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(source, key, f"expected a mapping, but got {value!r}")
-    for k in value:
-        if k not in allowed:
-            raise ConfigError(source, f"{key}.{k}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
-    return value
 
 
 def check_options(factory, options: dict, source: str, key: str) -> None:
@@ -164,27 +141,22 @@ def _load_study(name_or_path: str) -> StudyConfig:
     doc, header = read_yaml(path)
     if not isinstance(doc, dict):
         raise ConfigError(src, "", "a study file is a mapping of keys to values")
-    for k in doc:
-        if k not in STUDY_KEYS:
-            raise ConfigError(src, str(k), f"unknown key; allowed: {', '.join(sorted(STUDY_KEYS))}")
-    for required in ("dataset", "space"):
-        if required not in doc:
-            raise ConfigError(src, required, "missing")
+    check_keys(doc, STUDY_KEYS, src, required=("dataset", "space"))
 
     dataset = parse_source(doc["dataset"], src, "dataset", base=path.parent)
-    space = load_space(_typed(doc["space"], str, src, "space"), src, "space", base=path.parent)
+    space = load_space(check_type(doc["space"], str, src, "space"), src, "space", base=path.parent)
 
-    sampler = _typed(doc.get("sampler", "tpe"), str, src, "sampler")
+    sampler = check_type(doc.get("sampler", "tpe"), str, src, "sampler")
     if sampler not in SAMPLERS:
         raise ConfigError(src, "sampler", f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
-    sampler_options = _mapping(doc.get("sampler_options"), src, "sampler_options", _AnyKey())
+    sampler_options = check_mapping(doc.get("sampler_options"), None, src, "sampler_options")
     check_options(SAMPLERS[sampler], sampler_options, src, "sampler_options")
-    pruner = _typed(doc.get("pruner", "median"), str, src, "pruner")
+    pruner = check_type(doc.get("pruner", "median"), str, src, "pruner")
     if pruner not in PRUNERS:
         raise ConfigError(src, "pruner", f"unknown pruner {pruner!r}; known: {', '.join(PRUNERS)}")
-    pruner_options = _mapping(doc.get("pruner_options"), src, "pruner_options", _AnyKey())
+    pruner_options = check_mapping(doc.get("pruner_options"), None, src, "pruner_options")
     check_options(PRUNERS[pruner], pruner_options, src, "pruner_options")
-    pruner_step = _typed(doc.get("pruner_step", "epoch"), str, src, "pruner_step")
+    pruner_step = check_type(doc.get("pruner_step", "epoch"), str, src, "pruner_step")
     if pruner_step not in PRUNER_STEPS:
         raise ConfigError(src, "pruner_step", f"expected one of {', '.join(PRUNER_STEPS)}, but got {pruner_step!r}")
     if pruner_step == "percent" and pruner not in PERCENT_PRUNERS:
@@ -202,9 +174,9 @@ def _load_study(name_or_path: str) -> StudyConfig:
     if len(objectives) > 1 and pruner != "none":
         raise ConfigError(src, "pruner", "Optuna cannot prune multi-objective studies; use `pruner: none`")
 
-    split = _mapping(doc.get("split"), src, "split", SPLIT_KEYS)
-    val_size = _typed(split.get("val_size", 10000), int, src, "split.val_size", positive=True)
-    split_seed = _typed(split.get("seed", 0), int, src, "split.seed")
+    split = check_mapping(doc.get("split"), SPLIT_KEYS, src, "split")
+    val_size = check_type(split.get("val_size", 10000), int, src, "split.val_size", positive=True)
+    split_seed = check_type(split.get("seed", 0), int, src, "split.seed")
     try:
         n_train = train_size(dataset)
     except DataError as e:
@@ -213,31 +185,31 @@ def _load_study(name_or_path: str) -> StudyConfig:
         raise ConfigError(src, "split.val_size", f"`val_size < {n_train}` must hold (the training samples of "
                                                  f"{dataset.title}), but got {val_size}")
 
-    b = _mapping(doc.get("budget"), src, "budget", BUDGET_KEYS)
-    device = _typed(b.get("device", "cpu"), str, src, "budget.device")
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(src, "budget.device", f"expected cpu or cuda, but got {device!r}")
+    b = check_mapping(doc.get("budget"), BUDGET_KEYS, src, "budget")
+    device = check_device(check_type(b.get("device", "cpu"), str, src, "budget.device"), src, "budget.device")
     budget = Budget(
         device=device,
-        threads=_typed(b.get("threads", 2), int, src, "budget.threads", positive=True),
-        trial_timeout=_typed(b.get("trial_timeout"), (int, float), src, "budget.trial_timeout", positive=True, allow_none=True),
-        max_params=_typed(b.get("max_params"), int, src, "budget.max_params", positive=True, allow_none=True),
-        memory_mb=_typed(b.get("memory_mb"), int, src, "budget.memory_mb", positive=True, allow_none=True),
+        threads=check_type(b.get("threads", 2), int, src, "budget.threads", positive=True),
+        trial_timeout=check_type(b.get("trial_timeout"), (int, float), src, "budget.trial_timeout", positive=True,
+                             allow_none=True),
+        max_params=check_type(b.get("max_params"), int, src, "budget.max_params", positive=True, allow_none=True),
+        memory_mb=check_type(b.get("memory_mb"), int, src, "budget.memory_mb", positive=True, allow_none=True),
         pack=_pack(b.get("pack", 1), src),
     )
 
     paper, tables, proto, baselines = None, (), {}, []
-    bl = _mapping(doc.get("baselines"), src, "baselines", BASELINE_KEYS)
+    bl = check_mapping(doc.get("baselines"), BASELINE_KEYS, src, "baselines")
     if bl:
         if "paper" not in bl:
             raise ConfigError(src, "baselines.paper", "missing: the paper file whose rows are the baselines")
         io = dataset_io(dataset)
-        paper = load_paper(_typed(bl["paper"], str, src, "baselines.paper"), src, "baselines.paper", path.parent, io)
+        paper = load_paper(check_type(bl["paper"], str, src, "baselines.paper"), src, "baselines.paper",
+                           path.parent, io)
         tables = bl.get("tables", paper.tables)
         if not isinstance(tables, list) or not all(t in paper.captions for t in tables):
             raise ConfigError(src, "baselines.tables", f"expected a list of tables out of {paper.tables} "
                                                        f"({paper.source}), but got {tables!r}")
-        overrides = _mapping(bl.get("protocol"), src, "baselines.protocol", {a.key for a in paper.protocol})
+        overrides = check_mapping(bl.get("protocol"), {a.key for a in paper.protocol}, src, "baselines.protocol")
         proto = paper.protocol_values(overrides)
         for t in tables:
             for row in paper.table(t):
@@ -252,9 +224,9 @@ def _load_study(name_or_path: str) -> StudyConfig:
         name=name, source=src, description=header, dataset=dataset, space=space,
         sampler=sampler, sampler_options=sampler_options, pruner=pruner, pruner_options=pruner_options,
         pruner_step=pruner_step,
-        seed=_typed(doc.get("seed", 0), int, src, "seed"),
-        n_trials=_typed(doc.get("n_trials", 20), int, src, "n_trials", positive=True),
-        timeout=_typed(doc.get("timeout"), (int, float), src, "timeout", positive=True, allow_none=True),
+        seed=check_type(doc.get("seed", 0), int, src, "seed"),
+        n_trials=check_type(doc.get("n_trials", 20), int, src, "n_trials", positive=True),
+        timeout=check_type(doc.get("timeout"), (int, float), src, "timeout", positive=True, allow_none=True),
         objectives=tuple(objectives), val_size=val_size, split_seed=split_seed, budget=budget,
         paper=paper, tables=tuple(tables), protocol=proto, baselines=tuple(baselines), raw=doc,
     )
@@ -276,13 +248,6 @@ def _unsearched_mismatch(space: Space, hp: dict) -> list[str]:
     default = TrainConfig()
     return [f"{k}={v!r} but the space does not set {k}, so trials use {getattr(default, k)!r}"
             for k, v in hp.items() if k not in covered and getattr(default, k) != v]
-
-
-class _AnyKey:
-    """Sampler and pruner options are checked against the constructor instead."""
-
-    def __contains__(self, _):
-        return True
 
 
 def paper_dataset_note(cfg: StudyConfig) -> str | None:

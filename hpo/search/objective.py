@@ -1,15 +1,16 @@
 """Trial ↔ train: the only place that knows both Optuna and the training loop.
 
-Outcomes, each recorded on the trial as user attributes `outcome` and `reason`:
+Outcomes, each recorded on the trial as user attributes `outcome` and `reason` (hpo.trials.OUTCOME_STATES gives
+the Optuna state each one ends in):
   complete     trained to the end; value = final validation accuracy
-  pruned       stopped by the pruner                      (state PRUNED)
-  diverged     loss became NaN/inf                         (state PRUNED: a bad region the sampler should learn)
-  time_cap     past the per-trial wall-time cap            (state PRUNED, with the curve so far)
-  param_cap    model over the parameter cap; not trained  (state PRUNED, no curve)
+  pruned       stopped by the pruner
+  diverged     loss became NaN/inf
+  time_cap     past the per-trial wall-time cap (with the curve so far)
+  param_cap    model over the parameter cap; not trained (no curve)
   memory_cap   over budget.memory_mb: refused on its estimate before training, or stopped when its
-               measured peak passes the cap after an epoch (state PRUNED: like param_cap, a property
-               of the configuration that the sampler should learn to avoid; the study goes on)
-  crashed      an unexpected exception                     (state FAIL, the study carries on)
+               measured peak passes the cap after an epoch
+  crashed      an unexpected exception (the study carries on)
+  interrupted  Ctrl-C or a stopped worker
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ class Objective:
                                                 f"{budget.memory_mb} MiB cap; not trained")
         return TrialRun(trial, tc, model, n_params, meter, cap)
 
-    def on_epoch(self, run: TrialRun, meter: PeakMemory | None = None, cap: int | None = None) -> Callable[[int, float], None]:
+    def on_epoch(self, run: TrialRun, meter: PeakMemory | None = None,
+                 cap: int | None = None) -> Callable[[int, float], None]:
         """The epoch callback: records the curve, stops the trial over the memory cap, reports to the pruner.
         Raises TrialPruned (or MemoryCap) to stop training."""
         meter = meter if meter is not None else run.meter
@@ -246,6 +248,7 @@ class Objective:
         trial.set_user_attr("reason", f"{type(e).__name__}: {e}")
 
     def _stop(self, trial: optuna.Trial, outcome: str, reason: str):
+        """Record `outcome`, one that prunes the trial (OUTCOME_STATES), and stop the trial."""
         trial.set_user_attr("outcome", outcome)
         trial.set_user_attr("reason", reason)
         raise optuna.TrialPruned(reason)

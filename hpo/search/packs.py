@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 
 import optuna
-from optuna.trial import TrialState
 
 from hpo.optuna_private import heartbeat_thread, optimize_loop, stop_requested
 from hpo.search.budget import BudgetStudy, StudyFull, SurplusTrial
@@ -31,6 +30,7 @@ from hpo.search.objective import Objective, TrialRun
 from hpo.search.storage import fail_stale
 from hpo.training.memory import PeakMemory
 from hpo.training.pack import calibrate_pack, pack_key, train_pack
+from hpo.trials import trial_state
 
 # The Optuna parameters that decide a pack's key (per-layer activations are activation_1, activation_2, ...).
 SHARED_PARAMS = ("model", "depth", "batch_size", "optimizer", "activation")
@@ -105,14 +105,14 @@ def _ask(study: BudgetStudy, objective: Objective, size: Callable[[object], int]
     return members
 
 
-def _tell(study: BudgetStudy, objective: Objective, trial: optuna.Trial, callbacks, values=None, state=None) -> None:
+def _tell(study: BudgetStudy, objective: Objective, trial: optuna.Trial, callbacks, values=None) -> None:
+    """Tell a member: complete with its values, else in the state of the outcome it recorded (OUTCOME_STATES)."""
+    outcome = "complete" if values is not None else trial.user_attrs.get("outcome") or "crashed"
     # The member's dashboard note, while it still runs (as Objective.__call__ writes a lone trial's).
-    word = ("complete" if values is not None else "pruned" if state == TrialState.PRUNED
-            else trial.user_attrs.get("outcome") or "crashed")
-    objective.note(trial, word, values)
+    objective.note(trial, outcome, values)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Optuna warns when a PRUNED trial reported nothing
-        frozen = study.tell(trial, values, state=state, skip_if_finished=True)
+        frozen = study.tell(trial, values, state=trial_state(outcome), skip_if_finished=True)
     for callback in callbacks:
         callback(study, frozen)
 
@@ -128,12 +128,12 @@ def _train_and_tell(study: BudgetStudy, objective: Objective, members, callbacks
                 study.check_surplus(trial)
                 runs.append(objective.admit(trial, tc, measure_memory=False))
             except optuna.TrialPruned:  # over a cap: not trained
-                _tell(study, objective, trial, callbacks, state=TrialState.PRUNED)
+                _tell(study, objective, trial, callbacks)
             except SurplusTrial:
-                _tell(study, objective, trial, callbacks, state=TrialState.FAIL)
+                _tell(study, objective, trial, callbacks)
             except Exception as e:
                 objective.crashed(trial, e)
-                _tell(study, objective, trial, callbacks, state=TrialState.FAIL)
+                _tell(study, objective, trial, callbacks)
         groups: dict[object, list[TrialRun]] = {}
         for run in runs:
             key = pack_key(run.tc)
@@ -150,14 +150,14 @@ def _train_group(study: BudgetStudy, objective: Objective, group: list[TrialRun]
         try:
             _tell(study, objective, run.trial, callbacks, values=train(None))
         except optuna.TrialPruned:
-            _tell(study, objective, run.trial, callbacks, state=TrialState.PRUNED)
+            _tell(study, objective, run.trial, callbacks)
         except KeyboardInterrupt:
             objective.interrupted(run.trial)
-            _tell(study, objective, run.trial, callbacks, state=TrialState.FAIL)
+            _tell(study, objective, run.trial, callbacks)
             raise
         except Exception as e:
             objective.crashed(run.trial, e)
-            _tell(study, objective, run.trial, callbacks, state=TrialState.FAIL)
+            _tell(study, objective, run.trial, callbacks)
         return
     cap = budget.memory_mb * 2**20 * len(group) if budget.memory_mb else None  # the cap is per trial
     meter = PeakMemory(budget.device).start() if cap else None
@@ -176,24 +176,24 @@ def _train_group(study: BudgetStudy, objective: Objective, group: list[TrialRun]
     except KeyboardInterrupt:
         for run in group:
             objective.interrupted(run.trial)
-            _tell(study, objective, run.trial, callbacks, state=TrialState.FAIL)
+            _tell(study, objective, run.trial, callbacks)
         raise
     except Exception as e:
         for run in group:
             objective.crashed(run.trial, e)
-            _tell(study, objective, run.trial, callbacks, state=TrialState.FAIL)
+            _tell(study, objective, run.trial, callbacks)
         return
     for run, r in zip(group, results):
         try:
             if isinstance(r.stopped_by, optuna.TrialPruned):
                 objective.stopped(run, r.stopped_by, r.model)
-                _tell(study, objective, run.trial, callbacks, state=TrialState.PRUNED)
+                _tell(study, objective, run.trial, callbacks)
             elif r.stopped_by is not None:
                 raise r.stopped_by
             else:
                 _tell(study, objective, run.trial, callbacks, values=objective.finish(run, r))
         except optuna.TrialPruned:
-            _tell(study, objective, run.trial, callbacks, state=TrialState.PRUNED)
+            _tell(study, objective, run.trial, callbacks)
         except Exception as e:
             objective.crashed(run.trial, e)
-            _tell(study, objective, run.trial, callbacks, state=TrialState.FAIL)
+            _tell(study, objective, run.trial, callbacks)

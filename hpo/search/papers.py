@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from hpo.display import describe_arch
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, check_keys
 from hpo.search.files import display, read_yaml, resolve_file
 from hpo.search.space import PARAMS, _coerce
 from hpo.sources import parse_source, recorded_shape
@@ -160,10 +160,7 @@ def parse_paper(doc, src: str, stem: str, *, base: Path | None = None, io=None, 
                 references: tuple[Row, ...] | None = None) -> Paper:
     if not isinstance(doc, dict):
         raise ConfigError(src, "", "a paper file is a mapping: title, dataset, tables, protocol, …")
-    _known(doc, PAPER_KEYS, src, "")
-    for required in ("title", "dataset"):
-        if required not in doc:
-            raise ConfigError(src, required, "missing")
+    check_keys(doc, PAPER_KEYS, src, required=("title", "dataset"))
     title = _str(doc["title"], src, "title")
     citation = _str(doc.get("citation", ""), src, "citation")
     dataset = doc["dataset"]
@@ -187,7 +184,7 @@ def parse_paper(doc, src: str, stem: str, *, base: Path | None = None, io=None, 
         tkey = f"tables.{t}"
         if not isinstance(table, dict):
             raise ConfigError(src, tkey, "expected {caption, rows}")
-        _known(table, TABLE_KEYS, src, tkey)
+        check_keys(table, TABLE_KEYS, src, tkey)
         captions[t] = _str(table.get("caption", ""), src, f"{tkey}.caption")
         t_dataset = _str(table.get("dataset", default_dataset), src, f"{tkey}.dataset")
         raw_rows = table.get("rows")
@@ -222,7 +219,8 @@ def parse_row(raw, src: str, key: str, table, forms: dict, io=None, dataset: str
         param = PARAMS[name]
         if isinstance(value, list):
             if not param.per_layer:
-                raise ConfigError(src, f"{key}.{name}", "a list is only allowed for per-layer names (width, activation)")
+                raise ConfigError(src, f"{key}.{name}",
+                                  "a list is only allowed for per-layer names (width, activation)")
             value = tuple(_coerce(v, param, src, f"{key}.{name}[{j}]") for j, v in enumerate(value))
         else:
             value = _coerce(value, param, src, f"{key}.{name}")
@@ -281,7 +279,7 @@ def _protocol(raw, src: str, captions: dict) -> tuple[Assumption, ...]:
         key = f"protocol.{k}"
         if not isinstance(entry, dict):
             raise ConfigError(src, key, f"expected {{value: …, reason: …}}, but got {entry!r}")
-        _known(entry, PROTOCOL_KEYS, src, key)
+        check_keys(entry, PROTOCOL_KEYS, src, key)
         for required in ("value", "reason"):
             if required not in entry:
                 raise ConfigError(src, f"{key}.{required}", "missing: every assumption says why it is made")
@@ -312,7 +310,7 @@ def _references(raw, src: str, base, io, seen: tuple, forms: dict) -> list[Row]:
     for i, ref in enumerate(raw):
         key = f"references[{i}]"
         if isinstance(ref, dict) and "paper" in ref:
-            _known(ref, REFERENCE_KEYS, src, key)
+            check_keys(ref, REFERENCE_KEYS, src, key)
             other = load_paper(_str(ref["paper"], src, f"{key}.paper"), src, f"{key}.paper", base, io,
                                _seen=seen + ((Path(src).resolve(),) if Path(src).is_file() else ()))
             tables = ref.get("tables", other.tables)
@@ -341,13 +339,6 @@ def _mix_weights(raw, src: str) -> dict:
                 raise ConfigError(src, f"{key}[{j}]", f"expected weights >= 0 that sum to 1, but got {layer}")
         out[str(ds)] = tuple(tuple(float(p) for p in layer) for layer in layers)
     return out
-
-
-def _known(d: dict, allowed: set, src: str, key: str) -> None:
-    for k in d:
-        if k not in allowed:
-            where = f"{key}.{k}" if key else str(k)
-            raise ConfigError(src, where, f"unknown key; allowed: {', '.join(sorted(allowed))}")
 
 
 def _str(value, src: str, key: str) -> str:

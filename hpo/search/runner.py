@@ -84,7 +84,8 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
         tail += f"; packs of {size}"
     console.print(f"[bold]{name}[/] ({cfg.source}): {data_line}, space {space.source}, sampler {cfg.sampler}, "
                   f"pruner {cfg.pruner}{tail}")
-    console.print(f"storage {describe_storage(url)}; {'created' if created else f'resuming with {done} finished trials'}; "
+    opened = "created" if created else f"resuming with {done} finished trials"
+    console.print(f"storage {describe_storage(url)}; {opened}; "
                   f"{new_baselines} paper baselines enqueued; {dashboard_hint(url)}")
     if notes is not None and notes.missing_pictures(redact(url)):
         console.print(notes.missing_pictures(redact(url)))
@@ -144,7 +145,8 @@ def _run_here(study: optuna.Study, rdb, created: bool, cfg: StudyConfig, space, 
     sampler = study.sampler if created else make_sampler(cfg, space, seed=joining_seed())
     # Exactly n_trials, also when workers on other machines share the study.
     wait_note = (f"all {cfg.n_trials} trials are taken; waiting for the running ones (other workers', or a killed "
-                 f"worker's: that one is failed {heartbeat_settings()[1]}s after its last heartbeat, then retried here)")
+                 f"worker's: that one is failed {heartbeat_settings()[1]}s after its last heartbeat, "
+                 "then retried here)")
     study = BudgetStudy(study.study_name, rdb, cfg.n_trials, sampler=sampler, pruner=study.pruner,
                         on_wait=lambda _: console.print(wait_note))
     objective = Objective(cfg, splits, space=space, notes=notes)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import optuna
 
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, check_keys, check_type
 from hpo.training.spec import (
     ACTIVATION_NAMES,
     AUGMENTS,
@@ -90,10 +90,12 @@ PARAMS: dict[str, Param] = {
     "seed": Param(int, check=_at_least(0)),
     # Batch augmentation (hpo/training/augment.py): none | shift | shift_flip, and the largest shift in pixels.
     "augment": Param(str, choices=lambda: AUGMENTS),
-    "augment_shift": Param(int, check=lambda v: None if 0 <= v <= MAX_SHIFT else f"`0 <= augment_shift <= {MAX_SHIFT}`"),
+    "augment_shift": Param(int, check=lambda v: (None if 0 <= v <= MAX_SHIFT
+                                                 else f"`0 <= augment_shift <= {MAX_SHIFT}`")),
 }
 
 SPEC_KEYS = {"low", "high", "log", "step", "choices", "per_layer", "type", "when"}
+ARG_KEYS = {"low", "high", "log", "step", "choices"}  # a model argument's range or choices
 
 _OFF = object()  # an inactive hyperparameter's value while a configuration is walked (Space._walk)
 
@@ -117,7 +119,8 @@ class Dist:
 
     def optuna(self) -> optuna.distributions.BaseDistribution:
         if self.kind == "int":
-            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log,
+                                                        step=int(self.step or 1))
         if self.kind == "float":
             return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
         if self.kind == "categorical":
@@ -149,8 +152,7 @@ def _coerce(value, param: Param, source: str, key: str):
     """Check a scalar's type against the hyperparameter's (ints are fine where floats are wanted)."""
     if param.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, param.kind) or isinstance(value, bool):
-        raise ConfigError(source, key, f"expected {param.kind.__name__}, but got {value!r}")
+    check_type(value, param.kind, source, key)
     if param.choices is not None:
         legal = list(param.choices())
         if value not in legal:
@@ -174,7 +176,8 @@ def _parse_when(name: str, when, source: str) -> tuple:
     space is Space.parse's to check."""
     key = f"{name}.when"
     if name == "depth":
-        raise ConfigError(source, key, "depth is drawn first (the per-layer names depend on it); it cannot be conditional")
+        raise ConfigError(source, key,
+                          "depth is drawn first (the per-layer names depend on it); it cannot be conditional")
     if not isinstance(when, dict) or not when:
         raise ConfigError(source, key, f"expected a mapping of hyperparameters to lists of values, e.g. "
                                        f"`when: {{optimizer: [sgd_momentum]}}`, but got {when!r}")
@@ -197,15 +200,14 @@ def _parse_param(name: str, spec, source: str, param: Param | None = None) -> Di
     if not isinstance(spec, dict):
         if isinstance(spec, list):
             if not param.per_layer:
-                raise ConfigError(source, name, "a list is only allowed for per-layer hyperparameters (width, activation)")
+                raise ConfigError(source, name,
+                                  "a list is only allowed for per-layer hyperparameters (width, activation)")
             if not spec:
                 raise ConfigError(source, name, "a per-layer list must not be empty")
             values = tuple(_coerce(v, param, source, f"{name}[{i}]") for i, v in enumerate(spec))
             return Dist(name, "fixed", value=values, per_layer=True)
         return Dist(name, "fixed", value=_coerce(spec, param, source, name))
-    unknown = set(spec) - SPEC_KEYS
-    if unknown:
-        raise ConfigError(source, f"{name}.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(SPEC_KEYS))}")
+    check_keys(spec, SPEC_KEYS, source, name)
     per_layer = spec.get("per_layer", False)
     if not isinstance(per_layer, bool):
         raise ConfigError(source, f"{name}.per_layer", f"expected true or false, but got {per_layer!r}")
@@ -225,7 +227,8 @@ def _parse_param(name: str, spec, source: str, param: Param | None = None) -> Di
             raise ConfigError(source, f"{name}.choices", f"duplicate choices in {list(values)}")
         return Dist(name, "categorical", choices=values, per_layer=per_layer)
     if param.kind is str:
-        raise ConfigError(source, name, "a categorical hyperparameter takes `choices: [...]` or a fixed value, not a range")
+        raise ConfigError(source, name,
+                          "a categorical hyperparameter takes `choices: [...]` or a fixed value, not a range")
     for bound in ("low", "high"):
         if bound not in spec:
             raise ConfigError(source, f"{name}.{bound}", "missing: a range needs both `low` and `high`")
@@ -295,9 +298,7 @@ def _parse_arg(name: str, spec, source: str) -> Dist:
         raise ConfigError(source, key, f"{name!r} is a hyperparameter of the space itself; give the argument "
                                        f"another name")
     if isinstance(spec, dict):
-        unknown = set(spec) - {"low", "high", "log", "step", "choices"}
-        if unknown:
-            raise ConfigError(source, f"{key}.{sorted(unknown)[0]}", "unknown key; allowed: choices, high, log, low, step")
+        check_keys(spec, ARG_KEYS, source, key)
         if "choices" in spec:
             values = spec["choices"]
             if not isinstance(values, list) or not values:
@@ -439,7 +440,8 @@ class Space:
             if d is None or d.kind != "fixed" or not isinstance(d.value, tuple):
                 continue
             if depth is None or depth.kind != "fixed":
-                raise ConfigError(self.source, name, "a fixed per-layer list needs a fixed `depth`; use per_layer: true to search")
+                raise ConfigError(self.source, name,
+                                  "a fixed per-layer list needs a fixed `depth`; use per_layer: true to search")
             if len(d.value) != depth.value:
                 raise ConfigError(self.source, name, f"has {len(d.value)} entries but depth is {depth.value}")
 

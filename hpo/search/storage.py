@@ -214,7 +214,8 @@ def open_study(name: str, storage: str | None = None, smoke: bool = False) -> op
         return optuna.load_study(study_name=full, storage=rdb)
     except KeyError:
         known = optuna.study.get_all_study_names(rdb)
-        if study_name(full, smoke=True) in known:  # the usual slip: the study was run with --smoke, this command without
+        # The usual slip: the study was run with --smoke, this command without.
+        if study_name(full, smoke=True) in known:
             raise StudyError(f"no study {full!r} in {redact(url)}, but {full + '-smoke'!r} is there: add --smoke "
                              f"(or run `{first.replace(' ARGS=--smoke', '')}` for the full study)") from None
         near = difflib.get_close_matches(full, known, n=1, cutoff=0.6)  # only what the storage holds

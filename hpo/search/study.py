@@ -11,7 +11,6 @@ import warnings
 from dataclasses import fields, replace
 
 import optuna
-import torch
 from optuna.trial import TrialState
 
 from hpo import data as data_mod
@@ -19,6 +18,7 @@ from hpo.errors import ConfigError, HpoError, StudyError
 from hpo.provenance import git_commit, versions
 from hpo.search.config import StudyConfig, load_study
 from hpo.search.samplers import make_pruner, make_sampler
+from hpo.training.config import resolve_device
 from hpo.trials import METRIC_NAMES, set_provenance, study_attrs
 
 # --smoke: the first few thousand training and validation images (hpo study, compare, --mix-seeds).
@@ -26,7 +26,8 @@ SMOKE_TRAIN, SMOKE_EVAL = 3000, 1000
 
 
 def config_hash(cfg: StudyConfig) -> str:
-    return hashlib.sha256(json.dumps([cfg.raw, repr(cfg.space.params)], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    text = json.dumps([cfg.raw, repr(cfg.space.params)], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 # --- the study ----------------------------------------------------------------------------------
@@ -130,8 +131,7 @@ def prepare(name_or_path: str, *, smoke: bool = False, trials: int | None = None
         if pack != "auto" and (not isinstance(pack, int) or pack <= 0):
             raise HpoError(f"--pack: must be a positive number or auto, but got {pack}")
         cfg = replace(cfg, budget=replace(cfg.budget, pack=pack))
-    if cfg.budget.device == "cuda" and not torch.cuda.is_available():
-        raise HpoError(f"{cfg.source}: budget.device: cuda was asked for, but torch sees no CUDA device")
+    resolve_device(cfg.budget.device, where=f"{cfg.source}: budget.device")
     return cfg, space
 
 

@@ -1,12 +1,12 @@
 """`hpo study NAME --workers N`: N worker processes on one study, on one machine.
 
 The parent (hpo.search.runner: the same path as one process) validates, creates the study and enqueues
-the paper's baselines once, before any worker starts (enqueuing from several processes at once could duplicate them); Optuna hands each WAITING
-trial to exactly one worker. Each worker (a fresh 'spawn' process: no forked torch or SQLite state)
-loads the data and the study and optimizes until the study holds n_trials counted trials
-(hpo.search.budget.BudgetStudy), with budget.threads split between the workers. The parent trains nothing:
-it polls the storage for the live display, fails the trials of workers that died (heartbeat), and on
-Ctrl-C stops the workers, whose running trials are marked FAIL and not counted.
+the paper's baselines once, before any worker starts (enqueuing from several processes at once could
+duplicate them); Optuna hands each WAITING trial to exactly one worker. Each worker (a fresh 'spawn'
+process: no forked torch or SQLite state) loads the data and the study and optimizes until the study holds
+n_trials counted trials (hpo.search.budget.BudgetStudy), with budget.threads split between the workers. The
+parent trains nothing: it polls the storage for the live display, fails the trials of workers that died
+(heartbeat), and on Ctrl-C stops the workers, whose running trials are marked FAIL and not counted.
 
 Across machines no parent is needed: each machine runs `hpo study NAME --storage postgresql://...`
 (optionally with --workers), and BudgetStudy keeps the total at n_trials.
@@ -103,7 +103,8 @@ class _ParentWatch:
 
 
 def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_trials: int,
-                timeout: float | None, threads: int, ready=None, pack: int = 1, notes: StudyNotes | None = None) -> None:
+                timeout: float | None, threads: int, ready=None, pack: int = 1,
+                notes: StudyNotes | None = None) -> None:
     """One worker process: load data and study, optimize until the study's trials are all taken."""
     interrupts = _Interrupts()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

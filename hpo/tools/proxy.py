@@ -38,7 +38,8 @@ def serve(storage: str | None = None, host: str = DEFAULT_HOST, port: int = DEFA
         try:  # gRPC would only log a port it cannot bind; say so in one line instead
             s.bind((host, port))
         except OSError as e:
-            raise StudyError(f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --port or --host") from None
+            raise StudyError(f"cannot listen on {host}:{port}: {e.strerror or e}; "
+                             "pick another --port or --host") from None
     # The heartbeat's table is not used through the proxy: its clients beat through trial attributes.
     rdb = open_storage(url, heartbeat=False)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

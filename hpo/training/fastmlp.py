@@ -10,8 +10,9 @@ softmax minus the (smoothed) one-hot target. This module does that once, for K s
 parameter's `.grad` for the usual optimizer to consume.
 
 It is the same computation: `FastMLPStep`'s dropout draws its noise exactly as `nn.Dropout` does on CPU (same
-generator calls, same order; a pack draws each member's from its own generator), and tests/test_fastmlp.py holds losses and gradients against autograd's. Anything else (other
-activations, frozen parameters, hooks, other losses) returns None from `fast_step` and trains through autograd;
+generator calls, same order; a pack draws each member's from its own generator), and tests/test_fastmlp.py
+holds losses and gradients against autograd's. Anything else (other activations, frozen parameters, hooks,
+other losses) returns None from `fast_step` and trains through autograd;
 `train(..., fast=False)` trains through autograd anyway (the benchmark measures both). It runs on whatever device
 the model and the batch are on, and writes a gradient that is missing (None, e.g. after
 `zero_grad(set_to_none=True)`) or of the wrong shape, layout or device afresh.

@@ -124,7 +124,8 @@ def _train_run(cfg: TrainConfig, data: Splits, *, threads: int | None, max_secon
             result.samples += len(idx)
             # Checked every `check_every` steps, not every step: isfinite().item() is a sync point.
             if step % check_every == 0 and not torch.isfinite(loss_sum).item():
-                result.status, result.reason = "diverged", f"loss became {loss_sum.item()} in epoch {epoch}, step {step}"
+                result.status = "diverged"
+                result.reason = f"loss became {loss_sum.item()} in epoch {epoch}, step {step}"
                 break
             if time.perf_counter() > deadline:
                 result.status, result.reason = "time_cap", f"stopped at the {max_seconds:g}s time cap in epoch {epoch}"

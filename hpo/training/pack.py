@@ -10,8 +10,8 @@ member computes exactly its own network: padded units output 0 and receive no gr
 schedule (constant, cosine, one-cycle: computed as torch's schedulers compute them), weight decay, momentum,
 negative slopes (per layer), dropout, label smoothing, augmentation, epochs (a member that is done leaves the
 pack, which is compacted), and seed: each member is initialised by `build_model` from its own seed, exactly as
-it would be alone, and draws its own batch order (and augmentation) from its own generators. Its optimizer is torch's update rule written for stacked
-tensors, with one learning rate (and beta1 or momentum) per member.
+it would be alone, and draws its own batch order (and augmentation) from its own generators. Its optimizer is
+torch's update rule written for stacked tensors, with one learning rate (and beta1 or momentum) per member.
 
 Like `train()`, this knows nothing of Optuna: `on_epoch(member, epoch, acc)` may raise to stop one member (the
 exception is kept on its result as `stopped_by`); divergence stops a member alone. Results are ordinary
@@ -317,7 +317,8 @@ def _column(values, device) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
 
 
-def schedule_table(cfgs: Sequence[TrainConfig], steps_per_epoch: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def schedule_table(cfgs: Sequence[TrainConfig], steps_per_epoch: int,
+                   device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Every member's learning rate and (where any member's one-cycle cycles it) momentum / beta1 at every step,
     as (K, steps) tensors, one column per step; a member with fewer epochs keeps its last value (it has left by
     then). Members that do not cycle momentum keep their own at every step."""
@@ -383,8 +384,8 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
     # Augmentation (hpo.training.augment): each augmenting member draws from its own generator, as it would
     # alone; one index table for the largest shift serves all (a member without augmentation keeps its images).
     augmenting = [c.augment != "none" for c in cfgs]
-    shifter = (Shifter(data.input_shape, max(c.augment_shift for c, a in zip(cfgs, augmenting) if a), data.train_x.min().item(),
-                       device) if any(augmenting) else None)
+    widest = max((c.augment_shift for c, a in zip(cfgs, augmenting) if a), default=0)
+    shifter = Shifter(data.input_shape, widest, data.train_x.min().item(), device) if any(augmenting) else None
     aug_gens = [generator(c.seed) if a else None for c, a in zip(cfgs, augmenting)]
     results = [TrainResult(m, "complete", "", count_params(m), 0) for m in models]
     members = list(range(len(cfgs)))  # original indices of the members still training, in stacked order

@@ -18,14 +18,23 @@ from pathlib import Path
 from hpo.errors import ConfigError
 
 DEVICES = ("cpu", "cuda")
-OPTIMIZER_NAMES = ("sgd", "sgd_momentum", "adam", "adamw")  # hpo.training.config.OPTIMIZERS
-ACTIVATION_NAMES = ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "tanh", "sigmoid", "sin", "mix")  # ACTIVATIONS
+# The keys of hpo.training.config.OPTIMIZERS and hpo.training.activations.ACTIVATIONS.
+OPTIMIZER_NAMES = ("sgd", "sgd_momentum", "adam", "adamw")
+ACTIVATION_NAMES = ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "tanh", "sigmoid", "sin", "mix")
 AUGMENTS = ("none", "shift", "shift_flip")
 MAX_SHIFT = 8  # pixels each way; the index table holds (2 * shift + 1)^2 * 2 rows of side*side entries
 INITS = ("default", "kaiming", "xavier")
 MODELS = ("mlp", "cnn")  # hpo.training.models.BUILDERS
 CNN_MAX_DEPTH = 5  # cnn: conv layers + 1 fc; four 2x2 poolings take 28x28 down to 1x1
 _LOADED: dict[str, Callable] = {}
+
+
+def check_device(device, source, key: str = "") -> str:
+    """`device` when it is one of DEVICES; ConfigError naming where it was written (a file and key, or a flag)
+    otherwise. Whether torch can use it here is hpo.training.config.resolve_device's to say."""
+    if device not in DEVICES:
+        raise ConfigError(source, key, f"expected {' or '.join(DEVICES)}, but got {device!r}")
+    return device
 
 
 def is_plugin(model: str) -> bool:
@@ -41,7 +50,8 @@ def load_builder(spec: str, source: str = "<model>", key: str = "model") -> Call
         return _LOADED[spec]
     module_name, _, fn_name = spec.rpartition(":")
     if not module_name or not fn_name.isidentifier():
-        raise ConfigError(source, key, f"expected mlp, cnn, FILE.py:FUNCTION or package.module:FUNCTION, but got {spec!r}")
+        raise ConfigError(source, key,
+                          f"expected mlp, cnn, FILE.py:FUNCTION or package.module:FUNCTION, but got {spec!r}")
     try:
         if module_name.endswith(".py"):
             path = Path(module_name)
@@ -133,8 +143,8 @@ class TrainConfig:
     schedule: str = "constant"
     label_smoothing: float = 0.0
     seed: int = 0
-    # Bansal 2022's three-cycle schedule (hpo/training/cycles.py): when > 0, training is three cycles of this many epochs
-    # each (network only at `lr`, then mixing weights only at `mix_lr`, then network only); `epochs` is then
+    # Bansal 2022's three-cycle schedule (hpo/training/cycles.py): when > 0, training is three cycles of this many
+    # epochs each (network only at `lr`, then mixing weights only at `mix_lr`, then network only); `epochs` is then
     # set to the total, 3 x cycle_epochs, so that records show what was trained.
     cycle_epochs: int = 0
     mix_lr: float = 1e-2
