@@ -96,6 +96,11 @@ def picture(r: dict, path: Path) -> Path:
     fig, axes = plt.subplots(len(seeds), len(variants), figsize=(4.2 * len(variants), 2.2 * len(seeds)),
                              squeeze=False, sharey=True)
     colours = {"complete": "tab:green", "pruned": "tab:red"}
+    drawn = {(seeds.index(x["seed"]), variants.index(x["variant"])) for x in r["searches"]}
+    for i, row in enumerate(axes):
+        for j, ax in enumerate(row):
+            if (i, j) not in drawn:  # a search not run (yet)
+                ax.axis("off")
     for x in r["searches"]:
         ax = axes[seeds.index(x["seed"])][variants.index(x["variant"])]
         rows = x.get("trials") or []
