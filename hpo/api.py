@@ -17,10 +17,10 @@ from __future__ import annotations
 import optuna
 
 from hpo.results.compare import compare_study as compare
-from hpo.results.evaluate import train_file as train
 from hpo.results.export import export
 from hpo.results.notes import DashboardNotes
 from hpo.results.report import report_study as report
+from hpo.results.retrain import train_file as train
 from hpo.search import runner
 
 __all__ = ["compare", "export", "report", "run_study", "train"]

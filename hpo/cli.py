@@ -38,7 +38,7 @@ def cmd_proxy(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from hpo.search.config import check_file
+    from hpo.search.studyfile import check_file
 
     failed = 0
     for path in args.paths:
@@ -63,7 +63,7 @@ def cmd_activations(args) -> int:
         run_mix_seeds(args.study, 5 if args.mix_seeds is None else args.mix_seeds, storage=args.storage,
                       smoke=args.smoke, device=args.device, console=console)
         return 0
-    from hpo.tools.activations import plot, properties, properties_markdown, properties_table, showcase
+    from hpo.tools.activation_properties import plot, properties, properties_markdown, properties_table, showcase
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -97,7 +97,7 @@ def _pack_arg(text: str) -> int | str:
 
 
 def cmd_train(args) -> int:
-    from hpo.results.evaluate import train_file
+    from hpo.results.retrain import train_file
 
     r = train_file(args.config, seeds=args.seeds, validation=args.validation, epochs=args.epochs,
                    train_limit=args.train_limit, eval_limit=args.eval_limit, threads=args.threads,

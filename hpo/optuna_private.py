@@ -74,7 +74,7 @@ def silent_running_trials(rdb: RDBStorage, study: optuna.Study) -> set[int]:
         return {row[0] for row in connection.execute(_SILENT, {"study": study._study_id})}
 
 
-# --- what `hpo study --pack` needs of Study.optimize (hpo.search.packs) ---------------------------------------
+# --- what `hpo study --pack` needs of Study.optimize (hpo.search.pack_runner) ---------------------------------------
 # A pack asks and tells its members itself (study.ask / study.tell), outside Study.optimize, but keeps two things
 # optimize gives each trial: a heartbeat thread while it runs (so that a killed worker's trials are failed and
 # retried), and the flags that let a callback call study.stop() (Optuna allows that only inside optimize).

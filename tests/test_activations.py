@@ -12,12 +12,12 @@ from hpo.data import Splits
 from hpo.errors import ConfigError
 from hpo.search.papers import load_paper
 from hpo.search.space import Space
-from hpo.tools import activations as act
-from hpo.tools.activations import value_and_grad
+from hpo.tools import activation_properties as act
+from hpo.tools.activation_properties import value_and_grad
 from hpo.training.activations import ACTIVATIONS, Mix, make_activation, mix_p
-from hpo.training.config import TrainConfig
 from hpo.training.loop import train
 from hpo.training.models import mlp
+from hpo.training.spec import TrainConfig
 
 PAPER_MIX_FMNIST = load_paper("bansal_2022").mix_weights["fashion_mnist"]
 

@@ -1,5 +1,5 @@
 """Batch augmentation (hpo/training/augment.py) and the fields that only matter under other fields' values
-(hpo.training.config.CONDITIONS): what the training loop computes with them, and without them."""
+(hpo.training.spec.CONDITIONS): what the training loop computes with them, and without them."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from optuna.trial import TrialState
 from hpo import data as data_mod
 from hpo.search.runner import run_study
 from hpo.training.augment import AUGMENTS, BatchAugment, Shifter, draw, generator
-from hpo.training.config import TrainConfig
 from hpo.training.loop import train
 from hpo.training.models import build_model
 from hpo.training.pack import train_pack
+from hpo.training.spec import TrainConfig
 from tests.test_objective import tiny_study
 
 

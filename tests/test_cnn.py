@@ -12,9 +12,9 @@ from hpo import data as data_mod
 from hpo.errors import ConfigError
 from hpo.search.space import Space
 from hpo.training.activations import Mix, activation_layers
-from hpo.training.config import TrainConfig
 from hpo.training.loop import train
 from hpo.training.models import MODELS, accuracy, build_model, cnn, count_params
+from hpo.training.spec import TrainConfig
 
 
 def test_the_paper_s_shape_from_flat_inputs():

@@ -12,8 +12,8 @@ from hpo import data as data_mod
 from hpo.cli import main
 from hpo.display import spread
 from hpo.results.compare import findings, protocol_lines
-from hpo.results.evaluate import run_seeds, stats
 from hpo.results.report import table_rows
+from hpo.results.retrain import run_seeds, stats
 from hpo.search.papers import load_paper
 from hpo.stats import prediction_interval
 from tests.conftest import write_tiny_idx

@@ -8,8 +8,8 @@ import pytest
 
 from hpo.cli import main
 from hpo.provenance import ROOT
-from hpo.search.config import check_file, load_space, load_study
 from hpo.search.papers import load_paper
+from hpo.search.studyfile import check_file, load_space, load_study
 
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))

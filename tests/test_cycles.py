@@ -11,10 +11,10 @@ from hpo.errors import ConfigError
 from hpo.search.runner import run_study
 from hpo.search.space import Space
 from hpo.training.activations import mixing_parameters
-from hpo.training.config import TrainConfig
 from hpo.training.cycles import train_cycles
 from hpo.training.loop import train
 from hpo.training.models import mlp
+from hpo.training.spec import TrainConfig
 
 
 def _blobs(n=300, seed=0) -> Splits:

@@ -17,8 +17,8 @@ from hpo.cli import main
 from hpo.errors import ConfigError
 from hpo.provenance import ROOT
 from hpo.sources import parse_source, train_size
-from hpo.training.config import TrainConfig
 from hpo.training.loop import train
+from hpo.training.spec import TrainConfig
 from tests.conftest import FMNIST, write_tiny_idx
 
 

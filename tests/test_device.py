@@ -21,15 +21,16 @@ from torch.utils._pytree import tree_leaves
 from hpo import data as data_mod
 from hpo.bench.throughput import fwd_bwd_epoch, matmul_epoch
 from hpo.cli import main
-from hpo.results.evaluate import run_seeds
 from hpo.results.mix_seeds import mix_over_seeds
-from hpo.search.config import load_study
+from hpo.results.retrain import run_seeds
 from hpo.search.objective import Objective, measure_latency_ms
-from hpo.training.config import TrainConfig, resolve_device
+from hpo.search.studyfile import load_study
 from hpo.training.diagnostics import trial_attrs
 from hpo.training.fastmlp import fast_step
 from hpo.training.loop import train
 from hpo.training.models import accuracy, build_model
+from hpo.training.runtime import resolve_device
+from hpo.training.spec import TrainConfig
 from tests.test_objective import tiny_study
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -10,7 +10,7 @@ from torch import nn
 
 from hpo import data as data_mod
 from hpo.cli import main
-from hpo.results.activations import p_summary, report_sections
+from hpo.results.activation_report import p_summary, report_sections
 from hpo.results.mix_seeds import mix_over_seeds
 from hpo.search.papers import load_paper
 from hpo.search.storage import open_storage, storage_url

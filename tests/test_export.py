@@ -13,10 +13,10 @@ import yaml
 from hpo.cli import main
 from hpo.errors import ConfigError
 from hpo.provenance import ROOT, hpo_command
-from hpo.results.evaluate import train_file
 from hpo.results.export import export, load_config
+from hpo.results.retrain import train_file
 from hpo.search.runner import run_study
-from hpo.training.config import TrainConfig
+from hpo.training.spec import TrainConfig
 from tests.test_objective import tiny_study
 
 # Wide enough to hold the paper's Table 1 and Table 3 configurations as baselines.

@@ -10,9 +10,9 @@ from torch import nn
 
 from hpo import data as data_mod
 from hpo.training import fastmlp
-from hpo.training.config import TrainConfig
 from hpo.training.loop import train
 from hpo.training.models import mlp
+from hpo.training.spec import TrainConfig
 
 
 def autograd_step(model, loss_fn, x, y):

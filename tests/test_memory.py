@@ -19,13 +19,13 @@ from rich.console import Console
 from studyfiles import load, write_study
 
 import hpo.search.objective as objective_mod
-from hpo.search.config import load_study
 from hpo.search.runner import run_study
 from hpo.search.study import load_data, prepare
+from hpo.search.studyfile import load_study
 from hpo.training.augment import BatchAugment, draw, generator
-from hpo.training.config import TrainConfig
 from hpo.training.memory import OPTIMIZER_STATE, PeakMemory, augment_bytes, current_rss, estimate_bytes
 from hpo.training.models import build_model
+from hpo.training.spec import TrainConfig
 
 STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.yaml"))
 

@@ -15,7 +15,6 @@ from hpo.errors import ConfigError
 from hpo.search.papers import study_paper
 from hpo.sources import recorded_shape
 from hpo.training.augment import Shifter
-from hpo.training.config import TrainConfig
 from hpo.training.memory import estimate_bytes
 from hpo.training.models import (
     BUILDERS,
@@ -27,6 +26,7 @@ from hpo.training.models import (
     n_features,
     param_count,
 )
+from hpo.training.spec import TrainConfig
 
 SHAPES = [((12,), 3), ((1, 6, 10), 7), ((3, 8, 8), 5), ((2, 5, 9), 2)]
 

@@ -23,10 +23,10 @@ from hpo.cli import main
 from hpo.errors import StudyError
 from hpo.results import notes as notes_mod
 from hpo.results.notes import LiveNote, TrialNotes, artifact_dir, live_note, open_store, trial_note
-from hpo.search.config import load_study
 from hpo.search.objective import Objective
 from hpo.search.papers import load_paper
 from hpo.search.storage import open_storage, sqlite_path
+from hpo.search.studyfile import load_study
 from hpo.training.loop import train
 
 CONFIG = {"model": "mlp", "widths": [60, 40], "activation": "relu", "optimizer": "adam", "lr": 1e-3, "batch_size": 64,

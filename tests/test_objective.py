@@ -9,10 +9,10 @@ from optuna.trial import TrialState
 from hpo import data as data_mod
 from hpo.errors import ConfigError
 from hpo.search import objective as objective_mod
-from hpo.search.config import load_study
 from hpo.search.objective import Objective
 from hpo.search.samplers import PRUNERS, SAMPLERS, grid_space, make_pruner, make_sampler, percent_steps
 from hpo.search.space import Space
+from hpo.search.studyfile import load_study
 from hpo.trials import trial_state
 
 SPACE = """\

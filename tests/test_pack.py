@@ -1,5 +1,5 @@
 """Trial packs: K same-shape MLPs as one stacked computation (hpo/training/pack.py), each member an ordinary
-Optuna trial (hpo/search/packs.py). A member computes exactly what it would alone with the same seed."""
+Optuna trial (hpo/search/pack_runner.py). A member computes exactly what it would alone with the same seed."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ from hpo import data as data_mod
 from hpo.errors import HpoError
 from hpo.optuna_private import heartbeat_thread, optimize_loop, stop_requested
 from hpo.results.compare import compare_study
-from hpo.results.evaluate import train_file
 from hpo.results.export import export, load_config
-from hpo.search.config import load_study
+from hpo.results.retrain import train_file
 from hpo.search.runner import run_study
 from hpo.search.study import prepare
+from hpo.search.studyfile import load_study
 from hpo.training import pack as pack_mod
-from hpo.training.config import OPTIMIZERS, TrainConfig
 from hpo.training.loop import _scheduler, train
 from hpo.training.models import build_model
 from hpo.training.pack import (
@@ -34,6 +33,8 @@ from hpo.training.pack import (
     schedule_table,
     train_pack,
 )
+from hpo.training.runtime import OPTIMIZERS
+from hpo.training.spec import TrainConfig
 from hpo.trials import COUNTED
 
 MEMBERS = [

@@ -11,8 +11,8 @@ import pytest
 from hpo import data as data_mod
 from hpo.cli import main
 from hpo.errors import ConfigError
-from hpo.search.config import load_study
 from hpo.search.papers import load_paper
+from hpo.search.studyfile import load_study
 from tests.conftest import write_tiny_idx
 
 SMITH = """\

@@ -8,13 +8,14 @@ import torch
 
 from hpo.errors import ConfigError, StudyError
 from hpo.provenance import ROOT
-from hpo.search.config import load_space, load_study, read_yaml
+from hpo.search.files import read_yaml
 from hpo.search.samplers import grid_space
 from hpo.search.space import Space, on_boundary, parse_param
 from hpo.search.study import enqueue_baselines
+from hpo.search.studyfile import load_space, load_study
 from hpo.training.augment import AUGMENTS
-from hpo.training.config import TrainConfig
 from hpo.training.models import build_model
+from hpo.training.spec import TrainConfig
 
 # (name, spec, expected kind, expected attributes)
 VALID = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hpo import data as data_mod
-from hpo.training.config import TrainConfig
 from hpo.training.loop import train
+from hpo.training.spec import TrainConfig
 
 
 @pytest.fixture

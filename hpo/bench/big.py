@@ -35,7 +35,7 @@ from hpo.provenance import ROOT
 from hpo.results.notes import LiveNote, TrialNotes
 from hpo.search.storage import open_storage
 from hpo.search.study import create_or_load, enqueue_baselines, load_data, prepare
-from hpo.training.config import TrainConfig
+from hpo.training.spec import TrainConfig
 from hpo.trials import trial_state
 
 STUDY = "relu3_adam"

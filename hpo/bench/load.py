@@ -41,8 +41,9 @@ from hpo import optuna_private
 from hpo.bench.pgcluster import Cluster, free_port
 from hpo.errors import HpoError
 from hpo.provenance import ROOT
-from hpo.search.config import load_study, read_yaml
+from hpo.search.files import read_yaml
 from hpo.search.storage import open_storage
+from hpo.search.studyfile import load_study
 from hpo.trials import COUNTED
 
 STUDY = "relu3_adam"

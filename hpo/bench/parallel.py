@@ -21,14 +21,15 @@ from rich.console import Console
 from hpo import data as data_mod
 from hpo.api import run_study
 from hpo.provenance import ROOT
-from hpo.search.config import load_study, read_yaml
+from hpo.search.files import read_yaml
 from hpo.search.objective import Objective
 from hpo.search.samplers import make_pruner, make_sampler
 from hpo.search.storage import open_storage
 from hpo.search.study import create_or_load, enqueue_baselines, prepare
+from hpo.search.studyfile import load_study
 from hpo.stats import pm_of
-from hpo.training.config import TrainConfig
 from hpo.training.loop import train
+from hpo.training.spec import TrainConfig
 from hpo.trials import COUNTED
 
 STUDY = "relu3_adam"

@@ -30,11 +30,11 @@ from hpo import data as data_mod
 from hpo.api import run_study
 from hpo.errors import HpoError
 from hpo.plotting import plt, save
-from hpo.results.evaluate import run_seeds, stats
-from hpo.search.config import load_study
+from hpo.results.retrain import run_seeds, stats
 from hpo.search.files import resolve_file
-from hpo.training.config import TrainConfig
+from hpo.search.studyfile import load_study
 from hpo.training.loop import train
+from hpo.training.spec import TrainConfig
 
 STUDY = "relu3_adam"
 # A careful person's third try inside relu3_adam's space, no search: its edges (the widest layers), a long cosine

@@ -15,7 +15,7 @@
 Every timing excludes warm-up and reports mean ± std over repeats; nothing here is asserted by tests.
 Items 2-4 run at a reduced scale (training subsets, short epoch ranges) stated in the output. This module
 runs the items and writes the file; item 1 is throughput.py, item 2 search.py, items 3-4 parallel.py,
-item 5 packs.py, item 6 versus.py, item 7 quality.py.
+item 5 pack_speed.py, item 6 versus.py, item 7 quality.py.
 """
 
 
@@ -34,10 +34,10 @@ import optuna
 import torch
 
 from hpo import data as data_mod
-from hpo.bench import load, packs, parallel, quality, search, throughput, versus
+from hpo.bench import load, pack_speed, parallel, quality, search, throughput, versus
 from hpo.errors import HpoError
 from hpo.provenance import ROOT, versions
-from hpo.training.config import resolve_device
+from hpo.training.runtime import resolve_device
 
 ITEMS = ("throughput", "search", "scaling", "overhead", "packs", "versus", "quality")
 
@@ -139,7 +139,7 @@ def machine(threads: int) -> dict:
 def markdown(results: dict, info: dict, scale: Scale, command: str) -> str:
     writers = {"throughput": throughput.markdown_throughput, "search": search.markdown,
                "scaling": parallel.markdown_scaling, "overhead": parallel.markdown_overhead,
-               "packs": packs.markdown_packs, "versus": versus.markdown_versus,
+               "packs": pack_speed.markdown_packs, "versus": versus.markdown_versus,
                "quality": quality.markdown_quality}
     sections, targets = [], []
     for key in ITEMS:
@@ -195,7 +195,7 @@ def run_bench(quick: bool = False, out: str | None = None, only: list[str] | Non
             "search": lambda: search.bench_search(scale, log),
             "scaling": lambda: parallel.bench_scaling(scale, log, Path(tmp)),
             "overhead": lambda: parallel.bench_overhead(scale, log, Path(tmp)),
-            "packs": lambda: packs.bench_packs(scale, log, Path(tmp)),
+            "packs": lambda: pack_speed.bench_packs(scale, log, Path(tmp)),
             "versus": lambda: versus.bench_versus(scale.vs_minutes, log, Path(tmp), smoke=scale.vs_smoke,
                                                   threads=scale.threads),
             "quality": lambda: quality.bench_quality(log, Path(tmp), searches=scale.q_searches, seeds=scale.q_seeds,

@@ -17,12 +17,12 @@ import optuna
 import torch
 
 from hpo import data as data_mod
-from hpo.search.config import load_study
 from hpo.search.objective import Objective
 from hpo.search.samplers import make_pruner, make_sampler
 from hpo.search.space import Dist, describe_dist
-from hpo.training.config import TrainConfig
+from hpo.search.studyfile import load_study
 from hpo.training.loop import train
+from hpo.training.spec import TrainConfig
 
 STUDY = "relu3_adam"
 SEARCHES = {  # name: (sampler, pruner), both from the project's registries with the project's defaults

@@ -19,9 +19,9 @@ from torch import nn
 
 from hpo import data as data_mod
 from hpo.stats import pm_of
-from hpo.training.config import TrainConfig
 from hpo.training.loop import train
 from hpo.training.models import build_model
+from hpo.training.spec import TrainConfig
 
 WIDTHS = (60, 40)  # the paper's best Table 3 model
 AUGMENT = {"augment": "shift_flip", "augment_shift": 2}  # what the augmentation column measures

@@ -1,5 +1,6 @@
-"""Results, out of the storage: export (re-trainable configs), evaluate (`hpo train`), compare, and the
-report that owns every table and picture (plots, activations sections); mix_seeds retrains a mix optimum.
+"""Results, out of the storage: export (re-trainable configs), retrain (`hpo train`), compare, and the
+report that owns every table and picture (plots, charts, activation_report sections, the dashboard's notes);
+mix_seeds retrains a mix optimum.
 
-export → evaluate → plots, activations → report → compare; mix_seeds
+export → activation_report → retrain → plots, charts, notes → report → compare; mix_seeds
 """

@@ -18,15 +18,16 @@ from hpo import data as data_mod
 from hpo.display import MIN_SPREAD_N, describe_config, make_console, pct, pm_stats, progress_bar
 from hpo.errors import HpoError
 from hpo.provenance import git_commit, versions
-from hpo.results.evaluate import run_seeds, stats
 from hpo.results.notes import artifact_dir, study_url
 from hpo.results.report import print_result, write_report
+from hpo.results.retrain import run_seeds, stats
 from hpo.search.papers import Paper, study_paper
 from hpo.search.storage import open_study
 from hpo.search.study import SMOKE_EVAL, SMOKE_TRAIN, check_same_data
 from hpo.sources import name_of
 from hpo.stats import prediction_interval
-from hpo.training.config import TrainConfig, resolve_device
+from hpo.training.runtime import resolve_device
+from hpo.training.spec import TrainConfig
 from hpo.trials import best_trials, study_attrs
 
 SMOKE = {"seeds": 2, "epochs": 1, "train_limit": SMOKE_TRAIN, "eval_limit": SMOKE_EVAL}

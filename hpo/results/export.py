@@ -8,7 +8,7 @@ An exported config is one YAML document:
     provenance: {study: relu3_adam, trial: 17, val_accuracy: 0.89, sampler: tpe, versions: ..., ...}
 
 `train` holds every TrainConfig field that affects the run, so `hpo train FILE` needs nothing else; one that
-does not (momentum under adam: hpo.training.config.CONDITIONS) is left out and reads back as its default. A
+does not (momentum under adam: hpo.training.spec.CONDITIONS) is left out and reads back as its default. A
 hand-written file may leave out the optional TrainConfig fields (they take TrainConfig's defaults), `split` and
 `provenance`.
 
@@ -32,13 +32,13 @@ from hpo import data as data_mod
 from hpo.display import number
 from hpo.errors import ConfigError, HpoError, StudyError, check_mapping
 from hpo.provenance import ROOT, command_hint, git_commit, hpo_command, versions
-from hpo.search.config import display, read_yaml
+from hpo.search.files import file_label, read_yaml
 from hpo.search.space import PARAMS, Param, _coerce
 from hpo.search.storage import open_study, redact, storage_url
 from hpo.search.study import check_same_data
 from hpo.sources import DataSource, parse_source
-from hpo.training.config import TrainConfig
 from hpo.training.models import check_builder_args, is_plugin, load_builder
+from hpo.training.spec import TrainConfig
 from hpo.trials import best_trials, complete_trials, metric_names, study_attrs
 
 CONFIG_KEYS = ("dataset", "split", "train", "provenance")
@@ -100,7 +100,7 @@ def _train_values(doc: dict, src: str) -> dict:
 
 def load_config(path: str | Path) -> ExportedConfig:
     """Read and validate an exported (or hand-written) config; errors name the file and the key."""
-    src = display(Path(path))
+    src = file_label(Path(path))
     if not Path(path).is_file():
         raise ConfigError(src, "", "no such file")
     doc, _ = read_yaml(Path(path))

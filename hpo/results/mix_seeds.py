@@ -10,15 +10,16 @@ from optuna.trial import TrialState
 from hpo import data as data_mod
 from hpo.data import Splits
 from hpo.errors import StudyError
-from hpo.results.activations import MIX_PAPER, p_summary, p_table, paper_mix
+from hpo.results.activation_report import MIX_PAPER, p_summary, p_table, paper_mix
 from hpo.search.papers import load_paper, study_paper
 from hpo.search.storage import open_study
 from hpo.search.study import SMOKE_EVAL, SMOKE_TRAIN
 from hpo.sources import name_of
 from hpo.training.activations import mix_p
-from hpo.training.config import TrainConfig, resolve_device
 from hpo.training.diagnostics import dead_units
 from hpo.training.loop import train
+from hpo.training.runtime import resolve_device
+from hpo.training.spec import TrainConfig
 from hpo.trials import study_attrs
 
 

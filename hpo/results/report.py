@@ -13,14 +13,14 @@ from rich.table import Table
 
 from hpo.display import SUMMARY_COLUMNS, counts_line, pct, pm_stats, spread_label, summary_rows
 from hpo.errors import HpoError
-from hpo.results.activations import report_sections
+from hpo.results.activation_report import report_sections
 from hpo.results.charts import save_params_chart
 from hpo.results.notes import artifact_dir, is_persistent, open_store, publish_report, study_url, warn
 from hpo.results.plots import plot_curves, plot_history, plot_importances, plot_params
-from hpo.search.config import load_space, load_study
 from hpo.search.papers import study_paper
 from hpo.search.space import describe_dist, on_boundary
 from hpo.search.storage import open_study
+from hpo.search.studyfile import load_space, load_study
 from hpo.sources import name_of
 from hpo.trials import best_trials, complete_trials, study_attrs
 

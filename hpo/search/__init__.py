@@ -1,5 +1,6 @@
-"""The search: the space grammar and study files, samplers and pruners, storage, the objective that joins
-Optuna to training, and the study runner with its worker processes.
+"""The search: the space grammar, study and paper files, samplers and pruners, storage, the objective that joins
+Optuna to training, trial packs, and the study runner with its worker processes.
 
-space → config (study files) → samplers, storage → budget, study → objective → workers → runner
+proxy → storage → files, budget → space → papers → studyfile (study files) → study → objective → pack_runner →
+workers → runner; samplers beside them
 """

@@ -68,7 +68,7 @@ def read_yaml(path: Path) -> tuple[object, str]:
     return doc, "\n".join(header).strip()
 
 
-def display(path: Path) -> str:
+def file_label(path: Path) -> str:
     """A path as the user would write it: relative to the working directory when inside it."""
     try:
         return str(Path(path).resolve().relative_to(Path.cwd()))

@@ -27,13 +27,14 @@ import optuna
 import torch
 
 from hpo.data import Splits
-from hpo.search.config import StudyConfig
 from hpo.search.samplers import percent_steps
-from hpo.training.config import TrainConfig, TrainResult
+from hpo.search.studyfile import StudyConfig
 from hpo.training.diagnostics import trial_attrs
 from hpo.training.loop import train
 from hpo.training.memory import PeakMemory, estimate_bytes
 from hpo.training.models import build_model, count_params
+from hpo.training.runtime import TrainResult
+from hpo.training.spec import TrainConfig
 
 
 def measure_latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 30) -> float:
@@ -145,7 +146,7 @@ class Objective:
         value = None if values is None else values if isinstance(values, float) else values[0]
         self.notes.write(trial, state, value)
 
-    # The steps of one trial, also taken one by one for the members of a pack (hpo.search.packs).
+    # The steps of one trial, also taken one by one for the members of a pack (hpo.search.pack_runner).
 
     def configure(self, trial: optuna.Trial) -> TrainConfig:
         """Draw the trial's configuration and record it (and which machine and process runs it)."""

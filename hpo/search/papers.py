@@ -33,7 +33,7 @@ from pathlib import Path
 
 from hpo.display import describe_arch
 from hpo.errors import ConfigError, check_keys
-from hpo.search.files import display, read_yaml, resolve_file
+from hpo.search.files import file_label, read_yaml, resolve_file
 from hpo.search.space import PARAMS, _coerce
 from hpo.sources import parse_source, recorded_shape
 from hpo.training.spec import TrainConfig
@@ -151,9 +151,9 @@ def load_paper(name_or_path: str, source: str = "<command line>", key: str = "",
     folder of the file that names it). `io` (inputs, classes) goes into the rows' names where known."""
     path = resolve_file(name_or_path, "papers", "paper", source, key, base)
     if path.resolve() in _seen:
-        raise ConfigError(display(path), "references", "the papers' references form a cycle")
+        raise ConfigError(file_label(path), "references", "the papers' references form a cycle")
     doc, _ = read_yaml(path)
-    return parse_paper(doc, display(path), path.stem, base=path.parent, io=io, seen=(*_seen, path.resolve()))
+    return parse_paper(doc, file_label(path), path.stem, base=path.parent, io=io, seen=(*_seen, path.resolve()))
 
 
 def parse_paper(doc, src: str, stem: str, *, base: Path | None = None, io=None, seen: tuple = (),

@@ -16,9 +16,8 @@ from hpo import data as data_mod
 from hpo.display import LiveDisplay, counts_line, make_console, summary_table
 from hpo.errors import HpoError
 from hpo.search.budget import BudgetStudy
-from hpo.search.config import StudyConfig
 from hpo.search.objective import Objective, StudyNotes
-from hpo.search.packs import run_packs
+from hpo.search.pack_runner import run_packs
 from hpo.search.samplers import joining_seed, make_sampler
 from hpo.search.storage import (
     dashboard_hint,
@@ -30,6 +29,7 @@ from hpo.search.storage import (
     storage_url,
 )
 from hpo.search.study import check_same_data, config_hash, create_or_load, enqueue_baselines, load_data, prepare
+from hpo.search.studyfile import StudyConfig
 from hpo.search.workers import run_workers, threads_per_worker
 from hpo.trials import counted, study_attrs
 

@@ -9,7 +9,7 @@ A range or categorical may add `when: {PARENT: [VALUE, ...], ...}`: it is drawn 
 categorical of the same space) took one of those values, for every PARENT listed.
 Anything else is an error naming the file and the key.
 
-Define-by-run: a hyperparameter that only matters under another one's value (hpo.training.config.CONDITIONS:
+Define-by-run: a hyperparameter that only matters under another one's value (hpo.training.spec.CONDITIONS:
 momentum under sgd_momentum without onecycle, negative_slope where an activation is leaky_relu, mix_lr under the
 three-cycle schedule, augment_shift when augment is not none) is drawn only when it matters, whether or not
 the file says `when`; otherwise the run takes its TrainConfig default and the trial records no such parameter.

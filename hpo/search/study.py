@@ -16,9 +16,9 @@ from optuna.trial import TrialState
 from hpo import data as data_mod
 from hpo.errors import ConfigError, HpoError, StudyError
 from hpo.provenance import git_commit, versions
-from hpo.search.config import StudyConfig, load_study
 from hpo.search.samplers import make_pruner, make_sampler
-from hpo.training.config import resolve_device
+from hpo.search.studyfile import StudyConfig, load_study
+from hpo.training.runtime import resolve_device
 from hpo.trials import METRIC_NAMES, set_provenance, study_attrs
 
 # --smoke: the first few thousand training and validation images (hpo study, compare, --mix-seeds).

@@ -29,12 +29,12 @@ from rich.console import Console
 
 from hpo.display import LiveDisplay
 from hpo.search.budget import BudgetStudy
-from hpo.search.config import StudyConfig
 from hpo.search.objective import Objective, StudyNotes
-from hpo.search.packs import run_packs
+from hpo.search.pack_runner import run_packs
 from hpo.search.samplers import joining_seed, make_pruner, make_sampler
 from hpo.search.storage import close_storage, fail_stale, open_storage, redact
 from hpo.search.study import load_data, prepare
+from hpo.search.studyfile import StudyConfig
 from hpo.trials import add_provenance, counted, study_attrs
 
 POLL_SECONDS = 1.0

@@ -1,5 +1,6 @@
 """Training: activations, models and the loop, from plain values; nothing here knows of Optuna.
 
-config (TrainConfig, TrainResult, optimizers) → activations → models → fastmlp, cycles → loop (train);
-memory and diagnostics measure a run for the objective.
+spec (TrainConfig and the names a config may use, torch-free) → runtime (optimizers, device, TrainResult) →
+activations → models → augment, fastmlp → pack, cycles → loop (train); memory and diagnostics measure a run for
+the objective.
 """

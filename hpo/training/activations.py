@@ -6,7 +6,7 @@ and the layer width, and returns an nn.Module.
 `mix` is Bansal 2022's learnable activation: per layer, A(x) = P1 relu(x) + P2 tanh(x) + P3 sin(x) with
 P_i = w_i / sum_j w_j and w_i >= 0 (one set of w per activation layer, shared by its units).
 
-The models build from this registry; `hpo activations` (hpo/tools/activations.py) plots and measures it.
+The models build from this registry; `hpo activations` (hpo/tools/activation_properties.py) plots and measures it.
 """
 
 from __future__ import annotations

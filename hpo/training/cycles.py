@@ -21,8 +21,9 @@ from torch import nn
 
 from hpo.data import Splits
 from hpo.training.activations import mixing_parameters
-from hpo.training.config import TrainConfig, TrainResult
 from hpo.training.models import build_model, count_params
+from hpo.training.runtime import TrainResult
+from hpo.training.spec import TrainConfig
 
 # One run of the plain training loop (hpo.training.loop's), called once per cycle.
 RunFn = Callable[..., TrainResult]

@@ -5,7 +5,7 @@ for every validation sample. A unit is a feature of a fully connected layer and 
 of a conv layer. Only rectifiers produce exact zeros; smooth activations are essentially never dead.
 
 Learned mixing weights: per `mix` layer, P = (P_relu, P_tanh, P_sin) (hpo/training/activations.py's mix_p);
-hpo/results/activations.py compares them with Bansal 2022 over seeds.
+hpo/results/activation_report.py compares them with Bansal 2022 over seeds.
 """
 
 from __future__ import annotations

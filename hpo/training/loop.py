@@ -17,11 +17,12 @@ from torch import nn
 
 from hpo.data import Splits
 from hpo.training.augment import BatchAugment
-from hpo.training.config import OPTIMIZERS, TrainConfig, TrainResult, cycles_momentum
 from hpo.training.cycles import train_cycles
 from hpo.training.fastmlp import fast_step
 from hpo.training.models import accuracy, build_model, count_params
 from hpo.training.pack import packable, train_pack
+from hpo.training.runtime import OPTIMIZERS, TrainResult
+from hpo.training.spec import TrainConfig, cycles_momentum
 
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):

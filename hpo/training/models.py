@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from hpo.training.activations import make_activation
-from hpo.training.config import TrainConfig
 from hpo.training.spec import (  # noqa: F401  (re-exported)
     CNN_MAX_DEPTH,
     INITS,
     MODELS,
+    TrainConfig,
     check_builder_args,
     is_plugin,
     load_builder,

@@ -31,9 +31,10 @@ from torch import nn
 
 from hpo.data import Splits
 from hpo.training.augment import Shifter, draw, generator
-from hpo.training.config import TrainConfig, TrainResult, cycles_momentum
 from hpo.training.fastmlp import relu_mlp_step
 from hpo.training.models import build_model, count_params
+from hpo.training.runtime import TrainResult
+from hpo.training.spec import TrainConfig, cycles_momentum
 
 # Activations without parameters of their own, as functions of (x, negative_slope per member).
 PACKABLE_ACTIVATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {

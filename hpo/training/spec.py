@@ -1,7 +1,7 @@
 """What defines one training run, as plain values (TrainConfig), and the names a config may use: optimizers,
 schedules, activations, augmentations, initialisations and built-in models. Nothing here imports torch, so that
 `hpo check` validates study, space and paper files without loading it; the training modules that build those
-names (hpo.training.config, activations, augment, models) check at import that their registries match.
+names (hpo.training.runtime, activations, augment, models) check at import that their registries match.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from hpo.errors import ConfigError
 
 DEVICES = ("cpu", "cuda")
-# The keys of hpo.training.config.OPTIMIZERS and hpo.training.activations.ACTIVATIONS.
+# The keys of hpo.training.runtime.OPTIMIZERS and hpo.training.activations.ACTIVATIONS.
 OPTIMIZER_NAMES = ("sgd", "sgd_momentum", "adam", "adamw")
 ACTIVATION_NAMES = ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "tanh", "sigmoid", "sin", "mix")
 AUGMENTS = ("none", "shift", "shift_flip")
@@ -31,7 +31,7 @@ _LOADED: dict[str, Callable] = {}
 
 def check_device(device, source, key: str = "") -> str:
     """`device` when it is one of DEVICES; ConfigError naming where it was written (a file and key, or a flag)
-    otherwise. Whether torch can use it here is hpo.training.config.resolve_device's to say."""
+    otherwise. Whether torch can use it here is hpo.training.runtime.resolve_device's to say."""
     if device not in DEVICES:
         raise ConfigError(source, key, f"expected {' or '.join(DEVICES)}, but got {device!r}")
     return device

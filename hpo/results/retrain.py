@@ -13,14 +13,15 @@ from rich.table import Table
 from hpo import data as data_mod
 from hpo.display import describe_config, make_console, spread, spread_label
 from hpo.errors import HpoError
-from hpo.results.activations import MIX_PAPER, p_summary, p_table, paper_mix
+from hpo.results.activation_report import MIX_PAPER, p_summary, p_table, paper_mix
 from hpo.results.export import load_config
 from hpo.search.papers import load_paper
 from hpo.stats import mean_sd
 from hpo.training.activations import mix_p
-from hpo.training.config import TrainConfig, resolve_device
 from hpo.training.loop import train
 from hpo.training.models import accuracy
+from hpo.training.runtime import resolve_device
+from hpo.training.spec import TrainConfig
 
 # --- runs over seeds ----------------------------------------------------------------------------
 

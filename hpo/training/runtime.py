@@ -1,5 +1,5 @@
-"""What a run returns (TrainResult), the optimizers a config names, and the device it trains on. The run's
-plain values (TrainConfig) live in the torch-free hpo.training.spec and are re-exported here."""
+"""The torch side of a run whose plain values (TrainConfig) live in the torch-free hpo.training.spec: the
+optimizer its config names, the device it trains on, and what it returns (TrainResult)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,7 @@ import torch
 from torch import nn
 
 from hpo.errors import HpoError
-from hpo.training.spec import (  # noqa: F401  (re-exported: the training floor's one config module)
-    CONDITIONS,
-    DEVICES,
-    OPTIMIZER_NAMES,
-    SCHEDULES,
-    Condition,
-    TrainConfig,
-    check_device,
-    cycles_momentum,
-)
+from hpo.training.spec import OPTIMIZER_NAMES, TrainConfig, check_device
 
 
 def _kernel(params: list) -> dict:

@@ -17,7 +17,7 @@ from rich.table import Table
 from torch import nn
 
 from hpo.plotting import plt, save
-from hpo.results.activations import MIX_PAPER
+from hpo.results.activation_report import MIX_PAPER
 from hpo.search.papers import load_paper
 from hpo.training.activations import ACTIVATIONS, Mix, make_activation
 

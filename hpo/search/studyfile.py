@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hpo.errors import ConfigError, DataError, check_keys, check_mapping, check_type
-from hpo.search.files import display, read_yaml, resolve_file
+from hpo.search.files import file_label, read_yaml, resolve_file
 from hpo.search.papers import Paper, load_paper
 from hpo.search.samplers import PERCENT_PRUNERS, PRUNER_STEPS, PRUNERS, SAMPLERS
 from hpo.search.space import PARAMS, Space
@@ -25,7 +25,7 @@ OBJECTIVES = {"accuracy": "maximize", "params": "minimize", "latency": "minimize
 def load_space(name_or_path: str, source: str = "<command line>", key: str = "", base: Path | None = None) -> Space:
     path = resolve_file(name_or_path, "search_spaces", "search space", source, key, base)
     doc, header = read_yaml(path)
-    return Space.parse(doc, display(path), header, base=path.parent)
+    return Space.parse(doc, file_label(path), header, base=path.parent)
 
 
 # --- study --------------------------------------------------------------------------------------
@@ -38,12 +38,12 @@ class Budget:
     trial_timeout: float | None = None  # seconds of wall time per trial
     max_params: int | None = None
     memory_mb: int | None = None
-    pack: int | str = 1  # trials trained at once as one stacked computation (hpo.search.packs); 1: one at a time;
+    pack: int | str = 1  # trials trained at once as one stacked computation (hpo.search.pack_runner); 1: one at a time;
     # "auto": K per shape and batch size from a short calibration (hpo.training.pack.calibrate_pack)
 
     @property
     def packs(self) -> bool:
-        """Whether trials train in packs (hpo.search.packs) rather than one at a time."""
+        """Whether trials train in packs (hpo.search.pack_runner) rather than one at a time."""
         return self.pack == "auto" or self.pack > 1
 
 
@@ -134,7 +134,7 @@ def _smoke_variant(cfg: StudyConfig) -> StudyConfig:
 
 def _load_study(name_or_path: str) -> StudyConfig:
     path = resolve_file(name_or_path, "studies", "study")
-    src = display(path)
+    src = file_label(path)
     name = path.stem
     if not SAFE_NAME.match(name):
         raise ConfigError(src, "name", f"{name!r} is not a safe study name (letters, digits, _ . -)")

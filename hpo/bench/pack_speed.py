@@ -25,13 +25,14 @@ from hpo.api import run_study
 from hpo.bench.parallel import fixed_configs, steady_rate
 from hpo.bench.throughput import WIDTHS, _sync, interleaved
 from hpo.provenance import ROOT
-from hpo.search.config import load_study, read_yaml
+from hpo.search.files import read_yaml
 from hpo.search.storage import open_storage
 from hpo.search.study import create_or_load, enqueue_baselines, prepare
+from hpo.search.studyfile import load_study
 from hpo.stats import pm_of
-from hpo.training.config import TrainConfig
 from hpo.training.loop import train
 from hpo.training.pack import train_pack
+from hpo.training.spec import TrainConfig
 from hpo.trials import COUNTED
 
 STUDY = "relu3_adam"
