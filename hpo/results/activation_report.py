@@ -218,6 +218,7 @@ def _mix_section(study, trials, outdir: Path, link: str) -> str | None:
         ax.set_ylim(0, 1)
     axes.flat[0].set_ylabel("P")
     axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"{study.study_name}: learned mixing weights P per layer (dots: runs)", fontsize=9)
     save(fig, outdir / "mix_weights.png")
     lines += ["", f"![learned mixing weights]({link}mix_weights.png)"]
     return "\n".join(lines)
