@@ -43,8 +43,8 @@ STUDY = "relu3_adam"
 
 def build(url: str, n: int, seed: int = 0, log=print) -> optuna.Study:
     """A relu3_adam study of n finished trials (90% complete, 8% pruned, 2% failed) with a note on each."""
-    cfg, space = prepare(STUDY)
-    meta = load_data(cfg, smoke=True).meta  # the split's record, as a study that ran has it
+    cfg, space = prepare(STUDY, smoke=True)
+    meta = load_data(cfg).meta  # the split's record (of the smoke-scale data), as a study that ran has it
     study, _ = create_or_load(cfg, open_storage(url, heartbeat=False), cfg.name, meta, space)
     enqueue_baselines(study, cfg, space)
     # The study's TPE would cost more per trial as the study grows; what is measured here is the reading.
