@@ -83,7 +83,7 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
         size = "a calibrated size" if cfg.budget.pack == "auto" else f"up to {cfg.budget.pack} trials"
         tail += f"; packs of {size}"
     console.print(f"[bold]{name}[/] ({cfg.source}): {data_line}, space {space.source}, sampler {cfg.sampler}, "
-                  f"pruner {cfg.pruner}{tail}")
+                  f"pruner {cfg.pruner}{' at percent of each schedule' if cfg.pruner_step == 'percent' else ''}{tail}")
     opened = "created" if created else f"resuming with {done} finished trials"
     console.print(f"storage {describe_storage(url)}; {opened}; "
                   f"{new_baselines} paper baselines enqueued; {dashboard_hint(url)}")
