@@ -12,6 +12,7 @@ import time
 
 import optuna
 import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, run_hpo, wait_for, write_study
 
@@ -115,6 +116,36 @@ def test_a_retry_enqueued_after_its_slot_was_taken_is_run_and_the_fresh_trial_gi
     assert calls == [killed.params["x"]]  # the retry ran, with the killed trial's parameters
     assert count(study) == 2
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+def test_two_retries_of_a_killed_pack_do_not_give_way_to_each_other(tmp_path):
+    """A worker killed while it held a pack of two leaves two retries WAITING at once, and a fresh trial may
+    have taken one of the freed slots before they were enqueued (it is doomed: it will end `surplus`). The
+    first retry to start, while that fresh trial still runs, must not count the second retry as ahead of it:
+    it would end `surplus` too, its configuration never run, and the study one trial short."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    other = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat=False))
+    study = BudgetStudy("s", open_storage(url, heartbeat=False), 3)
+    other.tell(other.ask(), 1.0)
+    members = [other.ask() for _ in range(2)]
+    for m in members:
+        m.suggest_float("x", 0, 1)
+        other.tell(m, state=TrialState.FAIL)  # the heartbeat failed both members: two slots free
+    fresh = other.ask()  # another worker's fresh trial takes a freed slot before the retries exist
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=2)  # what the storage's heartbeat calls
+    for m in members:
+        retry(other, other.trials[m.number])  # the retries, WAITING together
+    first = study.ask()  # the first retry, while the fresh trial is still running
+    assert first.suggest_float("x", 0, 1) == members[0].params["x"]
+    study.check_surplus(first)  # runs: only the counted trial and the running fresh one are ahead
+    with pytest.raises(SurplusTrial):
+        study.check_surplus(fresh)  # the fresh trial gives way to the retries
+    other.tell(fresh, state=TrialState.FAIL)
+    study.tell(first, 1.0)
+    calls = []
+    study.run(lambda t: calls.append(t.suggest_float("x", 0, 1)) or 1.0, max_trials=5)
+    assert calls == [members[1].params["x"]]  # the second retry ran too
+    assert count(study) == 3
 
 
 def test_a_trial_left_running_without_any_heartbeat_is_failed_and_retried(tmp_path, monkeypatch):

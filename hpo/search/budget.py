@@ -33,6 +33,13 @@ def taken(study: optuna.Study) -> tuple[int, int, int]:
     return len(states), states.count(TrialState.RUNNING), states.count(TrialState.WAITING)
 
 
+def _enqueued(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether this trial was enqueued rather than sampled: by enqueue_trial (a baseline: Optuna marks it with
+    the system attribute `fixed_params`) or by the heartbeat's retry callback (a killed worker's trial:
+    `failed_trial`, with the failed trial's own system attributes)."""
+    return "fixed_params" in trial.system_attrs or "failed_trial" in trial.system_attrs
+
+
 class BudgetStudy(optuna.Study):
     """A study that ends at exactly n_trials counted trials, however many workers (processes, machines) share it.
 
@@ -137,10 +144,17 @@ class BudgetStudy(optuna.Study):
 
     def check_surplus(self, trial: optuna.Trial) -> None:
         """Raise SurplusTrial (outcome `surplus`) when `trial` started after every slot was taken."""
-        # Waiting trials are ahead whatever their number: a killed worker's retry is enqueued just after its
-        # trial is failed, and a fresh trial that took the freed slot in between gives way to it here.
-        ahead = [t for t in self.get_trials(deepcopy=False, states=(*COUNTED, *HOLDING))
-                 if t.number < trial.number or t.state == TrialState.WAITING]
+        # A fresh trial counts every enqueued trial (a killed worker's retry, a baseline) as ahead whatever
+        # its number: a retry is enqueued just after its trial is failed, and a fresh trial that took the
+        # freed slot in between gives way to it here, even when the retry has started already. Enqueued
+        # trials keep the order of their numbers: the retries of a killed pack's members are enqueued
+        # together, and the first to start must not give way to the second (it would end `surplus`, its
+        # configuration never run, and the study would end a trial short).
+        holding = self.get_trials(deepcopy=False, states=(*COUNTED, *HOLDING))
+        this = next((t for t in holding if t.number == trial.number), None)
+        fresh = this is None or not _enqueued(this)
+        ahead = [t for t in holding
+                 if t.number < trial.number or (fresh and t.number != trial.number and _enqueued(t))]
         if len(ahead) >= self.n_trials:
             reason = f"all {self.n_trials} trials were taken by other workers when it started; not run"
             trial.set_user_attr("outcome", "surplus")

@@ -47,7 +47,9 @@ def create_or_load(cfg: StudyConfig, storage, study_name: str, split_meta: dict,
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
                                   pruner=make_pruner(cfg, space))
         created = False
-        wait_until_ready(study)
+        if not wait_until_ready(study):
+            warnings.warn(f"study {study_name!r}: its creator had not finished enqueuing the paper's baselines "
+                          f"after 120 s; this process enqueues those still missing", stacklevel=2)
     if created:
         with warnings.catch_warnings():  # experimental in Optuna; the dashboard shows the names
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -96,13 +98,16 @@ def enqueue_baselines(study: optuna.Study, cfg: StudyConfig, space=None, baselin
 READY_ATTR = "baselines_enqueued"
 
 
-def wait_until_ready(study: optuna.Study, timeout: float = 30.0) -> None:
+def wait_until_ready(study: optuna.Study, timeout: float = 120.0) -> bool:
     """A process that joins a study another one has just created waits until the creator has enqueued the
     baselines: enqueuing them from both at the same moment could duplicate them (skip_if_exists only sees
     what is already stored), and a joiner that saw the first of them enqueued would add the rest itself.
     The creator sets READY_ATTR to False first and to True once every baseline is in. A study without the
     attribute is ready when it holds anything (one from before this attribute); an empty one without it is
-    a creator's that has not written its first attribute yet."""
+    a creator's that has not written its first attribute yet. Returns False when the timeout passed first (a
+    creator that died before it finished, or one starved of CPU that long). The joiner then enqueues what is
+    missing; if the creator is alive after all, a baseline can run twice. This wait was 30 s, which eight
+    workers starting at once on two busy cores can pass (a load test once ran both baselines twice)."""
     deadline = time.monotonic() + timeout
 
     def ready() -> bool:
@@ -111,8 +116,11 @@ def wait_until_ready(study: optuna.Study, timeout: float = 30.0) -> None:
             return bool(flag)
         return bool(study.user_attrs) or bool(study.get_trials(deepcopy=False))
 
-    while not ready() and time.monotonic() < deadline:
+    while not ready():
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.2)
+    return True
 
 
 
