@@ -9,6 +9,7 @@ NAME ?= relu3_adam
 ARGS ?=
 WORKERS ?=
 SEEDS ?=
+SEARCHES ?=
 SMOKE ?=
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -28,7 +29,7 @@ endif
 # A variable the named target does not use stops it with one line (`make dashboard SMOKE=1` would otherwise quietly
 # show what it always shows). make itself rejects `--smoke` before it reads this file: write SMOKE=1.
 USES_study := NAME SMOKE WORKERS ARGS
-USES_reproduce := NAME SMOKE WORKERS SEEDS ARGS
+USES_reproduce := NAME SMOKE WORKERS SEEDS SEARCHES ARGS
 USES_export := NAME SMOKE ARGS
 USES_compare := NAME SMOKE SEEDS ARGS
 USES_report := NAME SMOKE ARGS
@@ -36,12 +37,12 @@ USES_dashboard := ARGS
 USES_activations := ARGS
 USES_bench := ARGS
 USES_test := ARGS
-unused = $(strip $(foreach v,NAME SMOKE WORKERS SEEDS ARGS,$(if $(filter command line,$(origin $(v))),$(if $(filter $(v),$(USES_$(1))),,$(v)))))
+unused = $(strip $(foreach v,NAME SMOKE WORKERS SEEDS SEARCHES ARGS,$(if $(filter command line,$(origin $(v))),$(if $(filter $(v),$(USES_$(1))),,$(v)))))
 $(foreach g,$(filter $(TARGETS),$(MAKECMDGOALS)),$(if $(call unused,$(g)),$(error `make $(g)` does not use $(firstword $(call unused,$(g)))= (`make help` lists what each target takes))))
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: NAME=<study> ARGS=\"<extra hpo arguments>\" WORKERS=<n> SEEDS=<n> SMOKE=1 (tiny scale for study, export, compare, report, reproduce; make itself rejects --smoke)"
+	@echo "  variables: NAME=<study> ARGS=\"<extra hpo arguments>\" WORKERS=<n> SEEDS=<n> SEARCHES=<n> (reproduce) SMOKE=1 (tiny scale for study, export, compare, report, reproduce; make itself rejects --smoke)"
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,14 +74,18 @@ RUN = runs/$(NAME)$(if $(SMOKE),-smoke)
 SMOKE_FLAG = $(if $(SMOKE),--smoke)
 TRAIN_SCALE = $(if $(SMOKE),--epochs 1 --train-limit 3000 --eval-limit 1000)
 N_SEEDS = $(or $(SEEDS),$(if $(SMOKE),2,3))
+N_SEARCHES = $(or $(SEARCHES),1)
+SEQ := 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20
 
-reproduce: install data ## the whole audit: study, export, train, compare, report: make reproduce NAME=relu3_adam [SEEDS=5]
+reproduce: install data ## the whole audit: study, export, train, compare, report: make reproduce NAME=relu3_adam [SEEDS=5] [SEARCHES=3]
 	$(BIN)/hpo study $(NAME) $(SMOKE_FLAG) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
+	@# SEARCHES=N: N independent searches (NAME, NAME-search2, ...: their own seeds); compare gives the optimum over them
+	$(foreach k,$(wordlist 2,$(N_SEARCHES),$(SEQ)),$(BIN)/hpo study $(NAME) --search $(k) $(SMOKE_FLAG) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS) &&) true
 	$(BIN)/hpo export $(NAME) $(SMOKE_FLAG)
 	@# a multi-objective study exports its Pareto set; compare's optimum is its most accurate member, pareto1
 	$(BIN)/hpo train $$(test -f $(RUN)/best.yaml && echo $(RUN)/best.yaml || echo $(RUN)/pareto1.yaml) \
 	  --seeds $(N_SEEDS) $(TRAIN_SCALE) --json $(RUN)/train.json
-	$(BIN)/hpo compare $(NAME) $(SMOKE_FLAG) --seeds $(N_SEEDS) --reuse $(RUN)/train.json
+	$(BIN)/hpo compare $(NAME) $(SMOKE_FLAG) --seeds $(N_SEEDS) --reuse $(RUN)/train.json --searches $(N_SEARCHES)
 	@echo "the report: $(RUN)/report.md (its pictures beside it); the dashboard: make dashboard, then open http://127.0.0.1:8080/dashboard"
 
 test: install data ## run the test suite

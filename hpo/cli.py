@@ -18,7 +18,7 @@ def cmd_study(args) -> int:
     from hpo.api import run_study
 
     run_study(args.name, trials=args.trials, timeout=args.timeout, storage=args.storage, smoke=args.smoke,
-              workers=args.workers, pack=args.pack, artifacts=args.artifacts)
+              workers=args.workers, pack=args.pack, artifacts=args.artifacts, search=args.search)
     return 0
 
 
@@ -110,7 +110,7 @@ def cmd_compare(args) -> int:
 
     compare_study(args.name, seeds=args.seeds, dataset=args.dataset, storage=args.storage, smoke=args.smoke,
                   epochs=args.epochs, references=args.references, out=args.out, device=args.device,
-                  artifacts=args.artifacts, reuse=args.reuse)
+                  artifacts=args.artifacts, reuse=args.reuse, searches=args.searches)
     return 0
 
 
@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "auto: K per shape and batch size from a short calibration "
                                                  "(default: the study's budget.pack, else 1)")
     s.add_argument("--artifacts", metavar="PATH", help=ARTIFACTS_HELP)
+    s.add_argument("--search", type=int, default=1, metavar="K",
+                   help="run the study's K-th independent search: study NAME-searchK, seed + K - 1, to measure how "
+                        "far apart searches land (`hpo compare NAME --searches N`; default 1: the study itself)")
     s.set_defaults(func=cmd_study)
 
     d = sub.add_parser("dashboard", help="serve optuna-dashboard on the storage (http://127.0.0.1:8080/dashboard)")
@@ -204,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "write runs/NAME/report.md")
     _study_args(m)
     m.add_argument("--seeds", type=int, help="seeds per configuration (default 3; --smoke: 2)")
+    m.add_argument("--searches", type=int, default=1, metavar="N",
+                   help="also re-train the optima of searches 2..N (`hpo study NAME --search K`) and give the optimum "
+                        "as mean ± std over searches (default 1)")
     m.add_argument("--dataset", help="re-run on another data set, e.g. mnist (HPO_DATA_DIR)")
     m.add_argument("--epochs", type=int, help="override every configuration's epochs (a quick look; --smoke: 1)")
     m.add_argument("--references", action=argparse.BooleanOptionalAction, default=True,

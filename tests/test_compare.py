@@ -4,8 +4,10 @@ about gaps, compare.json and the report; re-runs over seeds."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
+import optuna
 import pytest
 
 from hpo import data as data_mod
@@ -16,6 +18,7 @@ from hpo.results.report import table_rows
 from hpo.results.retrain import run_seeds, stats
 from hpo.search.papers import load_paper
 from hpo.stats import prediction_interval
+from hpo.trials import study_attrs
 from tests.conftest import write_tiny_idx
 from tests.test_export import smoke_study
 
@@ -191,3 +194,39 @@ def test_compare_reuses_the_runs_of_hpo_train_json_instead_of_training_again(tmp
     assert main(["compare", "t", "--smoke", "--reuse", "one.json"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--reuse: one.json differs from this comparison in its seeds: [0], here [0, 1]" in err, err
+
+
+def test_independent_searches_get_their_own_study_and_seed_and_compare_gives_the_optimum_over_them(
+        tmp_path, monkeypatch, tiny_mnist, capsys):
+    """`hpo study NAME --search K` is the study's K-th independent search (NAME-searchK, seed + K - 1), and
+    `hpo compare NAME --searches N` re-trains every search's optimum on the same seeds and gives the optimum
+    as mean ± std over searches as well as over seeds; a search that has not run is one line naming the command."""
+    first = smoke_study(tmp_path, monkeypatch)
+    path = str(tmp_path / "t.yaml")
+    assert main(["study", path, "--smoke", "--search", "2"]) == 0
+    second = optuna.load_study(study_name="t-search2-smoke", storage=os.environ["HPO_STORAGE"])
+    assert study_attrs(second)["seed"] == study_attrs(first)["seed"] + 1
+    assert {t.user_attrs["config"]["seed"] for t in second.trials} == {study_attrs(first)["seed"] + 1}
+    assert len(first.trials) == 4  # search 2 never touched search 1's trials
+    assert main(["study", path, "--smoke", "--search", "0"]) == 2
+    assert "--search: must be a positive number" in capsys.readouterr().err
+
+    assert main(["compare", "t", "--smoke", "--searches", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "search 3 of 't' has not run" in err and "--search 3 --smoke" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs" / "t-smoke" / "compare.json").exists()
+
+    assert main(["compare", "t", "--smoke", "--searches", "2"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "runs" / "t-smoke" / "compare.json").read_text())
+    rows, over = result["searches"]["rows"], result["searches"]["over"]
+    opt = next(e for e in result["entries"] if e["kind"] == "optimum")
+    best2 = max((t for t in second.trials if t.values), key=lambda t: t.values[0])
+    assert [r["study"] for r in rows] == ["t-smoke", "t-search2-smoke"] and rows[1]["trial"] == best2.number
+    assert rows[0]["stats"] == opt["stats"] and [r["seed"] for r in rows[1]["runs"]] == result["seeds"]
+    means = [r["stats"]["mean"] for r in rows]
+    assert over["n"] == 2 and over["mean"] == pytest.approx(sum(means) / 2)
+    assert over["min"] == min(means) and over["max"] == max(means)
+    assert "over 2 independent searches" in out and any("Over 2 independent searches" in f for f in result["findings"])
+    report = (tmp_path / "runs" / "t-smoke" / "report.md").read_text()
+    assert "### The independent searches" in report and "t-search2-smoke" in report

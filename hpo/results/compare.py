@@ -16,16 +16,16 @@ from rich.console import Console
 
 from hpo import data as data_mod
 from hpo.display import MIN_SPREAD_N, describe_config, make_console, pct, pm_stats, progress_bar
-from hpo.errors import HpoError
-from hpo.provenance import git_commit, versions
+from hpo.errors import HpoError, StudyError
+from hpo.provenance import command_hint, git_commit, versions
 from hpo.results.notes import artifact_dir, study_url
 from hpo.results.report import print_result, write_report
 from hpo.results.retrain import run_seeds, stats
 from hpo.search.papers import Paper, study_paper
-from hpo.search.storage import open_study
-from hpo.search.study import SMOKE_EVAL, SMOKE_TRAIN, check_same_data
+from hpo.search.storage import open_study, study_name
+from hpo.search.study import SMOKE_EVAL, SMOKE_TRAIN, check_same_data, search_name
 from hpo.sources import name_of
-from hpo.stats import prediction_interval
+from hpo.stats import mean_sd, prediction_interval
 from hpo.training.runtime import resolve_device
 from hpo.training.spec import TrainConfig
 from hpo.trials import best_trials, study_attrs
@@ -135,6 +135,13 @@ def findings(result: dict) -> list[str]:
         out.append(f"The automated optimum, {pm_stats(opt['stats'])}, is {abs(d):.2f} points "
                    f"{'above' if d >= 0 else 'below'} the best re-run paper configuration, {best['name']} "
                    f"at {pm_stats(best['stats'])}.")
+    over = (result.get("searches") or {}).get("over")
+    if over:
+        seed_std = 100 * mean_sd([r["stats"]["std"] for r in result["searches"]["rows"]])[0]
+        out.append(f"Over {over['n']} independent searches of this study, each search's optimum re-trained on the same "
+                   f"seeds gives {pm_stats(over)} over searches: the spread of the search itself. The searches' "
+                   f"optima lie between {pct(over['min'])} and {pct(over['max'])}; within one optimum the seeds' "
+                   f"std is {seed_std:.2f} points.")
     for e in entries:
         if e["kind"] == "reference" and e["reported"] is not None:
             d = 100 * (e["stats"]["mean"] - e["reported"])
@@ -171,21 +178,40 @@ def reused_runs(path: str | Path, hp: dict, dataset: str, meta: dict, seeds: lis
     return got["runs"]
 
 
+def search_optimum(name: str, search: int, storage: str | None, smoke: bool) -> dict:
+    """The best trial of the study's `search`-th independent search, as a row to re-train (with its study, to
+    check its data); one line naming the command when that search has not run."""
+    try:
+        study = open_study(search_name(name, search), storage, smoke)
+    except StudyError:
+        run = command_hint(f"study {name} --search {search}" + " --smoke" * smoke)
+        missing = study_name(search_name(name, search), smoke)
+        raise StudyError(f"--searches: search {search} of {name!r} has not run (no study {missing!r} in the storage); "
+                         f"run `{run}` first") from None
+    best = best_trials(study, 1)[0]
+    hp = {k: v for k, v in best.user_attrs["config"].items() if k != "seed"}
+    return {"search": search, "study": study.study_name, "name": f"search {search}: trial {best.number}",
+            "trial": best.number, "val_accuracy": best.values[0], "hp": hp, "study_obj": study,
+            "note": describe_config(hp, best.user_attrs.get("io"))}
+
+
 def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = None, storage: str | None = None,
                   smoke: bool = False, epochs: int | None = None, references: bool = True,
                   train_limit: int | None = None, eval_limit: int | None = None, out: str | Path | None = None,
                   device: str | None = None, console: Console | None = None, artifacts: str | None = None,
-                  reuse: str | Path | None = None) -> dict:
+                  reuse: str | Path | None = None, searches: int = 1) -> dict:
     """Re-run the study's paper rows, its best trial and the references on the test set; print the table,
     the findings and the protocol; write compare.json and report.md (with pictures) to runs/NAME/.
     `device`: where to train (default: the study's budget.device, else cpu). `reuse`: the json of an
-    `hpo train --json` of the same optimum on the same data and seeds, taken instead of re-training it."""
+    `hpo train --json` of the same optimum on the same data and seeds, taken instead of re-training it.
+    `searches` N >= 2: also re-train the optima of the study's searches 2..N (`hpo study NAME --search K`) on
+    the same seeds, and give the optimum as mean ± std over searches as well as over seeds."""
     if smoke:
         seeds = seeds or SMOKE["seeds"]
         epochs, train_limit, eval_limit = epochs or SMOKE["epochs"], train_limit or SMOKE["train_limit"], \
             eval_limit or SMOKE["eval_limit"]
     seeds = seeds or DEFAULT_SEEDS
-    for flag, v in (("--seeds", seeds), ("--epochs", epochs)):
+    for flag, v in (("--seeds", seeds), ("--epochs", epochs), ("--searches", searches)):
         if v is not None and v <= 0:
             raise HpoError(f"{flag}: must be a positive number")
     console = console or make_console()
@@ -198,14 +224,19 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
     proto = s.get("protocol") or {}
     paper = study_paper(s)
     entries = build_entries(study, paper, proto, dataset, references)  # raises when there is no completed trial
+    others = [search_optimum(name, k, storage, smoke) for k in range(2, searches + 1)]  # all there, before training
     if epochs:
-        for e in entries:
+        for e in [*entries, *others]:
             e["hp"] = {**e["hp"], "epochs": epochs}
     budget = s.get("study_yaml", {}).get("budget") or {}
     device = resolve_device(device, budget.get("device", "cpu"))
     ds = data_mod.load(spec)
     if dataset == study_dataset:
-        check_same_data(study, ds.sha256)
+        for s_ in [study, *(o.pop("study_obj") for o in others)]:
+            check_same_data(s_, ds.sha256)
+    else:
+        for o in others:
+            o.pop("study_obj")
     splits = data_mod.make_splits(ds, final=True, train_limit=train_limit, eval_limit=eval_limit).to(device)
     threads = budget.get("threads", 2)
     seed0 = s.get("seed", 0)
@@ -218,7 +249,7 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
     console.print(f"[bold]{study.study_name}[/]: re-running {len(entries)} configurations × {seeds} seeds on "
                   f"{dataset} ({splits.meta['n_train']} train / {splits.meta['n_eval']} test)")
     with progress_bar(console) as bar:
-        task = bar.add_task("runs", total=sum("runs" not in e for e in entries) * seeds)
+        task = bar.add_task("runs", total=(sum("runs" not in e for e in entries) + len(others)) * seeds)
         for e in entries:
             if "runs" in e:  # reused
                 e["stats"] = stats(e["runs"])
@@ -226,6 +257,10 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
             e["runs"] = run_seeds(e["hp"], splits, seed_list, threads=threads, label=e["name"], console=console,
                                   progress=bar, task=task)
             e["stats"] = stats(e["runs"])
+        for o in others:
+            o["runs"] = run_seeds(o["hp"], splits, seed_list, threads=threads, label=o["name"], console=console,
+                                  progress=bar, task=task)
+            o["stats"] = stats(o["runs"])
 
     extra = [
         ("seeds", seed_list, "the same seeds for every configuration; a seed fixes initialisation and batch order"),
@@ -251,6 +286,14 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
         "git_commit": git_commit(),
     }
+    if others:
+        opt = next(e for e in entries if e["kind"] == "optimum")
+        rows = [{"search": 1, "study": study.study_name, **{k: opt[k] for k in ("name", "trial", "val_accuracy", "note",
+                                                                               "hp", "runs", "stats")}}, *others]
+        means = [r["stats"]["mean"] for r in rows]
+        mean, std = mean_sd(means)
+        result["searches"] = {"rows": rows, "over": {"n": len(means), "mean": mean, "std": std, "min": min(means),
+                                                     "max": max(means), "diverged": 0}}
     result["findings"] = findings(result)
     print_result(result, console)
     folder = Path(out) if out else Path("runs") / study.study_name

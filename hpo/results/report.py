@@ -42,7 +42,16 @@ def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
             continue
         diff = 100 * (opt["stats"]["mean"] - e["stats"]["mean"])
         rows.append([e["name"], pct(e["reported"]), pm_stats(e["stats"]), pm_stats(opt["stats"]), f"{diff:+.2f} pts"])
+    over = (result.get("searches") or {}).get("over")
+    if over:
+        rows.append([f"automated optimum over {over['n']} independent searches ({spread_label(over['n'])} over "
+                     f"searches of each search's best on the same seeds)", "", "", pm_stats(over), ""])
     return headers, rows
+
+
+def row_kinds(result: dict) -> list[str]:
+    """The kind of each of table_rows' rows, for their style."""
+    return [e["kind"] for e in result["entries"]] + (["searches"] if result.get("searches") else [])
 
 
 def rich_table(result: dict) -> Table:
@@ -52,8 +61,8 @@ def rich_table(result: dict) -> Table:
                   title_justify="left")
     for i, h in enumerate(headers):
         table.add_column(h, justify="left" if i == 0 else "right")
-    for e, row in zip(result["entries"], rows):
-        table.add_row(*row, style={"optimum": "bold green", "reference": "dim"}.get(e["kind"]))
+    for kind, row in zip(row_kinds(result), rows):
+        table.add_row(*row, style={"optimum": "bold green", "searches": "green", "reference": "dim"}.get(kind))
     return table
 
 
@@ -144,6 +153,15 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
                    f"automated optimum − re-run. Generated {result['created_at']}, hpo commit {result['git_commit']}."),
                "", _markdown_table(headers, rows), "", "### What the numbers say", ""]
         md += [f"- {line}" for line in result["findings"]]
+        if result.get("searches"):
+            md += ["", "### The independent searches", "",
+                   ("Each search is the same study with its own name and seed (`hpo study NAME --search K`: "
+                    "seed + K - 1, for its sampler and its trials); its best trial re-trained on the seeds above."),
+                   "",
+                   _markdown_table(["search", "study", "best trial", "validation", "test (re-trained)",
+                                    "configuration"],
+                                   [[str(r["search"]), r["study"], str(r["trial"]), pct(r["val_accuracy"]),
+                                     pm_stats(r["stats"]), r["note"]] for r in result["searches"]["rows"]])]
         md += ["", "### Protocol assumptions", "",
                ("The paper leaves these out; each is an explicit, configurable assumption "
                 "(the paper file's `protocol`, overridden under `baselines.protocol` in the study file)."), ""]

@@ -36,7 +36,8 @@ from hpo.trials import counted, study_attrs
 
 def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | None = None,
               storage: str | None = None, smoke: bool = False, console: Console | None = None,
-              workers: int = 1, pack: int | str | None = None, notes: StudyNotes | None = None) -> optuna.Study:
+              workers: int = 1, pack: int | str | None = None, notes: StudyNotes | None = None,
+              search: int = 1) -> optuna.Study:
     """Create or resume the study `name_or_path` names and run it to n_trials counted trials; `pack`
     (default: the study's budget.pack) trials at a time as one stacked computation. `notes`: what the run writes
     for optuna-dashboard (hpo.results.notes.DashboardNotes; hpo.api.run_study and `hpo study` pass one), None for
@@ -44,7 +45,7 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
     console = console or make_console()
     if workers < 1:
         raise HpoError(f"--workers: must be a positive number, but got {workers}")
-    cfg, space = prepare(name_or_path, smoke=smoke, trials=trials, timeout=timeout, pack=pack)
+    cfg, space = prepare(name_or_path, smoke=smoke, trials=trials, timeout=timeout, pack=pack, search=search)
     if notes is not None:
         notes = notes.bind(storage_url(storage, mkdir=False))  # a bad --artifacts fails here too
     parallel = workers > 1

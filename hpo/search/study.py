@@ -125,10 +125,13 @@ def wait_until_ready(study: optuna.Study, timeout: float = 120.0) -> bool:
 
 
 def prepare(name_or_path: str, *, smoke: bool = False, trials: int | None = None, timeout: float | None = None,
-            pack: int | str | None = None):
-    """Everything that can fail on bad input, before anything is written."""
+            pack: int | str | None = None, search: int = 1):
+    """Everything that can fail on bad input, before anything is written. `search` K >= 2: the study's K-th
+    independent search (search_study)."""
     cfg = load_study(name_or_path, smoke=smoke)
     space = cfg.space
+    if search != 1:
+        cfg = search_study(cfg, search)
     if trials is not None:
         if trials <= 0:
             raise HpoError("--trials: must be a positive number")
@@ -141,6 +144,21 @@ def prepare(name_or_path: str, *, smoke: bool = False, trials: int | None = None
         cfg = replace(cfg, budget=replace(cfg.budget, pack=pack))
     resolve_device(cfg.budget.device, where=f"{cfg.source}: budget.device")
     return cfg, space
+
+
+def search_name(name: str, search: int) -> str:
+    """The storage name of a study's K-th independent search: NAME for the first, NAME-searchK after it."""
+    return name if search == 1 else f"{name}-search{search}"
+
+
+def search_study(cfg: StudyConfig, search: int) -> StudyConfig:
+    """The K-th independent search of a study, for measuring how far apart searches land (`make reproduce
+    SEARCHES=3`, `hpo compare --searches`): its own study name (NAME-searchK, so that it never resumes another
+    search's trials) and its own seed, the file's seed + K - 1, which seeds the sampler and the trials'
+    initialisation and batch order. The split and everything else are the file's."""
+    if not isinstance(search, int) or search < 1:
+        raise HpoError(f"--search: must be a positive number, but got {search}")
+    return replace(cfg, name=search_name(cfg.name, search), seed=cfg.seed + search - 1, search=search)
 
 
 def check_same_data(study: optuna.Study, sha256: str) -> None:

@@ -88,6 +88,7 @@ class StudyConfig:
     baselines: tuple[Baseline, ...] = ()
     raw: dict = field(default_factory=dict)  # the file as read, for provenance
     smoke: bool = False  # scaled down by load_study(..., smoke=True); its trials train on a few thousand samples
+    search: int = 1  # which independent search of the study this is (hpo.search.study.prepare, `--search K`)
 
     @property
     def study_name(self) -> str:

@@ -104,7 +104,7 @@ class _ParentWatch:
 
 def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_trials: int,
                 timeout: float | None, threads: int, ready=None, pack: int = 1,
-                notes: StudyNotes | None = None) -> None:
+                notes: StudyNotes | None = None, search: int = 1) -> None:
     """One worker process: load data and study, optimize until the study's trials are all taken."""
     interrupts = _Interrupts()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -113,7 +113,8 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
     storage = study = None
     try:
         try:
-            cfg, space = prepare(name_or_path, smoke=smoke, trials=n_trials, timeout=timeout, pack=pack)
+            cfg, space = prepare(name_or_path, smoke=smoke, trials=n_trials, timeout=timeout, pack=pack,
+                                 search=search)
             splits = load_data(cfg)
             storage = open_storage(url)
             sampler = make_sampler(cfg, space, seed=joining_seed())  # not the parent's draws
@@ -191,7 +192,7 @@ def run_workers(name_or_path: str, study: optuna.Study, cfg: StudyConfig, *, url
     The workers write their trials' notes; the study's live note is written here alone."""
     ctx = mp.get_context("spawn")
     kwargs = {"smoke": cfg.smoke, "n_trials": cfg.n_trials, "timeout": cfg.timeout, "threads": threads,
-              "ready": ctx.Barrier(n_procs), "pack": pack, "notes": notes}
+              "ready": ctx.Barrier(n_procs), "pack": pack, "notes": notes, "search": cfg.search}
     procs = [ctx.Process(target=worker_main, args=(name_or_path, study.study_name, url), kwargs=kwargs,
                          name=f"w{i}", daemon=False) for i in range(n_procs)]
     finished = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL
