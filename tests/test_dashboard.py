@@ -28,9 +28,11 @@ from studyfiles import ROOT, hpo_command, write_study
 
 from hpo import data as data_mod
 from hpo.cli import build_parser, main
-from hpo.search.storage import DEFAULT_STORAGE, describe_storage, open_storage, sqlite_path
-from hpo.search.storage import dashboard_address as address
-from hpo.search.storage import dashboard_hint as hint
+from hpo.hints import dashboard_address as address
+from hpo.hints import dashboard_hint as hint
+from hpo.hints import describe_storage
+from hpo.search.storage import open_storage
+from hpo.urls import DEFAULT_STORAGE, sqlite_path
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

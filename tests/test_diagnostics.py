@@ -13,10 +13,11 @@ from hpo.cli import main
 from hpo.results.activation_report import p_summary, report_sections
 from hpo.results.mix_seeds import mix_over_seeds
 from hpo.search.papers import load_paper
-from hpo.search.storage import open_storage, storage_url
+from hpo.search.storage import open_storage
 from hpo.training.activations import Mix
 from hpo.training.diagnostics import dead_units, trial_attrs
 from hpo.training.models import cnn
+from hpo.urls import storage_url
 
 PAPER_MIX_FMNIST = load_paper("bansal_2022").mix_weights["fashion_mnist"]
 

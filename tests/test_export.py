@@ -12,7 +12,8 @@ import yaml
 
 from hpo.cli import main
 from hpo.errors import ConfigError
-from hpo.provenance import ROOT, hpo_command
+from hpo.hints import hpo_command
+from hpo.provenance import ROOT
 from hpo.results.export import export, load_config
 from hpo.results.retrain import train_file
 from hpo.search.runner import run_study

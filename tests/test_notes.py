@@ -25,9 +25,10 @@ from hpo.results import notes as notes_mod
 from hpo.results.notes import LiveNote, TrialNotes, artifact_dir, live_note, open_store, trial_note
 from hpo.search.objective import Objective
 from hpo.search.papers import load_paper
-from hpo.search.storage import open_storage, sqlite_path
+from hpo.search.storage import open_storage
 from hpo.search.studyfile import load_study
 from hpo.training.loop import train
+from hpo.urls import sqlite_path
 
 CONFIG = {"model": "mlp", "widths": [60, 40], "activation": "relu", "optimizer": "adam", "lr": 1e-3, "batch_size": 64,
           "epochs": 10, "schedule": "constant"}

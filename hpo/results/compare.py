@@ -17,7 +17,8 @@ from rich.console import Console
 from hpo import data as data_mod
 from hpo.display import MIN_SPREAD_N, describe_config, make_console, pct, pm_stats, progress_bar
 from hpo.errors import HpoError, StudyError
-from hpo.provenance import command_hint, git_commit, versions
+from hpo.hints import command_hint
+from hpo.provenance import git_commit, versions
 from hpo.results.notes import artifact_dir, study_url
 from hpo.results.report import print_result, write_report
 from hpo.results.retrain import run_seeds, stats

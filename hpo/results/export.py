@@ -31,15 +31,17 @@ from optuna.trial import FrozenTrial
 from hpo import data as data_mod
 from hpo.display import number
 from hpo.errors import ConfigError, HpoError, StudyError, check_mapping
-from hpo.provenance import ROOT, command_hint, git_commit, hpo_command, versions
+from hpo.hints import command_hint, hpo_command
+from hpo.provenance import ROOT, git_commit, versions
 from hpo.search.files import file_label, read_yaml
 from hpo.search.space import PARAMS, Param, _coerce
-from hpo.search.storage import open_study, redact, storage_url
+from hpo.search.storage import open_study
 from hpo.search.study import check_same_data
 from hpo.sources import DataSource, parse_source
 from hpo.training.models import check_builder_args, is_plugin, load_builder
 from hpo.training.spec import TrainConfig
 from hpo.trials import best_trials, complete_trials, metric_names, study_attrs
+from hpo.urls import redact, storage_url
 
 CONFIG_KEYS = ("dataset", "split", "train", "provenance")
 SPLIT_KEYS = ("val_size", "seed", "n_train", "n_eval")

@@ -39,8 +39,8 @@ from hpo.display import counts_line, describe_config, pct
 from hpo.errors import StudyError
 from hpo.plotting import plt, save
 from hpo.search.papers import Paper, study_paper
-from hpo.search.storage import sqlite_path
 from hpo.trials import outcome, study_attrs
+from hpo.urls import sqlite_path
 
 log = logging.getLogger(__name__)
 

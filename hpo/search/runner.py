@@ -15,23 +15,17 @@ from rich.console import Console
 from hpo import data as data_mod
 from hpo.display import LiveDisplay, counts_line, make_console, summary_table
 from hpo.errors import HpoError
+from hpo.hints import dashboard_hint, describe_storage
 from hpo.search.budget import BudgetStudy
 from hpo.search.objective import Objective, StudyNotes
 from hpo.search.pack_runner import run_packs
 from hpo.search.samplers import joining_seed, make_sampler
-from hpo.search.storage import (
-    dashboard_hint,
-    describe_storage,
-    fail_stale,
-    heartbeat_settings,
-    open_storage,
-    redact,
-    storage_url,
-)
+from hpo.search.storage import fail_stale, heartbeat_settings, open_storage
 from hpo.search.study import check_same_data, config_hash, create_or_load, enqueue_baselines, load_data, prepare
 from hpo.search.studyfile import StudyConfig
 from hpo.search.workers import run_workers, threads_per_worker
 from hpo.trials import counted, study_attrs
+from hpo.urls import redact, storage_url
 
 
 def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | None = None,

@@ -1,5 +1,5 @@
-"""Where trials live: storage URLs, SQLite tuned for several processes, the heartbeat that finds dead
-workers, and opening an existing study by name without creating anything.
+"""Where trials live: opening a storage (its URL is named by hpo.urls), SQLite tuned for several processes,
+the heartbeat that finds dead workers, and opening an existing study by name without creating anything.
 
 Storage is any Optuna storage URL; by default one SQLite file, runs/hpo.db, holding every study (readable by
 the `optuna` CLI and optuna-dashboard). PostgreSQL when workers span machines.
@@ -19,42 +19,18 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from hpo.errors import ConfigError, StudyError
-from hpo.provenance import ROOT, command_hint, hpo_command
+from hpo.hints import command_hint
 from hpo.search.proxy import SCHEME as PROXY_SCHEME
 from hpo.search.proxy import ProxyStorage, open_proxy
+from hpo.urls import redact, sqlite_path, storage_url
 
-DEFAULT_STORAGE = "sqlite:///runs/hpo.db"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
-def storage_url(arg: str | None = None, mkdir: bool = True) -> str:
-    """The storage URL to use; readers (export, compare) pass mkdir=False so that they create nothing."""
-    url = arg or os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
-    if "://" not in url:  # a bare path: SQLAlchemy would say only "Could not parse SQLAlchemy URL"
-        where = "--storage" if arg else "HPO_STORAGE"
-        raise StudyError(f"{where}: {url!r} is not a storage URL; for a SQLite file write sqlite:///{url} "
-                         f"(relative) or sqlite:////absolute/path.db")
-    path = sqlite_path(url)
-    if mkdir and path is not None and not path.is_absolute():
-        # Relative SQLite paths are relative to the working directory; make the folder.
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return url
 
 
-def sqlite_path(url: str | None) -> Path | None:
-    """The file of a SQLite URL as SQLAlchemy reads it (a relative path from the working directory); None for
-    another storage or an in-memory database."""
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, TypeError, ValueError):
-        return None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database)
 
 
 # Seconds between a running trial's heartbeats, and the silence after which its worker counts as dead:
@@ -149,13 +125,6 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage | ProxyStorage:
     return storage
 
 
-def redact(url: str) -> str:
-    """A storage URL without its password, for messages."""
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        return url
-    return parsed.render_as_string(hide_password=True) if parsed.password is not None else url
 
 
 def with_driver(url: str) -> str:
@@ -226,47 +195,3 @@ def open_study(name: str, storage: str | None = None, smoke: bool = False) -> op
                 if is_smoke or not smoke else ""
         raise StudyError(f"no study {full!r} in {redact(url)} (studies there: {', '.join(known) or 'none'}); "
                          f"{hint}run `{first}` first") from None
-
-
-# --- watching it --------------------------------------------------------------------------------
-
-DASHBOARD_HOST = "127.0.0.1"
-DASHBOARD_PORT = 8080
-
-
-def dashboard_address(host: str, port: int) -> str:
-    """The URL a browser opens; a wildcard bind is reached through loopback."""
-    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    if ":" in shown:
-        shown = f"[{shown}]"
-    return f"http://{shown}:{port}/dashboard"
-
-
-def sqlite_path_from(url: str, base: Path) -> Path | None:
-    """The file a SQLite URL names, a relative one taken from `base` (not the working directory); None for
-    other storages."""
-    path = sqlite_path(url)
-    return path if path is None or path.is_absolute() else base / path
-
-
-def describe_storage(url: str) -> str:
-    """A storage URL for people: a relative SQLite path also in full when it is not the repository's own
-    runs/hpo.db, so that a study run from another folder says where its new file is."""
-    here = sqlite_path_from(url, Path.cwd())
-    if here is None or sqlite_path(url).is_absolute() or Path.cwd().resolve() == ROOT:
-        return redact(url)
-    return f"{redact(url)} (that is {here.resolve()}, under this folder, not the repository's runs/)"
-
-
-def dashboard_hint(url: str) -> str:
-    """How to watch a study on `url`, for `hpo study` to print. `make dashboard` runs in the repository with
-    $HPO_STORAGE or runs/hpo.db there, so it is the hint only when that is this study's storage; from another
-    folder a relative SQLite path names another file, and the hint spells it out in full."""
-    opened_by_make = os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
-    here, there = sqlite_path_from(url, Path.cwd()), sqlite_path_from(opened_by_make, ROOT)
-    same = here.resolve() == there.resolve() if here and there else url == opened_by_make
-    address = dashboard_address(DASHBOARD_HOST, DASHBOARD_PORT)
-    if same and Path.cwd().resolve() == ROOT:
-        return f"watch live: `make dashboard`, then open {address}"
-    full = f"sqlite:///{here.resolve()}" if here else url
-    return f"watch live: `{hpo_command()} dashboard --storage {redact(full)}`, then open {address}"

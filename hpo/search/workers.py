@@ -32,10 +32,11 @@ from hpo.search.budget import BudgetStudy
 from hpo.search.objective import Objective, StudyNotes
 from hpo.search.pack_runner import run_packs
 from hpo.search.samplers import joining_seed, make_pruner, make_sampler
-from hpo.search.storage import close_storage, fail_stale, open_storage, redact
+from hpo.search.storage import close_storage, fail_stale, open_storage
 from hpo.search.study import load_data, prepare
 from hpo.search.studyfile import StudyConfig
 from hpo.trials import add_provenance, counted, study_attrs
+from hpo.urls import redact
 
 POLL_SECONDS = 1.0
 STOP_SECONDS = 20  # how long stopped workers get to mark their trials before they are terminated

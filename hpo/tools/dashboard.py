@@ -20,16 +20,10 @@ import optuna_dashboard
 from optuna.artifacts import FileSystemArtifactStore
 
 from hpo.errors import StudyError
+from hpo.hints import DASHBOARD_HOST, DASHBOARD_PORT, dashboard_address
 from hpo.results.notes import ARTIFACTS_ENV, artifact_dir
-from hpo.search.storage import (
-    DASHBOARD_HOST,
-    DASHBOARD_PORT,
-    dashboard_address,
-    open_storage,
-    redact,
-    sqlite_path,
-    storage_url,
-)
+from hpo.search.storage import open_storage
+from hpo.urls import redact, sqlite_path, storage_url
 
 DEFAULT_HOST, DEFAULT_PORT = DASHBOARD_HOST, DASHBOARD_PORT
 

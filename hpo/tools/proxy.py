@@ -18,7 +18,8 @@ from optuna.storages import get_storage, run_grpc_proxy_server
 
 from hpo.errors import StudyError
 from hpo.search.proxy import DEFAULT_PORT
-from hpo.search.storage import open_storage, redact, storage_url
+from hpo.search.storage import open_storage
+from hpo.urls import redact, storage_url
 
 DEFAULT_HOST = "127.0.0.1"
 THREADS = 16  # concurrent calls served; each holds a database connection while it runs
