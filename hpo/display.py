@@ -177,23 +177,25 @@ class LiveDisplay:
 # --- tables -------------------------------------------------------------------------------------
 
 
-SUMMARY_COLUMNS = ("trial", "kind", "configuration", "val acc", "paper", "params", "epochs", "time", "outcome")
-SUMMARY_RIGHT = {"trial", "val acc", "paper", "params", "epochs", "time"}
+SUMMARY_COLUMNS = ("trial", "kind", "configuration", "val acc", "reported", "params", "epochs", "time", "outcome")
+SUMMARY_RIGHT = {"trial", "val acc", "reported", "params", "epochs", "time"}
 
 
 def summary_table(study: optuna.Study, top: int = 5) -> Table:
     """The top trials (or the Pareto front) and the paper's baselines, as `hpo study` ends."""
-    title, rows = summary_rows(study, top)
+    title, columns, rows = summary_rows(study, top)
     table = Table(title=title, title_justify="left")
-    for col in SUMMARY_COLUMNS:
+    for col in columns:
         table.add_column(col, justify="right" if col in SUMMARY_RIGHT else "left")
     for row in rows:
         table.add_row(*row)
     return table
 
 
-def summary_rows(study: optuna.Study, top: int = 5) -> tuple[str, list[list[str]]]:
-    """summary_table's title and rows (SUMMARY_COLUMNS) as strings; the report writes them as markdown."""
+def summary_rows(study: optuna.Study, top: int = 5) -> tuple[str, list[str], list[list[str]]]:
+    """summary_table's title, columns and rows as strings; the report writes them as markdown. The columns are
+    SUMMARY_COLUMNS; `reported` (what a baseline's source reports for it, its `paper_reported` attribute) only
+    when some trial has such a number."""
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     multi = len(study.directions) > 1
@@ -217,7 +219,12 @@ def summary_rows(study: optuna.Study, top: int = 5) -> tuple[str, list[list[str]
             f"{t.user_attrs.get('n_params', 0):,}", str(t.user_attrs.get("epochs_trained", "")),
             f"{secs:.1f}s" if secs is not None else "", outcome(t),
         ])
-    return title, rows
+    columns = list(SUMMARY_COLUMNS)
+    if not any(t.user_attrs.get("paper_reported") for t in baselines + chosen):
+        at = columns.index("reported")
+        columns.pop(at)
+        rows = [r[:at] + r[at + 1:] for r in rows]
+    return title, columns, rows
 
 
 def counts_line(study: optuna.Study) -> str:

@@ -10,6 +10,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hpo.cli import main
+from hpo.display import summary_rows
 from hpo.results import plots
 from hpo.results.plots import _bar, plot_importances
 from hpo.results.report import boundary_warnings, write_report
@@ -74,7 +75,7 @@ def test_the_trials_section_is_a_markdown_table(tmp_path, monkeypatch, tiny_mnis
     assert main(["report", "t", "--smoke"]) == 0
     report = (tmp_path / "runs" / "t-smoke" / "report.md").read_text()
     section = report.split("## Trials (validation)")[1]
-    assert "| trial | kind | configuration | val acc | paper | params | epochs | time | outcome |" in section
+    assert "| trial | kind | configuration | val acc | reported | params | epochs | time | outcome |" in section
     assert "```" not in section.split("\n## ")[0] and "┃" not in report and "│" not in report
 
 
@@ -121,3 +122,22 @@ def test_a_rarely_drawn_conditional_parameter_gets_a_sentence_not_a_stderr_warni
     drawn, note = plot_importances(study, tmp_path / "imp.png")
     assert drawn and "The importance of `augment_shift` may be inaccurate" in note
     assert not [w for w in recwarn if "Some regimes" in str(w.message)]
+
+
+def test_the_trials_table_has_a_reported_column_only_when_a_baseline_has_a_reported_number(tmp_path, monkeypatch,
+                                                                                             tiny_mnist):
+    """The ground floor knows no paper: `reported` is a baseline's own `paper_reported` number, and a study
+    whose baselines report none (or that has none) gets no empty column."""
+    study = smoke_study(tmp_path, monkeypatch)
+    _, columns, rows = summary_rows(study)
+    at = columns.index("reported")
+    assert {r[at] for r in rows if r[1] == "baseline"} >= {"0.9698"} and all(len(r) == len(columns) for r in rows)
+    bare = optuna.create_study(direction="maximize")
+    for i, baseline in enumerate(("a configuration without a reported number", None)):
+        trial = bare.ask()
+        trial.set_user_attr("config", {"widths": [8], "activation": "relu", "optimizer": "adam", "lr": 1e-3})
+        if baseline:
+            trial.set_user_attr("baseline", baseline)
+        bare.tell(trial, 0.5 + i / 10)
+    _, columns, rows = summary_rows(bare)
+    assert "reported" not in columns and len(rows) == 2 and all(len(r) == len(columns) for r in rows)

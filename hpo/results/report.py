@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from hpo.display import SUMMARY_COLUMNS, counts_line, pct, pm_stats, spread_label, summary_rows
+from hpo.display import counts_line, pct, pm_stats, spread_label, summary_rows
 from hpo.errors import HpoError
 from hpo.results.activation_report import report_sections
 from hpo.results.charts import save_params_chart
@@ -186,8 +186,8 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
            "dots: the seeds). Green: the automated optimum. Trials far below are drawn on the lower edge."), "",
            f"![accuracy against parameter count]({pngs['params'].name})", "", "### Validation curves", "",
            f"![validation curves]({pngs['curves'].name})", "", "## Trials (validation)", ""]
-    trials_title, trials_rows = summary_rows(study)
-    md += [f"{trials_title}.", "", _markdown_table(list(SUMMARY_COLUMNS), trials_rows), ""]  # the name as written
+    trials_title, trials_columns, trials_rows = summary_rows(study)
+    md += [f"{trials_title}.", "", _markdown_table(trials_columns, trials_rows), ""]  # the name as written
     for section in report_sections(study, folder):
         md += [section, ""]
     path = folder / f"report{suffix}.md"
