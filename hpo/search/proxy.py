@@ -26,6 +26,7 @@ Optuna's heartbeat interface is private; this module reaches it only through hpo
 from __future__ import annotations
 
 import itertools
+import socket
 import threading
 import time
 import warnings
@@ -112,6 +113,13 @@ class ProxyStorage(GrpcStorageProxy, Heartbeat):
 def open_proxy(url: str, interval: int | None, grace: int | None, callback, timeout: float = 10) -> ProxyStorage:
     """A ProxyStorage on grpc://HOST:PORT once the proxy answers; a proxy that is not there is one line."""
     host, port = parse_grpc_url(url)
+    start = f"start it with `hpo proxy --storage postgresql://... --host {host} --port {port}`"
+    try:  # nothing listening is known at once; gRPC's own wait would retry for the whole timeout
+        socket.create_connection((host, port), timeout=timeout).close()
+    except ConnectionRefusedError:
+        raise StudyError(f"cannot open storage {url}: no proxy listens on {host}:{port}; {start}") from None
+    except OSError:
+        pass  # a slow or filtered network: gRPC's wait decides
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = ProxyStorage(host=host, port=port, interval=interval, grace=grace, callback=callback)
@@ -119,6 +127,5 @@ def open_proxy(url: str, interval: int | None, grace: int | None, callback, time
         storage.wait_server_ready(timeout=timeout)
     except ConnectionError:
         storage.close()
-        raise StudyError(f"cannot open storage {url}: no proxy answered in {timeout:.0f}s; start it with "
-                         f"`hpo proxy --storage postgresql://... --host {host} --port {port}`") from None
+        raise StudyError(f"cannot open storage {url}: no proxy answered in {timeout:.0f}s; {start}") from None
     return storage
