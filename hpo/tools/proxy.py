@@ -46,11 +46,16 @@ def serve(storage: str | None = None, host: str = DEFAULT_HOST, port: int = DEFA
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     echo(f"storage proxy for {redact(url)} on grpc://{host}:{port} ({threads} threads); point workers at it with "
          f"--storage grpc://{host}:{port}  (Ctrl-C stops)")
+    pool = ThreadPoolExecutor(max_workers=threads)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # get_storage adds Optuna's cache of finished trials, as run_grpc_proxy_server's documentation asks.
-            run_grpc_proxy_server(get_storage(rdb), host=host, port=port,
-                                  thread_pool=ThreadPoolExecutor(max_workers=threads))
+            run_grpc_proxy_server(get_storage(rdb), host=host, port=port, thread_pool=pool)
     except KeyboardInterrupt:
         echo("proxy stopped")
+    finally:
+        # Calls still running (a worker's long poll, a killed worker's half-done call) are dropped, not awaited:
+        # the proxy keeps no state, and the workers' next calls fail until it is back.
+        pool.shutdown(wait=False, cancel_futures=True)
+        rdb.engine.dispose()
