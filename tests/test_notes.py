@@ -188,20 +188,24 @@ def test_a_failing_note_warns_once_and_the_trial_goes_on(tmp_path, tiny_mnist, c
     assert "![" not in _trial_note(study, study.trials[0])  # the note went without its picture
 
 
-def test_past_the_cap_only_baselines_get_a_trial_note(tmp_path):
+def test_past_the_cap_only_baselines_and_new_bests_get_a_trial_note(tmp_path):
     """optuna-dashboard's study page costs trials x notes; past TrialNotes.up_to a trial gets none unless it is
-    one of the paper's baselines."""
+    one of the paper's baselines or beats every trial completed before it (not one that only ties it)."""
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'c.db'}", direction="maximize")
     notes = TrialNotes(up_to=2)
-    for i in range(4):
+    values = [0.9, 0.8, 0.85, 0.7, 0.95, 0.95]
+    for i, value in enumerate(values):
         trial = study.ask()
         if i == 3:
             trial.set_user_attr("baseline", "T3-1")
-        notes.write(trial, "complete", 0.9)
-        study.tell(trial, 0.9)
+        notes.write(trial, "complete", value)
+        study.tell(trial, value)
+    pruned = study.ask()
+    notes.write(pruned, "pruned", None)
+    study.tell(pruned, state=TrialState.PRUNED)
     attrs = study._storage.get_study_system_attrs(study._study_id)
     has_note = [get_note_from_system_attrs(attrs, t._trial_id)["version"] == 1 for t in study.trials]
-    assert has_note == [True, True, False, True]
+    assert has_note == [True, True, False, True, True, False, False]
 
 
 # --- the study's live note --------------------------------------------------------------------------------

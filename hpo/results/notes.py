@@ -31,6 +31,7 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.storages import GrpcStorageProxy, RDBStorage
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
 
@@ -48,11 +49,13 @@ ARTIFACTS_ENV = "HPO_ARTIFACT_STORE"
 # One chunk of optuna-dashboard's note storage: a trial note costs two system attributes (version, text).
 TRIAL_NOTE_MAX = 2000  # at most optuna_private.NOTE_CHUNK
 REASON_MAX = 300
-# Trials numbered from here on get no note of their own (the paper's baselines always do). optuna-dashboard
-# scans all of the study's system attributes for each trial that has a note, whenever it serves the study
-# page: with a note on every trial that costs trials x notes (README: 10,000 trials). Their outcome, reason,
-# configuration and curve stay in the trial's user attributes, which the dashboard's trial table shows.
-TRIAL_NOTES_UP_TO = 1000
+# Trials numbered from here on get a note only when they are the paper's baselines or beat every trial completed
+# before them (the ones a person opens). Notes are study system attributes (two per note), and optuna-dashboard
+# scans all of the study's system attributes for every trial whenever it serves the study page (its list of a
+# trial's artifacts): the page's cost grows with trials x notes. Measured at 10,000 trials (README): a note on
+# each of the first 1,000 added 5-7 s to a 12 s first load. A later trial's outcome, reason, configuration and
+# curve stay in its user attributes, which the dashboard's trial table shows.
+TRIAL_NOTES_UP_TO = 100
 # The live note: after the first finished trial, then when this many more have finished or this many seconds
 # have passed since the last write (checked as trials end), and once more when the run ends.
 LIVE_EVERY_TRIALS = 10
@@ -177,10 +180,23 @@ def plot_curve(curve: list[float], number: int, path: Path) -> Path:
     return save(fig, path, dpi=CURVE_DPI)
 
 
+def new_best(trial: optuna.Trial, state: str, value: float | None) -> bool:
+    """Whether a trial that is ending complete with `value` beats every trial completed before it (single
+    objective; one query of the storage's best trial)."""
+    study = trial.study
+    if state != "complete" or value is None or len(study.directions) > 1:
+        return False
+    try:
+        best = study.best_value
+    except ValueError:  # nothing completed yet
+        return True
+    return value > best if study.direction == StudyDirection.MAXIMIZE else value < best
+
+
 class TrialNotes:
     """Writes a trial's note (and, for a completed trial of 2+ epochs, its curve picture) while it still runs:
     the objective calls `write` as the trial's outcome becomes known, before Optuna tells it. Trials numbered
-    `up_to` or more get none, baselines aside (TRIAL_NOTES_UP_TO says why)."""
+    `up_to` or more get one only as baselines or as a new best (TRIAL_NOTES_UP_TO says why)."""
 
     def __init__(self, paper: Paper | None = None, store: FileSystemArtifactStore | None = None,
                  up_to: int = TRIAL_NOTES_UP_TO):
@@ -188,7 +204,7 @@ class TrialNotes:
 
     def write(self, trial: optuna.Trial, state: str, value: float | None) -> None:
         attrs = trial.user_attrs
-        if trial.number >= self.up_to and not attrs.get("baseline"):
+        if trial.number >= self.up_to and not attrs.get("baseline") and not new_best(trial, state, value):
             return
         picture = None
         if self.store is not None and state == "complete" and len(attrs.get("val_curve") or []) >= 2:
