@@ -9,6 +9,7 @@ import time
 import optuna
 import pytest
 
+from hpo.bench import memory
 from hpo.bench.parallel import TimedPruner, TimedSampler
 from hpo.bench.quality import bench_quality, markdown_quality, picture
 from hpo.bench.search import expected_first_hit, median_bound
@@ -191,3 +192,14 @@ def test_quality_at_smoke_scale_searches_retrains_and_holds_the_optimum_against_
 def test_quality_refuses_an_unknown_variant_in_one_line(tmp_path):
     with pytest.raises(HpoError, match="^--variants: unknown variant 'fast'; choose from shipped, "):
         bench_quality(lambda _: None, tmp_path, variants=("fast",))
+
+
+def test_the_memory_verdict_starts_after_warm_up_and_the_picture_is_drawn(tmp_path):
+    """hpo.bench.memory: growth is measured from the first sample at or past the warm-up, and the picture of
+    RSS against trials leaves out start-up's samples (no finished trial yet)."""
+    samples = [(0.0, 0, 10.0), (2.0, 50, 400.0), (4.0, 200, 500.0), (6.0, 1000, 520.0), (8.0, 5000, 560.0)]
+    start, end, growth = memory.verdict(samples, warmup=200)
+    assert (start, end) == (500.0, 560.0) and growth == pytest.approx(12.0)
+    assert memory.verdict(samples, warmup=10_000)[0] == 10.0  # no sample past warm-up: from the first
+    path = memory.picture(samples, 200, tmp_path / "m.png")
+    assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 5000

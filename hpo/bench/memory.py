@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hpo.bench.load import study_file
 from hpo.errors import HpoError
+from hpo.plotting import plt, save
 from hpo.provenance import ROOT
 
 
@@ -75,6 +76,24 @@ def verdict(samples: list[tuple[float, int, float]], warmup: int) -> tuple[float
     return start, end, (end - start) / start * 100
 
 
+def picture(samples: list[tuple[float, int, float]], warmup: int, path: Path) -> Path:
+    """RSS against finished trials, with the 10% band above the RSS after warm-up."""
+    start, end, growth = verdict(samples, warmup)
+    shown = [(n, r) for _, n, r in samples if n > 0]  # from the first finished trial: start-up is not the run
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    ax.plot([n for n, _ in shown], [r for _, r in shown], color="tab:blue", lw=1.5, label="RSS")
+    ax.axhspan(start, start * 1.10, color="tab:green", alpha=0.12, label="within 10% of the RSS after warm-up")
+    ax.axvline(warmup, color="grey", lw=0.8, ls=":", label=f"warm-up ({warmup} trials)")
+    ax.set_xlabel("finished trials")
+    ax.set_ylabel("resident memory (MB)")
+    ax.set_ylim(0, max(r for _, _, r in samples) * 1.15)
+    ax.set_title(f"one hpo study worker over {samples[-1][1]:,} cheap trials: {growth:+.1f}% after warm-up",
+                 fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hpo.bench.memory", description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=5000, help="trials in the run (default 5000)")
@@ -92,12 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("seconds,trials,rss_mb\n" + "".join(f"{s:.1f},{n},{r:.1f}\n" for s, n, r in samples))
+    drawn = picture(samples, args.warmup, out.with_suffix(".png"))
     start, end, growth = verdict(samples, args.warmup)
     step = max(1, len(samples) // 10)
     for s, n, r in samples[::step] + samples[-1:]:
         print(f"{s:7.0f}s {n:6d} trials {r:7.1f} MB")
     print(f"RSS after {args.warmup} trials {start:.0f} MB, at the end {end:.0f} MB: {growth:+.1f}% "
-          f"({'flat' if abs(growth) <= 10 else 'NOT flat'} within 10%); samples in {out}")
+          f"({'flat' if abs(growth) <= 10 else 'NOT flat'} within 10%); samples in {out}, picture {drawn}")
     return 0
 
 
