@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from studyfiles import write_study
 
-from hpo.bench.load import Setting, run_setting, table
+from hpo.bench.load import SECTION, Setting, kept_section, run_setting, table, write_section
 from hpo.bench.pgcluster import Cluster, NoCluster
 
 
@@ -28,3 +28,21 @@ def test_eight_workers_through_the_proxy_with_one_killed(tiny_mnist, tmp_path):
     assert 0 < r.peak_connections <= 16 + 2, r.peak_connections  # the proxy's pool, not one per worker
     assert r.exit_codes.count(-9) == 1 and r.exit_codes.count(0) == 7, r.exit_codes
     assert "| hpo proxy | 8 | 80 | 1 |" in table([r])
+
+
+def test_the_load_section_is_replaced_in_place_and_what_follows_it_is_kept(tmp_path):
+    """`make load` rewrites its own section of BENCHMARKS.md; a section written after it (measured separately)
+    stays, and `hpo bench` keeps only the load section when it rewrites the file."""
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text(f"# Benchmarks\n\n## 1. Throughput\n\nold items\n\n{SECTION}\n## Load test: many workers\n\n"
+                    "| old table |\n\n## 7. Search quality (measured separately)\n\nkept text\n")
+    write_section(path, "## Load test: many workers\n\n| new table |\n")
+    text = path.read_text()
+    assert "| new table |" in text and "| old table |" not in text
+    assert text.index("## 1. Throughput") < text.index(SECTION) < text.index("## 7. Search quality")
+    assert text.endswith("kept text\n") and text.count(SECTION) == 1
+    kept = kept_section(path)
+    assert "| new table |" in kept and "## 7." not in kept and "## 1." not in kept
+    fresh = tmp_path / "new.md"
+    write_section(fresh, "## Load test: many workers\n\n| t |\n")
+    assert fresh.read_text() == f"{SECTION}\n## Load test: many workers\n\n| t |\n"

@@ -276,17 +276,30 @@ def run_load(workers: list[int], trials: int, kills: int, modes: list[str], out:
     return results
 
 
+def _split(text: str) -> tuple[str, str, str]:
+    """(before, the load test's section, after) of a BENCHMARKS.md text: the section runs from its marker to the
+    next second-level heading after its own (a section written after it, such as one measured separately)."""
+    if SECTION not in text:
+        return text, "", ""
+    before, rest = text.split(SECTION, 1)
+    own = rest.find("\n## ")
+    nxt = rest.find("\n## ", own + 1) if own >= 0 else -1
+    return before, SECTION + (rest if nxt < 0 else rest[:nxt]), "" if nxt < 0 else rest[nxt:]
+
+
 def write_section(path: Path, body: str) -> None:
-    """Put `body` as the load test's section at the end of `path` (BENCHMARKS.md), replacing the last one."""
-    before = path.read_text().split(SECTION)[0].rstrip() if path.is_file() else ""
+    """Put `body` as the load test's section of `path` (BENCHMARKS.md), replacing the last one in place and
+    keeping what comes before and after it; a file without one gets it at the end."""
+    before, _, after = _split(path.read_text() if path.is_file() else "")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text((before + "\n\n" if before else "") + SECTION + "\n" + body)
+    path.write_text((before.rstrip() + "\n\n" if before.strip() else "") + SECTION + "\n" + body.rstrip() + "\n"
+                    + after)
 
 
 def kept_section(path: Path) -> str:
     """The load test's section of `path`, for `hpo bench` to keep when it rewrites the file; '' if none."""
-    text = path.read_text() if path.is_file() else ""
-    return "\n" + SECTION + text.split(SECTION, 1)[1] if SECTION in text else ""
+    section = _split(path.read_text() if path.is_file() else "")[1]
+    return "\n" + section.rstrip() + "\n" if section else ""
 
 
 def _positive_list(raw: str) -> list[int]:
