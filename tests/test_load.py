@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from studyfiles import write_study
 
-from hpo.bench.load import SECTION, Setting, kept_section, run_setting, table, write_section
+from hpo.bench.load import SECTION, Setting, kept_section, run_setting, section_body, table, write_section
 from hpo.bench.pgcluster import Cluster, NoCluster
 
 
@@ -46,3 +46,16 @@ def test_the_load_section_is_replaced_in_place_and_what_follows_it_is_kept(tmp_p
     fresh = tmp_path / "new.md"
     write_section(fresh, "## Load test: many workers\n\n| t |\n")
     assert fresh.read_text() == f"{SECTION}\n## Load test: many workers\n\n| t |\n"
+
+
+def test_append_adds_this_run_s_rows_after_the_earlier_run_s(tmp_path):
+    header = "| storage | workers |\n|---|---:|"
+    first = section_body(f"{header}\n| PostgreSQL | 8 |\n| hpo proxy | 8 |",
+                         "`make load ARGS=\"--workers 8\"` on day 1")
+    path = tmp_path / "B.md"
+    write_section(path, first)
+    old = kept_section(path)
+    both = section_body(f"{header}\n| PostgreSQL | 56 |", "`make load ARGS=\"--workers 56 --append\"` on day 2", old)
+    rows = [line for line in both.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows == ["| storage | workers |", "| PostgreSQL | 8 |", "| hpo proxy | 8 |", "| PostgreSQL | 56 |"]
+    assert "`make load ARGS=\"--workers 8\"` on day 1, and `make load ARGS=\"--workers 56 --append\"` on day 2" in both

@@ -251,7 +251,9 @@ def table(results: list[Result]) -> str:
 
 
 def run_load(workers: list[int], trials: int, kills: int, modes: list[str], out: Path | None, log=print,
-             max_connections: int = 400) -> list[Result]:
+             max_connections: int = 400, append: bool = False) -> list[Result]:
+    """Run every setting on one throwaway cluster and write the section of `out`; `append`: add this run's rows
+    to the table already there (a larger setting run later) instead of replacing it."""
     results = []
     with tempfile.TemporaryDirectory(prefix="hpo-load-") as tmp, Cluster(max_connections=max_connections) as cluster:
         for n in workers:
@@ -268,11 +270,10 @@ def run_load(workers: list[int], trials: int, kills: int, modes: list[str], out:
     if out is not None:
         load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
         when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
-        write_section(out, "## Load test: many workers, some killed\n\n"
-                           f"`make load ARGS=\"{' '.join(sys.argv[1:])}\"` on {when}, {os.cpu_count()} cores, "
-                           f"load average {load_avg} at the end (other programs on the machine slow every setting "
-                           "alike). hpo/bench/load.py says what each column means.\n\n"
-                           f"{text}\n")
+        run = (f"`make load ARGS=\"{' '.join(sys.argv[1:])}\"` on {when}, {os.cpu_count()} cores, load average "
+               f"{load_avg} at the end")
+        old = _split(out.read_text() if out.is_file() else "")[1] if append else ""
+        write_section(out, section_body(text, run, old))
     return results
 
 
@@ -285,6 +286,19 @@ def _split(text: str) -> tuple[str, str, str]:
     own = rest.find("\n## ")
     nxt = rest.find("\n## ", own + 1) if own >= 0 else -1
     return before, SECTION + (rest if nxt < 0 else rest[:nxt]), "" if nxt < 0 else rest[nxt:]
+
+
+def section_body(text: str, run: str, old: str = "") -> str:
+    """The load section for this run's table `text` and its description `run`; with the `old` section (--append),
+    its rows come first and its runs are named too."""
+    old_rows = [line for line in old.splitlines() if line.startswith(("| PostgreSQL", "| hpo proxy"))]
+    if old_rows:
+        runs = old.split("\n\n")[1].split(" (other programs")[0]  # the runs the section named so far
+        text = "\n".join(text.splitlines()[:2] + old_rows + text.splitlines()[2:])
+        run = f"{runs}, and {run}"
+    return ("## Load test: many workers, some killed\n\n"
+            f"{run} (other programs on the machine slow every setting alike). hpo/bench/load.py says what each "
+            f"column means.\n\n{text}\n")
 
 
 def write_section(path: Path, body: str) -> None:
@@ -320,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="direct,proxy", help="direct,proxy (default both)")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"),
                    help="markdown file whose load section to (re)write (default BENCHMARKS.md)")
+    p.add_argument("--append", action="store_true",
+                   help="add this run's rows to the section's table instead of replacing it (a larger setting later)")
     args = p.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     try:
@@ -328,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.trials < 1 or args.kills < 0:
             raise HpoError("--trials must be positive and --kills not negative")
         results = run_load(args.workers, args.trials, args.kills, modes, Path(args.out),
-                           max_connections=max(100, 8 * max(args.workers) + 50))
+                           max_connections=max(100, 8 * max(args.workers) + 50), append=args.append)
     except HpoError as e:
         print(f"hpo: error: {e}", file=sys.stderr)
         return 2
