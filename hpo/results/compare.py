@@ -59,11 +59,8 @@ def build_entries(study, paper: Paper | None, proto: dict, dataset: str, referen
             for row in paper.table(t):
                 entries.append({"kind": "paper", "name": row.name, "table": t, "reported": row.reported,
                                 "note": row.note, "hp": paper.row_config(row, proto)})
-    best = best_trials(study, 1)[0]
-    hp = {k: v for k, v in best.user_attrs["config"].items() if k != "seed"}
-    entries.append({"kind": "optimum", "name": f"automated optimum (trial {best.number})", "trial": best.number,
-                    "val_accuracy": best.values[0], "reported": None,
-                    "note": describe_config(hp, best.user_attrs.get("io")), "hp": hp})
+    opt = optimum_row(study)
+    entries.append({"kind": "optimum", "name": f"automated optimum (trial {opt['trial']})", "reported": None, **opt})
     if references and paper and paper.references:
         # The references of the compared data set where the paper cites them, else the first data set's rows.
         refs = [r for r in paper.references if r.dataset == dataset]
@@ -179,9 +176,18 @@ def reused_runs(path: str | Path, hp: dict, dataset: str, meta: dict, seeds: lis
     return got["runs"]
 
 
-def search_optimum(name: str, search: int, storage: str | None, smoke: bool) -> dict:
-    """The best trial of the study's `search`-th independent search, as a row to re-train (with its study, to
-    check its data); one line naming the command when that search has not run."""
+def optimum_row(study) -> dict:
+    """The study's best trial as a configuration to re-train: its number, validation accuracy, config (without
+    its seed: the comparison's seeds replace it) and the config in words."""
+    best = best_trials(study, 1)[0]
+    hp = {k: v for k, v in best.user_attrs["config"].items() if k != "seed"}
+    return {"trial": best.number, "val_accuracy": best.values[0], "hp": hp,
+            "note": describe_config(hp, best.user_attrs.get("io"))}
+
+
+def search_optimum(name: str, search: int, storage: str | None, smoke: bool) -> tuple:
+    """(the study of the `search`-th independent search, its optimum_row to re-train); one line naming the
+    command when that search has not run."""
     try:
         study = open_study(search_name(name, search), storage, smoke)
     except StudyError:
@@ -189,11 +195,9 @@ def search_optimum(name: str, search: int, storage: str | None, smoke: bool) -> 
         missing = study_name(search_name(name, search), smoke)
         raise StudyError(f"--searches: search {search} of {name!r} has not run (no study {missing!r} in the storage); "
                          f"run `{run}` first") from None
-    best = best_trials(study, 1)[0]
-    hp = {k: v for k, v in best.user_attrs["config"].items() if k != "seed"}
-    return {"search": search, "study": study.study_name, "name": f"search {search}: trial {best.number}",
-            "trial": best.number, "val_accuracy": best.values[0], "hp": hp, "study_obj": study,
-            "note": describe_config(hp, best.user_attrs.get("io"))}
+    opt = optimum_row(study)
+    return study, {"search": search, "study": study.study_name, "name": f"search {search}: trial {opt['trial']}",
+                   **opt}
 
 
 def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = None, storage: str | None = None,
@@ -225,7 +229,8 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
     proto = s.get("protocol") or {}
     paper = study_paper(s)
     entries = build_entries(study, paper, proto, dataset, references)  # raises when there is no completed trial
-    others = [search_optimum(name, k, storage, smoke) for k in range(2, searches + 1)]  # all there, before training
+    found = [search_optimum(name, k, storage, smoke) for k in range(2, searches + 1)]  # all there, before training
+    others = [row for _, row in found]
     if epochs:
         for e in [*entries, *others]:
             e["hp"] = {**e["hp"], "epochs": epochs}
@@ -233,11 +238,8 @@ def compare_study(name: str, *, seeds: int | None = None, dataset: str | None = 
     device = resolve_device(device, budget.get("device", "cpu"))
     ds = data_mod.load(spec)
     if dataset == study_dataset:
-        for s_ in [study, *(o.pop("study_obj") for o in others)]:
-            check_same_data(s_, ds.sha256)
-    else:
-        for o in others:
-            o.pop("study_obj")
+        for searched in [study, *(st for st, _ in found)]:
+            check_same_data(searched, ds.sha256)
     splits = data_mod.make_splits(ds, final=True, train_limit=train_limit, eval_limit=eval_limit).to(device)
     threads = budget.get("threads", 2)
     seed0 = s.get("seed", 0)
