@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import signal
 
 import optuna
 import pytest
@@ -26,6 +27,7 @@ from hpo.results.notes import LiveNote, TrialNotes, artifact_dir, live_note, ope
 from hpo.search.objective import Objective
 from hpo.search.papers import load_paper
 from hpo.search.storage import open_storage
+from hpo.search.workers import _Interrupts
 from hpo.search.studyfile import load_study
 from hpo.training.loop import train
 from hpo.urls import sqlite_path
@@ -346,19 +348,39 @@ def test_the_dashboard_refuses_a_missing_artifact_folder_it_was_given(tmp_path, 
     assert not (tmp_path / "nope").exists()
 
 
-def test_ctrl_c_while_a_note_is_written_fails_the_trial_as_interrupted_after_settling(tmp_path, tiny_mnist):
+def test_ctrl_c_while_a_note_is_written_fails_the_trial_as_interrupted(tmp_path, tiny_mnist):
     cfg = _cfg(tmp_path, n_trials=1, epochs=1, baselines=False)
-    order = []
 
     class Interrupting:
         def write(self, trial, state, value):
-            order.append(f"note {state}")
             raise KeyboardInterrupt
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'k.db'}", direction="maximize")
-    objective = Objective(cfg, _splits(), threads=1, notes=Interrupting(), settled=lambda: order.append("settled"))
     with pytest.raises(KeyboardInterrupt):
-        study.optimize(objective, n_trials=1)
+        study.optimize(Objective(cfg, _splits(), threads=1, notes=Interrupting()), n_trials=1)
     t = study.trials[0]
-    assert order == ["settled", "note complete"]  # a worker stops raising on signals before the note
     assert t.state == TrialState.FAIL and t.user_attrs["outcome"] == "interrupted"
+
+
+def test_a_worker_s_signal_once_training_has_ended_stops_it_after_the_trial_is_told(tmp_path, tiny_mnist):
+    """A worker raises signals only inside training (its objective trains through _Interrupts.around): one
+    that arrives while the note is written leaves the finished trial COMPLETE and stops the worker after it."""
+    cfg = _cfg(tmp_path, n_trials=2, epochs=1, baselines=False)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        interrupts = _Interrupts()
+        interrupts.raise_now = False  # loaded: the worker lowers it before its trials start
+
+        class Signalling:
+            def write(self, trial, state, value):
+                os.kill(os.getpid(), signal.SIGINT)  # the handler runs at once, in this (the main) thread
+
+        study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
+        objective = Objective(cfg, _splits(), threads=1, notes=Signalling(), train_fn=interrupts.around(train))
+        study.optimize(objective, n_trials=2, callbacks=[interrupts])
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+    assert interrupts.requested
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]  # told as finished; no second trial
+    assert study.trials[0].user_attrs["outcome"] == "complete"

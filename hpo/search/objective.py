@@ -96,19 +96,15 @@ class Objective:
     """The Optuna objective: one trial = one training run of the configuration the space suggests.
 
     `train_fn` is the training loop (hpo.training.loop.train); the benchmark passes a timed wrapper of it.
-    `notes`: writes each trial's dashboard note as it ends (hpo study passes one; None writes none).
-    `settled`: called once a trial's outcome is known, before its note is written: a worker stops turning
-    signals into KeyboardInterrupt there, which would now fail a trial that has finished training."""
+    `notes`: writes each trial's dashboard note as it ends (hpo study passes one; None writes none)."""
 
     def __init__(self, cfg: StudyConfig, data: Splits, *, threads: int | None = None, space=None,
-                 train_fn: Callable[..., TrainResult] | None = None, notes: TrialNoteWriter | None = None,
-                 settled: Callable[[], None] | None = None):
+                 train_fn: Callable[..., TrainResult] | None = None, notes: TrialNoteWriter | None = None):
         self.cfg, self.data = cfg, data
         self.space = space or cfg.space
         self.threads = threads or cfg.budget.threads
         self.train_fn = train_fn or train
         self.notes = notes
-        self.settled = settled
 
     def __call__(self, trial: optuna.Trial):
         values, state = None, "crashed"
@@ -128,8 +124,6 @@ class Objective:
             self.crashed(trial, e)
             raise
         finally:  # the outcome is known and the trial still runs (a finished one takes no artifact)
-            if self.settled is not None:
-                self.settled()
             try:
                 self.note(trial, state, values)
             except KeyboardInterrupt:  # Ctrl-C while the note was written: Optuna fails the trial; say why

@@ -146,9 +146,8 @@ def _train_group(study: BudgetStudy, objective: Objective, group: list[TrialRun]
     budget = objective.cfg.budget
     if len(group) == 1 and pack_key(group[0].tc) is None:
         run = group[0]
-        train = around(lambda _: objective.train_one(run)) if around else (lambda _: objective.train_one(run))
-        try:
-            _tell(study, objective, run.trial, callbacks, values=train(None))
+        try:  # trained through objective.train_fn, which a worker guards as `around` guards a pack
+            _tell(study, objective, run.trial, callbacks, values=objective.train_one(run))
         except optuna.TrialPruned:
             _tell(study, objective, run.trial, callbacks)
         except KeyboardInterrupt:

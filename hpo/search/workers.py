@@ -35,6 +35,7 @@ from hpo.search.samplers import joining_seed, make_pruner, make_sampler
 from hpo.search.storage import close_storage, fail_stale, open_storage
 from hpo.search.study import load_data, prepare
 from hpo.search.studyfile import StudyConfig
+from hpo.training.loop import train
 from hpo.trials import add_provenance, counted, study_attrs
 from hpo.urls import redact
 
@@ -70,22 +71,20 @@ class _Interrupts:
         if self.raise_now:
             raise KeyboardInterrupt
 
-    def around(self, objective):
-        def run(trial):
-            if self.requested:  # the signal came while this trial was being asked for
+    def around(self, train):
+        """`train` (one trial's or one pack's training) with signals raised inside it: the worker's objective
+        trains through this, so a signal once training has ended stops the worker after the trial is told
+        instead of failing a trial that has finished training."""
+        def run(*args, **kwargs):
+            if self.requested:  # the signal came while this trial was being asked for or built
                 raise KeyboardInterrupt
             self.raise_now = True
             try:
-                return objective(trial)
+                return train(*args, **kwargs)
             finally:
                 self.raise_now = False
 
         return run
-
-    def settled(self) -> None:
-        """The running trial's outcome is known (Objective calls this before writing its note): a signal from
-        here on stops the worker after the trial is told, instead of failing the finished trial."""
-        self.raise_now = False
 
     def __call__(self, study, trial) -> None:  # a study callback: the safe point after each trial
         if self.requested:
@@ -134,14 +133,13 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
         remaining = cfg.n_trials - counted(study)
         interrupts.raise_now = False
         study.should_stop = lambda: interrupts.requested  # a worker waiting for the last trials stops too
-        objective = Objective(cfg, splits, threads=threads, space=space,
-                              notes=notes.trial_notes(cfg.paper) if notes is not None else None,
-                              settled=interrupts.settled)
+        objective = Objective(cfg, splits, threads=threads, space=space, train_fn=interrupts.around(train),
+                              notes=notes.trial_notes(cfg.paper) if notes is not None else None)
         if remaining > 0 and cfg.budget.packs:
             run_packs(study, objective, pack=cfg.budget.pack, max_trials=remaining, timeout=cfg.timeout,
                       callbacks=[interrupts, _ParentWatch()], around=interrupts.around)
         elif remaining > 0:
-            study.run(interrupts.around(objective), max_trials=remaining, timeout=cfg.timeout,
+            study.run(objective, max_trials=remaining, timeout=cfg.timeout,
                       callbacks=[interrupts, _ParentWatch()])
     except KeyboardInterrupt:
         pass  # stopped by the parent or Ctrl-C; Optuna has marked the running trial FAIL
