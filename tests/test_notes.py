@@ -27,8 +27,8 @@ from hpo.results.notes import LiveNote, TrialNotes, artifact_dir, live_note, ope
 from hpo.search.objective import Objective
 from hpo.search.papers import load_paper
 from hpo.search.storage import open_storage
-from hpo.search.workers import _Interrupts
 from hpo.search.studyfile import load_study
+from hpo.search.workers import _Interrupts
 from hpo.training.loop import train
 from hpo.urls import sqlite_path
 
