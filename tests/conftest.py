@@ -55,3 +55,16 @@ def tiny_mnist(tmp_path, monkeypatch):
 def fmnist_available():
     if not FMNIST.exists() and not os.environ.get("HPO_DATA_DIR"):
         pytest.skip("Fashion-MNIST is not installed (make data)")
+
+
+# Under `make test` (pytest-xdist, --dist loadgroup) these run one after another on one xdist worker while the
+# other worker takes the in-process tests: they start worker processes, servers or a browser, kill or signal them,
+# and wait on heartbeats, so two of them at once on a small machine would starve each other's heartbeats.
+PROCESS_MODULES = {"test_crash", "test_dashboard", "test_load", "test_postgres", "test_proxy", "test_workers"}
+PROCESS_TESTS = ("ctrl_c", "two_workers", "kill", "signal")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__ in PROCESS_MODULES or any(word in item.name for word in PROCESS_TESTS):
+            item.add_marker(pytest.mark.xdist_group("processes"))

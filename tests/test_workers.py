@@ -48,6 +48,14 @@ def test_sqlite_storage_uses_wal(tmp_path):
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_a_commit_does_not_wait_for_the_disk_in_wal_mode(tmp_path):
+    """synchronous=NORMAL on hpo's own connections (SQLite's default, FULL, syncs the disk at every commit)."""
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    with storage.engine.connect() as c:
+        assert c.exec_driver_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert c.exec_driver_sql("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
 def _slow_objective(trial):
     time.sleep(0.02)
     return trial.suggest_float("x", 0, 1)

@@ -26,7 +26,7 @@ from hpo.bench.parallel import fixed_configs, steady_rate
 from hpo.bench.throughput import WIDTHS, _sync, interleaved
 from hpo.provenance import ROOT
 from hpo.search.files import read_yaml
-from hpo.search.storage import open_storage
+from hpo.search.storage import open_storage, study_name
 from hpo.search.study import create_or_load, enqueue_baselines, prepare
 from hpo.search.studyfile import load_study
 from hpo.stats import pm_of
@@ -70,7 +70,7 @@ def bench_trials_per_hour(scale, log: Callable[[str], None], workdir: Path) -> d
         got: dict[int | str, list[float]] = {k: [] for k in PACKS}
         for rep, k in itertools.product(range(scale.pk_repeats), PACKS):
             url = f"sqlite:///{workdir / f'packs-{batch}-{rep}-{k}.db'}"
-            study, _ = create_or_load(cfg, open_storage(url), cfg.name + ("-smoke" if smoke else ""), None, space)
+            study, _ = create_or_load(cfg, open_storage(url), study_name(cfg.name, smoke), None, space)
             enqueue_baselines(study, cfg, space)  # none here; marks the study ready for the run that joins it
             for p in configs:
                 study.enqueue_trial(p)

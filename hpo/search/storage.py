@@ -63,6 +63,9 @@ def _tune_sqlite(engine) -> None:
     processes that both read and then write deadlock, and one gets 'database is locked' at once, whatever
     the busy timeout. BEGIN IMMEDIATE takes the lock up front, where the timeout makes it wait instead.
     WAL lets readers that do not use this engine (optuna-dashboard, `optuna` CLI) read beside a writer.
+    synchronous=NORMAL, SQLite's advice for WAL: a commit no longer waits for the disk (it waited about 2 ms, a
+    few thousand times per study). A killed process still loses nothing it committed, and the file stays
+    consistent; only a power loss or an operating-system crash can roll back the last commits.
     """
 
     @sqlalchemy.event.listens_for(engine, "connect")
@@ -72,6 +75,8 @@ def _tune_sqlite(engine) -> None:
             dbapi_connection.execute("PRAGMA journal_mode=WAL")
         except sqlite3.OperationalError:
             pass  # the file is busy: WAL is an optimisation, retried on the next connection
+        if dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # per connection; safe in WAL mode only
 
     @sqlalchemy.event.listens_for(engine, "begin")
     def _begin(connection):
