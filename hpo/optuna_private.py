@@ -7,7 +7,9 @@ there first, with the name of what changed. Where a public API does the job, use
 - A study's storage and ids: Optuna 5 reaches study system attributes only through the storage
   (Study.system_attrs is gone), and neither Study nor FrozenTrial exposes its storage id publicly.
 - Trial notes: optuna-dashboard's key format for a note (its `_note` module), so that a trial's first note can be
-  written without save_note's two reads of every study system attribute.
+  written without save_note's two reads of every study system attribute. The format is written out here rather
+  than imported: importing optuna_dashboard loads its web app, Optuna's importance module and scikit-learn (about
+  a second), in every worker process, which writes notes but serves no dashboard.
 - Silent running trials: Optuna fails a stale trial only once it has a heartbeat; one that never wrote one is
   found by a query on Optuna's own `trials` and `trial_heartbeats` tables.
 """
@@ -22,10 +24,17 @@ import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread
 from optuna.trial import FrozenTrial
-from optuna_dashboard._note import SYSTEM_ATTR_MAX_LENGTH, note_str_key_prefix, note_ver_key
 
 WRITTEN_AGAINST = {"optuna": "5.1.0", "optuna-dashboard": "0.21.0", "sqlalchemy": "2.1.9"}
-NOTE_CHUNK = SYSTEM_ATTR_MAX_LENGTH  # the longest text one chunk of an optuna-dashboard note holds
+NOTE_CHUNK = 2045  # the longest text one chunk of a note holds (optuna_dashboard._note.SYSTEM_ATTR_MAX_LENGTH)
+
+
+def _note_ver_key(trial_id: int) -> str:  # optuna_dashboard._note.note_ver_key
+    return f"dashboard:{trial_id}:note_ver"
+
+
+def _note_str_key_prefix(trial_id: int) -> str:  # optuna_dashboard._note.note_str_key_prefix
+    return f"dashboard:{trial_id}:note_str:"
 
 
 def storage(study: optuna.Study) -> BaseStorage:
@@ -60,8 +69,8 @@ def save_first_trial_note(trial: optuna.Trial, body: str) -> None:
     if len(body) > NOTE_CHUNK:
         raise ValueError(f"a first note is one chunk: {len(body)} > {NOTE_CHUNK} characters")
     sid, tid = trial.study._study_id, trial._trial_id
-    trial.storage.set_study_system_attr(sid, note_ver_key(tid), 1)
-    trial.storage.set_study_system_attr(sid, f"{note_str_key_prefix(tid)}0", body)
+    trial.storage.set_study_system_attr(sid, _note_ver_key(tid), 1)
+    trial.storage.set_study_system_attr(sid, f"{_note_str_key_prefix(tid)}0", body)
 
 _SILENT = sqlalchemy.text(
     "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
-from optuna_dashboard import get_note, save_note
+from optuna_dashboard import _note, get_note, save_note  # _note: the private format, to compare
 
 from hpo import optuna_private
 
@@ -40,6 +40,12 @@ def test_study_system_attributes_round_trip_and_stay_out_of_user_attributes(stud
     optuna_private.set_study_system_attr(study, "hpo:x", {"a": 1})
     assert optuna_private.study_system_attrs(study)["hpo:x"] == {"a": 1}
     assert "hpo:x" not in study.user_attrs
+
+
+def test_the_note_format_written_out_is_the_dashboard_s():
+    assert optuna_private.NOTE_CHUNK == _note.SYSTEM_ATTR_MAX_LENGTH
+    assert optuna_private._note_ver_key(7) == _note.note_ver_key(7)
+    assert optuna_private._note_str_key_prefix(7) == _note.note_str_key_prefix(7)
 
 
 def test_a_first_trial_note_reads_back_through_the_dashboard_and_takes_a_second_version(study):
