@@ -10,8 +10,10 @@ import optuna
 import pytest
 
 from hpo.bench import memory
+from hpo.bench.load import SECTION as LOAD_SECTION
 from hpo.bench.parallel import TimedPruner, TimedSampler
 from hpo.bench.quality import bench_quality, markdown_quality, picture
+from hpo.bench.run import kept_separately
 from hpo.bench.search import expected_first_hit, median_bound
 from hpo.bench.throughput import AUGMENT, markdown_throughput, matmul_epoch
 from hpo.bench.versus import bench_versus, best_at, first_above, markdown_versus
@@ -90,12 +92,26 @@ def test_quick_bench_writes_its_table(tmp_path, fmnist_available, capsys):
     assert "## 6." not in text
     summary = text.split("| item | measure | target | result | met |")[1].split("\n\n")[0]
     rows = [line for line in summary.splitlines() if line.startswith("| ") and not line.startswith("|---")]
-    # every target of the issue has its row, met or not: 2 batch sizes x 2 for throughput, 2, 1, 1; packs: pack 8
-    # at the three batch sizes up to 128, auto at all four, the bmm bound at 64
-    assert [r.split(" | ")[0][2] for r in rows] == ["1"] * 4 + ["2"] * 2 + ["3", "4"] + ["5"] * 8
+    # every target of the issue has its row, met or not: 2 batch sizes x 2 for throughput, 2, 1, 1; packs (at the
+    # quick scale's batch sizes 64 and 256): pack 8 at 64 (its targets stop at 128), auto at both, the bmm bound
+    assert [r.split(" | ")[0][2] for r in rows] == ["1"] * 4 + ["2"] * 2 + ["3", "4"] + ["5"] * 4
     assert all(r.endswith(("| **yes** |", "| no |")) for r in rows)
     assert "nan" not in text
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_bench_only_keeps_the_sections_measured_separately_that_it_does_not_measure(tmp_path, fmnist_available):
+    out = tmp_path / "BENCHMARKS.md"
+    separate = "## 7. Search quality (measured separately, day 1)\n\nthree searches, by hand\n"
+    out.write_text(f"# Benchmarks\n\n## 2. Search efficiency\n\nold\n\n{separate}\n{LOAD_SECTION}\n"
+                   "## Load test: many workers\n\n| t |\n")
+    assert kept_separately(out, ["search"]) == "\n" + separate
+    assert kept_separately(out, ["quality"]) == ""
+    assert main(["bench", "--quick", "--only", "search", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "old" not in text and text.count("## 2. Search efficiency") == 1
+    assert text.index("## 2. Search") < text.index(separate) < text.index(LOAD_SECTION) < text.index("| t |")
+    assert "except in the sections headed \"measured separately\"" in text
 
 
 def test_unknown_item_is_one_line_and_writes_nothing(tmp_path, capsys):

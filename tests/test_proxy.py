@@ -22,6 +22,7 @@ from test_postgres import postgres_url  # noqa: F401  (the module-scoped throwaw
 
 from hpo.bench.big import dashboard_first_load
 from hpo.bench.pgcluster import free_port
+from hpo.cli import main
 from hpo.errors import StudyError
 from hpo.search.proxy import BEAT_KEY, ProxyStorage, parse_grpc_url
 from hpo.search.storage import open_storage
@@ -181,10 +182,8 @@ def test_a_worker_killed_behind_the_proxy_has_its_trial_retried(tiny_mnist, tmp_
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     assert_no_duplicate_baselines(study)
 
-    exported = run_hpo("export", name, "--storage", hpo_proxy, "--out", str(tmp_path / "best.yaml"))
-    assert exported.returncode == 0, exported.stderr
+    assert main(["export", name, "--storage", hpo_proxy, "--out", str(tmp_path / "best.yaml")]) == 0
     assert (tmp_path / "best.yaml").is_file()
-    reported = run_hpo("report", name, "--storage", hpo_proxy, "--out", str(tmp_path / "report"))
-    assert reported.returncode == 0, reported.stderr
+    assert main(["report", name, "--storage", hpo_proxy, "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "report.md").is_file()
     assert dashboard_first_load(hpo_proxy, study._study_id, dict(os.environ)) > 0  # its study API lists the trials

@@ -39,7 +39,6 @@ STUDY = "relu3_adam"
 PACKS = (1, 4, 8, "auto")
 PACK8_TARGETS = {32: 2.5, 64: 2.0, 128: 1.5}  # issue 20: pack 8 against pack 1, trials per hour, per batch size
 BOUND_TARGET = (64, 2.0)  # the stacked step within 2x of the bmm bound at batch 64
-BATCHES = (32, 64, 128, 256)
 STACKED = (1, 4, 8, 16)
 
 
@@ -63,7 +62,7 @@ def bench_trials_per_hour(scale, log: Callable[[str], None], workdir: Path) -> d
     smoke = scale.name != "full"  # quick: the --smoke data subset
     quiet = Console(file=io.StringIO(), width=160)
     rows = []
-    for batch in BATCHES:
+    for batch in scale.pk_batches:
         path = pack_study_file(scale, workdir, batch)
         cfg, space = prepare(str(path), smoke=smoke)
         configs = fixed_configs(space, cfg.n_trials)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -75,10 +76,11 @@ class Scale:
     oh_train: int = 2000
     oh_eval: int = 1000
     oh_epochs: int = 1
-    # 5 packs: trials per batch size and pack size, their epochs, repeats
+    # 5 packs: trials per batch size and pack size, their epochs, repeats, the batch sizes
     pk_trials: int = 16
     pk_epochs: int = 1
     pk_repeats: int = 2
+    pk_batches: tuple[int, ...] = (32, 64, 128, 256)
     # 6 versus: each runner's wall budget (minutes); smoke: hpo's tiny data subset and one epoch for all three
     vs_minutes: float = 10.0
     vs_smoke: bool = False
@@ -96,7 +98,7 @@ QUICK = Scale(  # one thread: quick numbers are for a first look, and one thread
           ("epochs", (1, 2))),
     sc_trials=4, sc_epochs=1, sc_repeats=1,  # the --smoke data subset
     oh_trials=12, oh_train=500, oh_eval=200, oh_epochs=1,
-    pk_trials=4, pk_epochs=1, pk_repeats=1,
+    pk_trials=4, pk_epochs=1, pk_repeats=1, pk_batches=(64, 256),
     vs_minutes=0.25, vs_smoke=True,
     q_searches=2, q_seeds=2, q_smoke=True,
 )
@@ -136,7 +138,8 @@ def machine(threads: int) -> dict:
 # --- the report ---------------------------------------------------------------------------------
 
 
-def markdown(results: dict, info: dict, scale: Scale, command: str) -> str:
+def markdown(results: dict, info: dict, scale: Scale, command: str, kept: bool = False) -> str:
+    """The file's text for this run's items; `kept`: sections from earlier runs follow (kept_separately)."""
     writers = {"throughput": throughput.markdown_throughput, "search": search.markdown,
                "scaling": parallel.markdown_scaling, "overhead": parallel.markdown_overhead,
                "packs": pack_speed.markdown_packs, "versus": versus.markdown_versus,
@@ -151,7 +154,9 @@ def markdown(results: dict, info: dict, scale: Scale, command: str) -> str:
         "# Benchmarks",
         "",
         (f"Written by `{command}` on {info['date']} ({scale.name} scale, {info['minutes']:.1f} minutes in all); "
-        "every number below comes from this one run."),
+        + ("every number below comes from this one run, except in the sections headed \"measured separately\" "
+           "and the load test's, which say when and how they were measured." if kept else
+           "every number below comes from this one run.")),
         "",
         (f"Machine: {info['nproc']} cores ({info['cpu']}), torch {info['torch']}, optuna {info['optuna']}, "
         f"Python {info['python']}; training on {info['threads']} threads unless a row says otherwise. "
@@ -163,6 +168,24 @@ def markdown(results: dict, info: dict, scale: Scale, command: str) -> str:
         *[f"| {a} | {b} | {c} | {d} | {'**yes**' if e else 'no'} |" for a, b, c, d, e in targets],
     ]
     return "\n".join(head) + "\n\n" + "\n\n".join(sections) + "\n"
+
+
+SEPARATE = re.compile(r"^## (\d+)\. [^\n]*\(measured separately[^\n]*$", re.M)
+
+
+def kept_separately(path: Path, items: list[str]) -> str:
+    """The sections of `path` headed "## N. ... (measured separately ...)" whose item this run does not measure
+    (a long item run on its own, e.g. `python -m hpo.bench.quality`), for `hpo bench --only` to keep."""
+    text = path.read_text() if path.is_file() else ""
+    kept = []
+    for m in SEPARATE.finditer(text):
+        n = int(m.group(1))
+        if 1 <= n <= len(ITEMS) and ITEMS[n - 1] in items:
+            continue
+        rest = text[m.start():]
+        ends = [i for i in (rest.find("\n## ", 1), rest.find("\n" + load.SECTION)) if i > 0]
+        kept.append(rest[:min(ends)] if ends else rest)
+    return "".join("\n" + section.rstrip() + "\n" for section in kept)
 
 
 def run_bench(quick: bool = False, out: str | None = None, only: list[str] | None = None,
@@ -210,7 +233,8 @@ def run_bench(quick: bool = False, out: str | None = None, only: list[str] | Non
     info.update(load_end=load_average(), minutes=(time.perf_counter() - t0) / 60)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(markdown(results, info, scale, command) + load.kept_section(path))  # `make load`'s table
+        kept = kept_separately(path, items) + load.kept_section(path)  # `make load`'s table
+        path.write_text(markdown(results, info, scale, command, kept=bool(kept)) + kept)
     except OSError as e:
         raise HpoError(f"--out: cannot write {path} ({e.strerror})") from None
     log(f"wrote {path}")
