@@ -11,9 +11,10 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, run_hpo, write_study
+from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, write_study
 
 from hpo.bench.pgcluster import Cluster, NoCluster, free_port
+from hpo.cli import main
 from hpo.trials import study_attrs
 
 
@@ -61,10 +62,10 @@ def test_workers_started_separately_share_one_study(tiny_mnist, tmp_path, postgr
     assert study_attrs(study)["split"]["n_train"] == 500
 
 
-def test_an_unreachable_server_is_one_line(tiny_mnist, tmp_path):
+def test_an_unreachable_server_is_one_line(tiny_mnist, tmp_path, capfd):
     url = f"postgresql://hpo:secret@127.0.0.1:{free_port()}/hpo"
-    r = run_hpo("study", str(write_study(tmp_path)), "--storage", url)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
+    assert main(["study", str(write_study(tmp_path)), "--storage", url]) == 2
+    err = capfd.readouterr().err
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hpo: error: cannot open storage postgresql://hpo:***@127.0.0.1:")
-    assert "secret" not in r.stderr
+    assert "secret" not in err

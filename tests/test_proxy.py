@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials, get_storage
 from optuna.trial import TrialState
-from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, run_hpo, wait_for, write_study
+from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, wait_for, write_study
 from test_postgres import postgres_url  # noqa: F401  (the module-scoped throwaway cluster)
 
 from hpo.bench.big import dashboard_first_load
@@ -43,12 +43,12 @@ def test_a_bad_grpc_url_is_one_line(url):
         parse_grpc_url(url)
 
 
-def test_no_proxy_there_is_one_line(tiny_mnist, tmp_path):
-    r = run_hpo("study", str(write_study(tmp_path)), "--storage", f"grpc://127.0.0.1:{free_port()}")
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no proxy listens on 127.0.0.1:" in lines[0], r.stderr
-    assert "hpo proxy --storage" in lines[0], r.stderr
+def test_no_proxy_there_is_one_line(tiny_mnist, tmp_path, capfd):
+    assert main(["study", str(write_study(tmp_path)), "--storage", f"grpc://127.0.0.1:{free_port()}"]) == 2
+    err = capfd.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "no proxy listens on 127.0.0.1:" in lines[0], err
+    assert "hpo proxy --storage" in lines[0], err
 
 
 @pytest.fixture
