@@ -115,9 +115,10 @@ def _first_line(proc: subprocess.Popen, timeout: float) -> str:
     return proc.stdout.readline()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def dashboard(populated):
-    """`hpo dashboard` on a free loopback port; yields its base URL; stopped as Ctrl-C would."""
+    """`hpo dashboard` on a free loopback port, one server for the module's browser tests (they only read);
+    yields its base URL; stopped as Ctrl-C would."""
     proc = subprocess.Popen(hpo_command("dashboard", "--port", "0", "--storage", populated), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
