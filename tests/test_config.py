@@ -8,6 +8,7 @@ import pytest
 
 from hpo.cli import main
 from hpo.provenance import ROOT
+from hpo.results.export import load_config
 from hpo.search.papers import load_paper
 from hpo.search.studyfile import check_file, load_space, load_study
 
@@ -43,6 +44,18 @@ def test_every_shipped_paper_validates_and_says_where_its_numbers_come_from(path
     assert path.read_text().startswith("#"), f"{path.name} needs a header comment saying how it was read"
     paper = load_paper(path.stem)  # found by name, as a study's `baselines.paper` finds it
     assert paper.source.endswith(f"papers/{path.name}") and paper.title
+
+
+def test_the_shipped_hand_configuration_lies_inside_relu3_adam_s_space():
+    """docs/relu3_adam_hand.yaml, what bench item 7 holds the searches against, is a configuration the study's
+    space could draw: each value within its range or among its choices."""
+    hand = load_config(ROOT / "docs" / "relu3_adam_hand.yaml").train
+    space = load_study("relu3_adam").space
+    assert hand.widths == (64, 64) and hand.epochs == 40
+    for name in ("lr", "batch_size", "epochs", "schedule", "weight_decay", "dropout", "label_smoothing"):
+        param, value = space.params[name], getattr(hand, name)
+        assert (value in param.choices) if param.choices else (param.low <= value <= param.high), name
+    assert all(space.params["width"].low <= w <= space.params["width"].high for w in hand.widths)
 
 
 def test_paper_studies_hold_their_tables():
