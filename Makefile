@@ -88,8 +88,9 @@ reproduce: install data ## the whole audit: study, export, train, compare, repor
 	$(BIN)/hpo compare $(NAME) $(SMOKE_FLAG) --seeds $(N_SEEDS) --reuse $(RUN)/train.json --searches $(N_SEARCHES)
 	@echo "the report: $(RUN)/report.md (its pictures beside it); the dashboard: make dashboard, then open http://127.0.0.1:8080/dashboard"
 
-test: install data ## run the test suite
-	$(BIN)/python -m pytest -q $(ARGS)
+TEST_JOBS ?= 2
+test: install data ## run the test suite (TEST_JOBS=2 processes; the process-heavy tests one after another in one)
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup $(ARGS)
 
 check: install ## validate every shipped study, search space and paper
 	$(BIN)/hpo check studies/*.yaml search_spaces/*.yaml papers/*.yaml

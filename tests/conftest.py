@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# `make test` runs on 2 processes (pytest-xdist) on a 2-core machine, each starting worker processes of its own:
+# one torch thread each, or OpenMP threads spinning while they wait slow every process many times over. The
+# models here are small enough that one thread trains them as fast, to the same floats (the anchor test holds
+# that). Set before torch is imported; worker processes inherit it.
+os.environ.setdefault("HPO_MAX_THREADS", "1")
+
 import numpy as np
 import pytest
 
@@ -60,7 +66,9 @@ def fmnist_available():
 # Under `make test` (pytest-xdist, --dist loadgroup) these run one after another on one xdist worker while the
 # other worker takes the in-process tests: they start worker processes, servers or a browser, kill or signal them,
 # and wait on heartbeats, so two of them at once on a small machine would starve each other's heartbeats.
-PROCESS_MODULES = {"test_crash", "test_dashboard", "test_load", "test_postgres", "test_proxy", "test_workers"}
+# The anchor is here too: it trains on 2 threads, which another busy process would slow many times over.
+PROCESS_MODULES = {"test_anchor", "test_crash", "test_dashboard", "test_load", "test_postgres", "test_proxy",
+                   "test_workers"}
 PROCESS_TESTS = ("ctrl_c", "two_workers", "kill", "signal")
 
 

@@ -3,6 +3,7 @@ grammar key is in it; and `make study NAME` without `NAME=` stops before anythin
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -24,7 +25,9 @@ needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 
 def _make(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "-s", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=60)
+    # Without the variables of a `make test ARGS=...` around this run: make passes them down to a sub-make.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    return subprocess.run(["make", "-s", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=60, env=env)
 
 
 @needs_make

@@ -12,15 +12,17 @@ import time
 
 import optuna
 import pytest
+import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from studyfiles import ROOT, assert_no_duplicate_baselines, count, hpo_command, load, run_hpo, wait_for, write_study
 
 from hpo.cli import main
-from hpo.errors import StudyError
+from hpo.errors import HpoError, StudyError
 from hpo.search.budget import BudgetStudy, SurplusTrial
 from hpo.search.storage import heartbeat_settings, open_storage
 from hpo.search.workers import threads_per_worker
+from hpo.training.runtime import set_threads
 from hpo.trials import COUNTED, study_attrs
 
 
@@ -40,6 +42,23 @@ def test_heartbeat_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "soon")
     with pytest.raises(StudyError, match="HPO_HEARTBEAT_GRACE: expected a positive whole number"):
         heartbeat_settings()
+
+
+def test_hpo_max_threads_caps_what_a_study_asks_for(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("HPO_MAX_THREADS", "1")
+        set_threads(2)
+        assert torch.get_num_threads() == 1
+        monkeypatch.delenv("HPO_MAX_THREADS")
+        set_threads(2)
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv("HPO_MAX_THREADS", "two")
+        with pytest.raises(HpoError, match="HPO_MAX_THREADS: expected a positive whole number of threads, but got "
+                                           "'two'"):
+            set_threads(2)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_sqlite_storage_uses_wal(tmp_path):

@@ -23,7 +23,6 @@ import time
 import warnings
 
 import optuna
-import torch
 from optuna.trial import TrialState
 from rich.console import Console
 
@@ -36,6 +35,7 @@ from hpo.search.storage import close_storage, fail_stale, open_storage
 from hpo.search.study import load_data, prepare
 from hpo.search.studyfile import StudyConfig
 from hpo.training.loop import train
+from hpo.training.runtime import set_threads
 from hpo.trials import add_provenance, counted, study_attrs
 from hpo.urls import redact
 
@@ -109,7 +109,7 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
     interrupts = _Interrupts()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the parent shows every trial and its reason
-    torch.set_num_threads(threads)
+    set_threads(threads)
     storage = study = None
     try:
         try:

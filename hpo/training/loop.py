@@ -21,7 +21,7 @@ from hpo.training.cycles import train_cycles
 from hpo.training.fastmlp import fast_step
 from hpo.training.models import accuracy, build_model, count_params
 from hpo.training.pack import packable, train_pack
-from hpo.training.runtime import OPTIMIZERS, TrainResult
+from hpo.training.runtime import OPTIMIZERS, TrainResult, set_threads
 from hpo.training.spec import TrainConfig, cycles_momentum
 
 
@@ -78,8 +78,7 @@ def _train_run(cfg: TrainConfig, data: Splits, *, threads: int | None, max_secon
                on_epoch: Callable[[int, float], None] | None, check_every: int, model: nn.Module | None,
                fast: bool) -> TrainResult:
     """One run of the loop: a fresh optimizer and schedule over the model's trainable parameters."""
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     model = model if model is not None else build_model(cfg, data.input_shape, data.n_classes)
     device = data.train_x.device
     model = model.to(device)

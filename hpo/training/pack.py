@@ -33,7 +33,7 @@ from hpo.data import Splits
 from hpo.training.augment import Shifter, draw, generator
 from hpo.training.fastmlp import relu_mlp_step
 from hpo.training.models import build_model, count_params
-from hpo.training.runtime import TrainResult
+from hpo.training.runtime import TrainResult, set_threads
 from hpo.training.spec import TrainConfig, cycles_momentum
 
 # Activations without parameters of their own, as functions of (x, negative_slope per member).
@@ -367,8 +367,7 @@ def train_pack(cfgs: Sequence[TrainConfig], data: Splits, *, threads: int | None
     exception in `stopped_by`. A time cap (`max_seconds`) covers the pack: every member still training is
     stopped by it."""
     _check(cfgs)
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     device = data.train_x.device
     models = list(models) if models is not None else [build_model(c, data.input_shape, data.n_classes) for c in cfgs]
     net = StackedMLP(models, cfgs, device)
@@ -514,8 +513,7 @@ def calibrate_pack(cfg: TrainConfig, n_in: int, n_out: int, device="cpu", *, thr
     """`--pack auto`'s K for cfg's shape and batch size: the candidate with the most model-samples per second in
     a short timing of the real step (well under a second at these sizes), where a larger K must beat the best
     smaller one by `margin` to be taken: a pack that is not clearly faster than K = 1 is not chosen."""
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     best_k, best = 1, 0.0
     for k in candidates:
         rate = _step_rate(cfg, k, n_in, n_out, device, steps)

@@ -3,6 +3,7 @@ optimizer its config names, the device it trains on, and what it returns (TrainR
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -52,6 +53,23 @@ class TrainResult:
         return self.samples / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
+
+
+MAX_THREADS_ENV = "HPO_MAX_THREADS"
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's threads for this process: `threads` (a study's budget.threads, --threads), at most
+    $HPO_MAX_THREADS when that is set: a cap for a machine shared with other processes, where OpenMP threads
+    that spin while they wait would slow every process (the test suite sets 1: it runs on 2 processes)."""
+    if not threads:
+        return
+    cap = os.environ.get(MAX_THREADS_ENV)
+    if cap:
+        if not cap.isdigit() or int(cap) < 1:
+            raise HpoError(f"{MAX_THREADS_ENV}: expected a positive whole number of threads, but got {cap!r}")
+        threads = min(threads, int(cap))
+    torch.set_num_threads(threads)
 
 
 def resolve_device(asked: str | None, default: str = "cpu", where: str = "--device") -> str:
