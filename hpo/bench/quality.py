@@ -113,8 +113,10 @@ def picture(r: dict, path: Path) -> Path:
                      fontsize=9)
         ax.set_xlabel("trial", fontsize=8)
         ax.tick_params(labelsize=7)
-    for row in axes:
-        row[0].set_ylabel("epochs", fontsize=8)
+    for i, row in enumerate(axes):  # the first panel drawn in each row carries the y axis (sharey hides the rest)
+        first = min((j for j in range(len(row)) if (i, j) in drawn), default=0)
+        row[first].set_ylabel("epochs", fontsize=8)
+        row[first].tick_params(labelleft=True)
     fig.suptitle(f"{r['study']}: planned epochs (grey) and epochs trained (green complete, red pruned, blue the "
                  "paper's rows)", fontsize=9)
     return save(fig, path)
