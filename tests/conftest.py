@@ -66,9 +66,7 @@ def fmnist_available():
 # Under `make test` (pytest-xdist, --dist loadgroup) these run one after another on one xdist worker while the
 # other worker takes the in-process tests: they start worker processes, servers or a browser, kill or signal them,
 # and wait on heartbeats, so two of them at once on a small machine would starve each other's heartbeats.
-# The anchor is here too: it trains on 2 threads, which another busy process would slow many times over.
-PROCESS_MODULES = {"test_anchor", "test_crash", "test_dashboard", "test_load", "test_postgres", "test_proxy",
-                   "test_workers"}
+PROCESS_MODULES = {"test_crash", "test_dashboard", "test_load", "test_postgres", "test_proxy", "test_workers"}
 PROCESS_TESTS = ("ctrl_c", "two_workers", "kill", "signal")
 
 
