@@ -176,6 +176,17 @@ def test_a_packed_study_holds_ordinary_trials_and_exactly_n_trials(tiny_mnist, t
     assert len([t for t in resumed.get_trials(deepcopy=False) if t.state in COUNTED]) == 9
 
 
+def test_the_members_of_a_drawn_pack_share_their_widths_and_not_their_learning_rates(tiny_mnist, tmp_path):
+    path = write_study(tmp_path, n_trials=6, epochs=1, pack=3, baselines=False,
+                       width="{low: 8, high: 64, per_layer: true}")
+    trials = run_study(str(path), storage=f"sqlite:///{tmp_path / 'w.db'}").get_trials(deepcopy=False)
+    packs = [trials[:3], trials[3:]]  # asked pack by pack: the first member, then its pack-mates
+    for pack in packs:
+        assert len({tuple(t.user_attrs["config"]["widths"]) for t in pack}) == 1
+        assert len({t.params["lr"] for t in pack}) == 3
+    assert len({tuple(t.user_attrs["config"]["widths"]) for t in trials}) == 2  # first members draw freely
+
+
 def test_a_member_over_a_cap_or_pruned_is_its_own_outcome(tiny_mnist, tmp_path):
     """A member refused by the parameter cap is pruned before training while its pack-mates train; the pruner
     stops members one at a time."""

@@ -26,6 +26,7 @@ from hpo.bench.parallel import fixed_configs, steady_rate
 from hpo.bench.throughput import WIDTHS, _sync, interleaved
 from hpo.provenance import ROOT
 from hpo.search.files import read_yaml
+from hpo.search.pack_runner import shared_params
 from hpo.search.storage import open_storage, study_name
 from hpo.search.study import create_or_load, enqueue_baselines, prepare
 from hpo.search.studyfile import load_study
@@ -58,6 +59,16 @@ def pack_study_file(scale, workdir: Path, batch: int) -> Path:
     return path
 
 
+def packed_configs(space, n: int, group: int = max(k for k in PACKS if isinstance(k, int))) -> list[dict]:
+    """n configurations drawn once at random as a packed search draws them: in each run of `group`, the first
+    free and the others with its shared values (widths, hpo.search.pack_runner.shared_params). Every run of the
+    item trains these same trials, alone or packed."""
+    configs = fixed_configs(space, n)
+    for i in range(n):
+        configs[i].update(shared_params(configs[i - i % group]))
+    return configs
+
+
 def bench_trials_per_hour(scale, log: Callable[[str], None], workdir: Path) -> dict:
     smoke = scale.name != "full"  # quick: the --smoke data subset
     quiet = Console(file=io.StringIO(), width=160)
@@ -65,7 +76,7 @@ def bench_trials_per_hour(scale, log: Callable[[str], None], workdir: Path) -> d
     for batch in scale.pk_batches:
         path = pack_study_file(scale, workdir, batch)
         cfg, space = prepare(str(path), smoke=smoke)
-        configs = fixed_configs(space, cfg.n_trials)
+        configs = packed_configs(space, cfg.n_trials)
         got: dict[int | str, list[float]] = {k: [] for k in PACKS}
         for rep, k in itertools.product(range(scale.pk_repeats), PACKS):
             url = f"sqlite:///{workdir / f'packs-{batch}-{rep}-{k}.db'}"
@@ -164,7 +175,8 @@ def markdown_packs(r: dict) -> tuple[list[str], list[tuple]]:
         "",
         (f"(a) `hpo study FILE --pack K` on a fresh SQLite file with the same {t['n_trials']} trials enqueued before "
          f"each run: drawn once at random from relu3_adam's space with epochs fixed at {t['epochs']} and the batch "
-         f"size fixed per row, {t['n_train']:,} training images, random sampler, no pruner, one process. Trials per "
+         "size fixed per row, as a packed search draws them (in each run of 8, the first free and the others with "
+         f"its widths), {t['n_train']:,} training images, random sampler, no pruner, one process. Trials per "
          "hour in the steady state (from the first trial's start to the last one's end, storage timestamps); "
          "mean ± std over repeats. Every trial is its own Optuna trial in every run."),
         "",

@@ -33,12 +33,14 @@ from hpo.training.pack import calibrate_pack, pack_key, train_pack
 from hpo.trials import trial_state
 
 # The Optuna parameters that decide a pack's key (per-layer activations are activation_1, activation_2, ...).
-SHARED_PARAMS = ("model", "depth", "batch_size", "optimizer", "activation")
+# Widths too: members of different widths are padded to the widest, and with widths drawn freely a pack of K
+# computed about K of the largest networks, which cost what the speed-up saved (bench item 5, 2026-12-04).
+SHARED_PARAMS = ("model", "depth", "batch_size", "optimizer", "activation", "width")
 
 
 def shared_params(params: dict) -> dict:
     """The parameters a pack's later members take from its first."""
-    return {k: v for k, v in params.items() if k in SHARED_PARAMS or k.rsplit("_", 1)[0] == "activation"}
+    return {k: v for k, v in params.items() if k in SHARED_PARAMS or k.rsplit("_", 1)[0] in ("activation", "width")}
 
 
 def run_packs(study: BudgetStudy, objective: Objective, *, pack: int | str, max_trials: int,
@@ -61,15 +63,17 @@ def run_packs(study: BudgetStudy, objective: Objective, *, pack: int | str, max_
 
 
 def pack_size(objective: Objective, pack: int | str) -> Callable[[object], int]:
-    """K for a pack whose first member has config tc: `pack` itself, or for "auto" the calibrated K of tc's pack
-    key and widths (calibrated once per study run and shape)."""
+    """K for a pack whose first member has config tc: `pack` itself, or for "auto" the K calibrated on the first
+    pack of each pack key (depth, batch size, optimizer, activations) in this study run, on that member's widths.
+    Not per widths: with widths drawn from a range nearly every pack has new ones, and calibrating each (about a
+    second) cost more than the pack saved."""
     if pack != "auto":
         return lambda tc: int(pack)
     chosen: dict[tuple, int] = {}
     data = objective.data
 
     def size(tc) -> int:
-        key = (pack_key(tc), tuple(tc.widths))
+        key = pack_key(tc)
         if key not in chosen:
             chosen[key] = calibrate_pack(tc, data.train_x.shape[1], int(data.train_y.max()) + 1,
                                          data.train_x.device, threads=objective.threads)
