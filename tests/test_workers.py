@@ -226,6 +226,21 @@ def test_ctrl_c_inside_a_storage_write_leaves_no_trial_of_this_worker_running(tm
     assert trials[others.number].state == TrialState.RUNNING and study.fail_left_running() == []
 
 
+def test_try_ask_takes_an_enqueued_trial_when_every_slot_is_held(tmp_path):
+    """A pack's later members come from try_ask: in a study whose trials are all enqueued (bench item 5), every
+    slot is held by a waiting trial, and those are what the pack must take (it took none: packs of one)."""
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    optuna.create_study(study_name="e", storage=open_storage(url, heartbeat=False))
+    study = BudgetStudy("e", open_storage(url, heartbeat=False), 3)
+    for lr in (0.1, 0.2, 0.3):
+        study.enqueue_trial({"lr": lr})
+    first, second = study.ask(), study.try_ask()
+    assert second is not None
+    assert [first.suggest_float("lr", 0, 1), second.suggest_float("lr", 0, 1)] == [0.1, 0.2]
+    third = study.try_ask()
+    assert third.suggest_float("lr", 0, 1) == 0.3 and study.try_ask() is None  # all three taken: no fourth
+
+
 def test_a_trial_that_races_past_the_last_slot_is_not_run(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     other = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat=False))

@@ -118,7 +118,8 @@ class BudgetStudy(optuna.Study):
     def try_ask(self) -> optuna.Trial | None:
         """A new trial if a slot is free now, else None: never waits (a pack's later members must not wait
         for its first, which is running)."""
-        if taken(self)[0] >= self.n_trials:
+        in_use, _, waiting = taken(self)
+        if in_use >= self.n_trials and not waiting:  # a waiting (enqueued) trial holds a slot and is taken first
             return None
         return self._ask_here()
 
