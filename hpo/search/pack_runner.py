@@ -33,8 +33,8 @@ from hpo.training.pack import calibrate_pack, pack_key, train_pack
 from hpo.trials import trial_state
 
 # The Optuna parameters that decide a pack's key (per-layer activations are activation_1, activation_2, ...).
-# Widths too: members of different widths are padded to the widest, and with widths drawn freely a pack of K
-# computed about K of the largest networks, which cost what the speed-up saved (bench item 5, 2026-12-04).
+# Widths too: members of different widths are padded to the widest, so with widths drawn freely a pack of K
+# computes about K of the largest networks, several times its members' own arithmetic.
 SHARED_PARAMS = ("model", "depth", "batch_size", "optimizer", "activation", "width")
 
 
