@@ -50,13 +50,17 @@ def test_hpo_max_threads_caps_what_a_study_asks_for(monkeypatch):
         monkeypatch.setenv("HPO_MAX_THREADS", "1")
         set_threads(2)
         assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        set_threads(None)  # `hpo train` without --threads: torch's own count, capped too
+        assert torch.get_num_threads() == 1
         monkeypatch.delenv("HPO_MAX_THREADS")
         set_threads(2)
         assert torch.get_num_threads() == 2
         monkeypatch.setenv("HPO_MAX_THREADS", "two")
-        with pytest.raises(HpoError, match="HPO_MAX_THREADS: expected a positive whole number of threads, but got "
-                                           "'two'"):
-            set_threads(2)
+        for asked in (2, None):
+            with pytest.raises(HpoError, match="HPO_MAX_THREADS: expected a positive whole number of threads, but "
+                                               "got 'two'"):
+                set_threads(asked)
     finally:
         torch.set_num_threads(before)
 

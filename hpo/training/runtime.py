@@ -59,17 +59,15 @@ MAX_THREADS_ENV = "HPO_MAX_THREADS"
 
 
 def set_threads(threads: int | None) -> None:
-    """torch's threads for this process: `threads` (a study's budget.threads, --threads), at most
+    """torch's threads for this process: `threads` (a study's budget.threads, --threads; None: torch's own), at most
     $HPO_MAX_THREADS when that is set: a cap for a machine shared with other processes, where OpenMP threads
     that spin while they wait would slow every process (the test suite sets 1: it runs on 2 processes)."""
-    if not threads:
-        return
     cap = os.environ.get(MAX_THREADS_ENV)
-    if cap:
-        if not cap.isdigit() or int(cap) < 1:
-            raise HpoError(f"{MAX_THREADS_ENV}: expected a positive whole number of threads, but got {cap!r}")
-        threads = min(threads, int(cap))
-    torch.set_num_threads(threads)
+    if cap and (not cap.isdigit() or int(cap) < 1):
+        raise HpoError(f"{MAX_THREADS_ENV}: expected a positive whole number of threads, but got {cap!r}")
+    if not threads and not cap:
+        return  # torch's own default
+    torch.set_num_threads(min(threads or torch.get_num_threads(), int(cap)) if cap else threads)
 
 
 def resolve_device(asked: str | None, default: str = "cpu", where: str = "--device") -> str:
