@@ -228,7 +228,8 @@ def test_pack_size_is_checked_at_the_edge(tiny_mnist, tmp_path):
 
 
 def test_packs_with_two_workers_end_at_exactly_n_trials(tiny_mnist, tmp_path):
-    study_file = str(write_study(tmp_path, n_trials=8, epochs=1, pack=2, threads=2))
+    # Trials long enough (3 epochs) that one worker cannot take every pack before the other asks for its first.
+    study_file = str(write_study(tmp_path, n_trials=8, epochs=3, pack=2, threads=2))
     study = run_study(study_file, storage=f"sqlite:///{tmp_path / 'w.db'}", workers=2)
     trials = study.get_trials(deepcopy=False)
     assert len([t for t in trials if t.state in COUNTED]) == 8
