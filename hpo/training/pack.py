@@ -261,6 +261,7 @@ class StackedOptimizer:
             raise ValueError(f"no stacked optimizer {kind!r}; known: {', '.join(STACKED_OPTIMIZERS)}")
         device = params[0].device
         self.kind, self.steps = kind, 0
+        self._scratch: dict[tuple, torch.Tensor] = {}
         self.weight_decay = _column([c.weight_decay for c in cfgs], device)
         self.decays = any(c.weight_decay for c in cfgs)
         self.momentum = _column([_base_momentum(c) for c in cfgs], device)
@@ -272,6 +273,14 @@ class StackedOptimizer:
         self.params = params
         for p in params:
             p.grad = torch.zeros_like(p)
+
+    def _buffer(self, p: torch.Tensor, i: int) -> torch.Tensor:
+        """Scratch tensor i of p's shape, reused across steps (remade when a compaction changes the shape)."""
+        key = (p.shape, i)
+        buf = self._scratch.get(key)
+        if buf is None:
+            buf = self._scratch[key] = torch.empty_like(p)
+        return buf
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -304,8 +313,10 @@ class StackedOptimizer:
                     g = g + wd * p
                 avg.lerp_(g, 1 - mom)
                 avg_sq.mul_(self.BETA2).addcmul_(g, g, value=1 - self.BETA2)
-                denom = (avg_sq.sqrt() / bias2_sqrt).add_(self.EPS)
-                p.sub_(step_size * avg / denom)
+                # torch's sqrt(v) / bias2_sqrt + eps and step_size * m / denom, in place: the same floats, without
+                # allocating three parameter-sized tensors per parameter and step
+                denom = torch.sqrt(avg_sq, out=self._buffer(p, 0)).div_(bias2_sqrt).add_(self.EPS)
+                p.sub_(torch.mul(avg, step_size, out=self._buffer(p, 1)).div_(denom))
         else:
             for p, st in zip(self.params, self.state):
                 d = p.grad + wd * p if self.decays else p.grad
