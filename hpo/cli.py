@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from hpo.errors import HpoError
+from hpo.training.spec import thread_cap
 
 
 def cmd_study(args) -> int:
@@ -260,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        thread_cap()  # a bad $HPO_MAX_THREADS is one line before any work, not after the data has loaded
         return args.func(args)
     except HpoError as e:
         print(f"hpo: error: {e}", file=sys.stderr)

@@ -65,6 +65,16 @@ def test_hpo_max_threads_caps_what_a_study_asks_for(monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_a_bad_hpo_max_threads_is_one_line_before_any_command_runs(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("HPO_MAX_THREADS", "0")
+    assert main(["train", str(ROOT / "docs" / "relu3_adam_hand.yaml"), "--json", str(tmp_path / "t.json")]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""  # nothing loaded, trained or printed first
+    assert out.err.strip().splitlines() == [
+        "hpo: error: HPO_MAX_THREADS: expected a positive whole number of threads, but got '0'"]
+    assert not (tmp_path / "t.json").exists()
+
+
 def test_sqlite_storage_uses_wal(tmp_path):
     path = tmp_path / "s.db"
     optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{path}"))

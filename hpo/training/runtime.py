@@ -3,7 +3,6 @@ optimizer its config names, the device it trains on, and what it returns (TrainR
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -11,7 +10,7 @@ import torch
 from torch import nn
 
 from hpo.errors import HpoError
-from hpo.training.spec import OPTIMIZER_NAMES, TrainConfig, check_device
+from hpo.training.spec import OPTIMIZER_NAMES, TrainConfig, check_device, thread_cap
 
 
 def _kernel(params: list) -> dict:
@@ -55,19 +54,14 @@ class TrainResult:
 
 
 
-MAX_THREADS_ENV = "HPO_MAX_THREADS"
-
-
 def set_threads(threads: int | None) -> None:
     """torch's threads for this process: `threads` (a study's budget.threads, --threads; None: torch's own), at most
-    $HPO_MAX_THREADS when that is set: a cap for a machine shared with other processes, where OpenMP threads
-    that spin while they wait would slow every process (the test suite sets 1: it runs on 2 processes)."""
-    cap = os.environ.get(MAX_THREADS_ENV)
-    if cap and (not cap.isdigit() or int(cap) < 1):
-        raise HpoError(f"{MAX_THREADS_ENV}: expected a positive whole number of threads, but got {cap!r}")
+    $HPO_MAX_THREADS when that is set (`thread_cap`): a cap for a machine shared with other processes, where OpenMP
+    threads that spin while they wait would slow every process (the test suite sets 1: it runs on 2 processes)."""
+    cap = thread_cap()
     if not threads and not cap:
         return  # torch's own default
-    torch.set_num_threads(min(threads or torch.get_num_threads(), int(cap)) if cap else threads)
+    torch.set_num_threads(min(threads or torch.get_num_threads(), cap) if cap else threads)
 
 
 def resolve_device(asked: str | None, default: str = "cpu", where: str = "--device") -> str:

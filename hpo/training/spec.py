@@ -10,12 +10,13 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, HpoError
 
 DEVICES = ("cpu", "cuda")
 # The keys of hpo.training.runtime.OPTIMIZERS and hpo.training.activations.ACTIVATIONS.
@@ -27,6 +28,21 @@ INITS = ("default", "kaiming", "xavier")
 MODELS = ("mlp", "cnn")  # hpo.training.models.BUILDERS
 CNN_MAX_DEPTH = 5  # cnn: conv layers + 1 fc; four 2x2 poolings take 28x28 down to 1x1
 _LOADED: dict[str, Callable] = {}
+
+
+MAX_THREADS_ENV = "HPO_MAX_THREADS"
+
+
+def thread_cap() -> int | None:
+    """$HPO_MAX_THREADS as a number (None when unset): a cap on torch's threads in every hpo process, for a
+    machine shared with other processes. HpoError (one line) when it is not a positive whole number; `hpo` checks
+    it before any command runs."""
+    cap = os.environ.get(MAX_THREADS_ENV)
+    if not cap:
+        return None
+    if not cap.isdigit() or int(cap) < 1:
+        raise HpoError(f"{MAX_THREADS_ENV}: expected a positive whole number of threads, but got {cap!r}")
+    return int(cap)
 
 
 def check_device(device, source, key: str = "") -> str:
