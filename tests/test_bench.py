@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import optuna
@@ -15,7 +19,7 @@ from hpo.bench.parallel import TimedPruner, TimedSampler
 from hpo.bench.quality import bench_quality, markdown_quality, picture
 from hpo.bench.run import kept_separately
 from hpo.bench.search import expected_first_hit, median_bound
-from hpo.bench.throughput import AUGMENT, markdown_throughput, matmul_epoch
+from hpo.bench.throughput import AUGMENT, HOG, markdown_throughput, matmul_epoch
 from hpo.bench.versus import bench_versus, best_at, first_above, markdown_versus
 from hpo.cli import main
 from hpo.errors import HpoError
@@ -219,3 +223,32 @@ def test_the_memory_verdict_starts_after_warm_up_and_the_picture_is_drawn(tmp_pa
     assert memory.verdict(samples, warmup=10_000)[0] == 10.0  # no sample past warm-up: from the first
     path = memory.picture(samples, 200, tmp_path / "m.png")
     assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 5000
+
+
+def test_the_busy_core_s_process_ends_when_a_killed_bench_leaves_it():
+    # a parent that starts the spinning process as bench_wait_policy does, prints its pid and is then SIGKILLed
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, sys, time\n"
+        f"hog = subprocess.Popen([sys.executable, '-c', {HOG!r}], env={{**os.environ, 'HPO_BENCH_PARENT': str(os.getpid())}})\n"
+        "print(hog.pid, flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    hog = int(parent.stdout.readline())
+    time.sleep(0.5)
+    os.kill(hog, 0)  # it spins while its parent lives
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(hog, 0)
+        except ProcessLookupError:
+            return
+        try:
+            with open(f"/proc/{hog}/stat") as f:  # reparented and exited, not yet reaped: a zombie has ended too
+                if f.read().split(") ")[1].startswith("Z"):
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.1)
+    os.kill(hog, signal.SIGKILL)
+    raise AssertionError("the busy core's process outlived its killed parent by 10 s")

@@ -185,6 +185,9 @@ WAIT_POLICIES = {  # environment for the child process; libgomp reads it once, w
 }
 
 
+HOG = "import os\nparent = int(os.environ['HPO_BENCH_PARENT'])\nwhile os.getppid() == parent: pass"
+
+
 def bench_wait_policy(scale, log: Callable[[str], None]) -> dict:
     """train() in fresh processes under each of WAIT_POLICIES: libgomp's threads spin while they wait for
     work (by default up to 300,000 spins), sleep at once (PASSIVE) or spin briefly; on the CPU as found and
@@ -193,7 +196,10 @@ def bench_wait_policy(scale, log: Callable[[str], None]) -> dict:
             f"print(json.dumps(child_throughput({scale.tp_samples}, {scale.tp_repeats}, {scale.threads})))")
     got = {}
     for busy in (False, True):
-        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+        # The busy core's process spins while its parent lives: a bench killed here (SIGTERM, SIGKILL, which skip the
+        # `finally` below) leaves no spinning orphan to slow whatever runs next.
+        hog = subprocess.Popen([sys.executable, "-c", HOG], env={**os.environ, "HPO_BENCH_PARENT": str(os.getpid())}) \
+            if busy else None
         try:
             for policy, extra in WAIT_POLICIES.items():
                 env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
