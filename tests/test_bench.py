@@ -18,6 +18,7 @@ from hpo.bench.load import SECTION as LOAD_SECTION
 from hpo.bench.parallel import TimedPruner, TimedSampler
 from hpo.bench.quality import bench_quality, markdown_quality, picture
 from hpo.bench.run import kept_separately
+from hpo.bench import search as search_bench
 from hpo.bench.search import expected_first_hit, median_bound
 from hpo.bench.throughput import AUGMENT, HOG, markdown_throughput, matmul_epoch
 from hpo.bench.versus import bench_versus, best_at, first_above, markdown_versus
@@ -252,3 +253,22 @@ def test_the_busy_core_s_process_ends_when_a_killed_bench_leaves_it():
         time.sleep(0.1)
     os.kill(hog, signal.SIGKILL)
     raise AssertionError("the busy core's process outlived its killed parent by 10 s")
+
+
+@pytest.mark.parametrize("method, steps", [("tpe_hyperband", "epoch"), ("tpe", "percent"), ("random", "percent")])
+def test_item_2_runs_hyperband_on_epoch_steps_though_relu3_adam_ships_percent_steps(monkeypatch, method, steps):
+    seen = []
+
+    class Reaches:  # the objective, stubbed: what step it was given, and one trial that reaches the target
+        def __init__(self, cfg, splits, space):
+            seen.append(cfg.pruner_step)
+
+        def __call__(self, trial):
+            trial.set_user_attr("epochs_trained", 1)
+            return 1.0
+
+    monkeypatch.setattr(search_bench, "Objective", Reaches)
+    cfg = search_bench.load_study(search_bench.STUDY)
+    assert cfg.pruner_step == "percent"  # what relu3_adam ships, and what Hyperband must not see
+    got = search_bench.run_search(method, cfg, cfg.space, None, seed=0, target=0.5, max_trials=3)
+    assert seen == [steps] and got["trials"] == 1 and got["epochs"] == 1

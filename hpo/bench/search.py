@@ -18,7 +18,7 @@ import torch
 
 from hpo import data as data_mod
 from hpo.search.objective import Objective
-from hpo.search.samplers import make_pruner, make_sampler
+from hpo.search.samplers import PERCENT_PRUNERS, make_pruner, make_sampler
 from hpo.search.space import Dist, describe_dist
 from hpo.search.studyfile import load_study
 from hpo.training.loop import train
@@ -95,8 +95,11 @@ def run_grid(grid: dict, splits, seed: int, target: float, threads: int) -> dict
 def run_search(method: str, cfg, space, splits, seed: int, target: float, max_trials: int) -> dict:
     """The project's objective under one sampler/pruner, until a completed trial reaches `target`."""
     sampler_name, pruner_name = SEARCHES[method]
+    # Epoch steps, as the study file requires of Hyperband (its resource is the epoch): relu3_adam ships with percent
+    # steps, and Hyperband over percent steps cut trials at 1%, 3%, 9% … of their schedules (item 2 of 2026-12-04).
+    step = cfg.pruner_step if pruner_name in PERCENT_PRUNERS else "epoch"
     c = replace(cfg, sampler=sampler_name, pruner=pruner_name, sampler_options={}, pruner_options={}, seed=seed,
-                baselines=())
+                baselines=(), pruner_step=step)
     # A fixed name: Hyperband assigns trials to brackets by a hash of the study name and trial number, so an
     # auto-generated (random) name would make the run irreproducible.
     study = optuna.create_study(study_name=f"bench-{method}-seed{seed}", direction="maximize",
