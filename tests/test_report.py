@@ -96,6 +96,28 @@ def test_params_picture_bars_follow_the_number_of_seeds_and_outliers_do_not_set_
     assert 0.7 < seen["ylim"][0] < 0.86 and seen["ylim"][1] > 0.9707  # the paper's 97% and the trials, not 0.1
 
 
+def test_before_compare_the_params_picture_rings_the_best_searched_trial_as_the_optimum(tmp_path, monkeypatch):
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("paper", "youn_hong_2024")
+    study.set_user_attr("tables", [3])
+    dist = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    for i, acc in enumerate([0.86, 0.88, 0.87]):
+        study.add_trial(optuna.trial.create_trial(params={"lr": 1e-3}, distributions=dist, value=acc,
+                                                  user_attrs={"n_params": 40000 + 1000 * i, "config": {}}))
+    seen = {}
+
+    def keep(fig, path, tight=True):
+        rings = [(tuple(c.get_offsets()[0]), c.get_facecolors().size) for a in fig.axes for c in a.collections
+                 if len(c.get_offsets()) == 1 and c.get_facecolors().size == 0]  # an unfilled one-point marker
+        seen.update(rings=rings, legend=[t.get_text() for t in fig.legends[0].get_texts()],
+                    close_up=fig.axes[1].get_xlim())
+    monkeypatch.setattr(plots, "save", keep)
+    plots.plot_params(study, None, tmp_path / "p.png")
+    assert [xy for xy, _ in seen["rings"]] == [(41000.0, 0.88)] * 2  # both panels, trial 1
+    assert "automated optimum (ring: its trial, validation)" in seen["legend"]
+    assert seen["close_up"][0] < 41000 < seen["close_up"][1]
+
+
 def test_importances_keep_optuna_s_plot_style_to_their_own_picture(tmp_path):
     """optuna's matplotlib importances switch to its ggplot style globally; the report's other pictures keep
     matplotlib's own."""

@@ -145,6 +145,8 @@ def plot_params(study, result: dict | None, path: Path) -> None:
     entries = [e for e in (result or {}).get("entries", []) if e["kind"] in ("paper", "optimum")]
     opt_trial = next((t for t in complete if any(e["kind"] == "optimum" and e.get("trial") == t.number
                                                   for e in entries)), None)
+    if opt_trial is None and not multi and search:  # before `hpo compare`: the optimum is the best searched trial
+        opt_trial = max(search, key=lambda t: t.values[0])
 
     # What the picture is about: the paper's numbers, the baselines, the re-runs and the best searched trials.
     focus_y = [r.reported for r in rows] + [t.values[0] for t in base.values()]
@@ -212,6 +214,7 @@ def plot_params(study, result: dict | None, path: Path) -> None:
         a = axes[0][1]
         xs = [n_params[r.name] for r in rows] + [param_count(e["hp"], shape, n_classes) for e in entries]
         xs += [t.user_attrs.get("n_params", 0) for t in base.values()]
+        xs += [opt_trial.user_attrs.get("n_params", 0)] if opt_trial is not None else []
         xlim = _focus_limits(xs, 0.12)
         a.set_xlim(*xlim)
         near = [t for t in shown if xlim[0] <= t.user_attrs.get("n_params", 0) <= xlim[1]]
