@@ -181,7 +181,14 @@ def test_compare_reuses_the_runs_of_hpo_train_json_instead_of_training_again(tmp
     limits = ["--epochs", "1", "--train-limit", "3000", "--eval-limit", "1000"]  # what compare --smoke uses
     assert main(["train", best, "--seeds", "2", *limits, "--json", "train.json"]) == 0
     trained = json.loads((tmp_path / "train.json").read_text())
-    capsys.readouterr()
+    lines = capsys.readouterr().out.splitlines()
+    described = next(line for line in lines if line.startswith(best)).split(": ", 1)[1]
+    runs = [line for line in lines if re.search(r" seed \d+: ", line)]
+    assert len(runs) == 2
+    for line in runs:  # a short label cuts between words, never inside a value
+        label = line.split(" seed ")[0]
+        head = label.removesuffix(" …")
+        assert label == described or (label.endswith(" …") and described.startswith(head + " ")), (label, described)
     assert main(["compare", "t", "--smoke", "--reuse", "train.json"]) == 0
     out = capsys.readouterr().out
     result = json.loads((tmp_path / "runs" / "t-smoke" / "compare.json").read_text())
