@@ -118,6 +118,18 @@ def test_before_compare_the_params_picture_rings_the_best_searched_trial_as_the_
     assert seen["close_up"][0] < 41000 < seen["close_up"][1]
 
 
+def test_the_history_legend_names_only_the_kinds_of_trial_it_draws(tmp_path, monkeypatch):
+    study = optuna.create_study(direction="maximize")  # searched trials only: no baselines, nothing pruned
+    dist = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    for acc in (0.86, 0.88):
+        study.add_trial(optuna.trial.create_trial(params={"lr": 1e-3}, distributions=dist, value=acc))
+    seen = {}
+    monkeypatch.setattr(plots, "save", lambda fig, path, tight=True: seen.update(
+        legend=[t.get_text() for t in fig.axes[0].get_legend().get_texts()]))
+    plots.plot_history(study, tmp_path / "h.png")
+    assert seen["legend"] == ["searched trial", "best so far"]
+
+
 def test_importances_keep_optuna_s_plot_style_to_their_own_picture(tmp_path):
     """optuna's matplotlib importances switch to its ggplot style globally; the report's other pictures keep
     matplotlib's own."""

@@ -35,11 +35,15 @@ def plot_history(study, path: Path) -> None:
     base = [t for t in complete if t.user_attrs.get("baseline")]
     stopped = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
                if t.user_attrs.get("val_curve")]
-    ax.scatter([t.number for t in search], [t.values[0] for t in search], s=18, label="searched trial")
-    ax.scatter([t.number for t in base], [t.values[0] for t in base], marker="D", s=24, color="tab:orange",
-               label="paper configuration (baseline trial)")
-    ax.scatter([t.number for t in stopped], [t.user_attrs["val_curve"][-1] for t in stopped], marker="x", s=16,
-               color="grey", label="stopped early: pruned or capped (last reported)")
+    # A kind with no trials gets no legend entry (a study without a pruner has nothing stopped early).
+    if search:
+        ax.scatter([t.number for t in search], [t.values[0] for t in search], s=18, label="searched trial")
+    if base:
+        ax.scatter([t.number for t in base], [t.values[0] for t in base], marker="D", s=24, color="tab:orange",
+                   label="paper configuration (baseline trial)")
+    if stopped:
+        ax.scatter([t.number for t in stopped], [t.user_attrs["val_curve"][-1] for t in stopped], marker="x", s=16,
+                   color="grey", label="stopped early: pruned or capped (last reported)")
     best, xs, ys = float("-inf"), [], []
     for t in complete:
         best = max(best, t.values[0])
@@ -221,7 +225,8 @@ def plot_params(study, result: dict | None, path: Path) -> None:
         a.scatter([t.user_attrs.get("n_params", 0) for t in near], [t.values[0] for t in near],
                   s=14, color="grey", alpha=0.35, zorder=2)
         a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-        a.set(xlabel="parameters", title="close-up: paper configurations and optimum")
+        shows_optimum = opt_trial is not None or any(e["kind"] == "optimum" for e in entries)
+        a.set(xlabel="parameters", title="close-up: paper configurations" + (" and optimum" * shows_optimum))
 
     n = min((e["stats"]["n"] for e in entries), default=0)
     bar = "mean ± std" if n >= MIN_SPREAD_N else "mean, bar: range of the seeds"
