@@ -141,6 +141,16 @@ def test_importances_keep_optuna_s_plot_style_to_their_own_picture(tmp_path):
     assert matplotlib.rcParams["axes.facecolor"] == before["axes.facecolor"]
 
 
+def test_importances_of_two_parameters_get_room_and_no_legend_over_the_bars(tmp_path, monkeypatch):
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("a", 0, 1) + 0.1 * t.suggest_float("b", 0, 1), n_trials=12)
+    seen = {}
+    monkeypatch.setattr(plots, "save", lambda fig, path, tight=True: seen.update(
+        legend=fig.axes[0].get_legend(), height=fig.get_size_inches()[1]))
+    drawn, _ = plot_importances(study, tmp_path / "imp.png")
+    assert drawn and seen["legend"] is None and seen["height"] >= 2.8
+
+
 def test_a_rarely_drawn_conditional_parameter_gets_a_sentence_not_a_stderr_warning(tmp_path, recwarn):
     """A parameter drawn in one completed trial only (augment_shift under augment: shift_flip) makes optuna's
     PED-ANOVA warn; the report's note says it, and no warning reaches the user's terminal."""

@@ -88,7 +88,9 @@ def plot_importances(study, path: Path) -> tuple[bool, str | None]:
             study, params=list(imp), target=target, target_name="validation accuracy")
         ax.set_title(f"{study.study_name}: parameter importances", loc="left")  # replaces optuna's left title
         ax.set_xlabel("importance (PED-ANOVA)\nfor reaching the top 10% of validation accuracy")
-        ax.figure.set_size_inches(6, 0.35 * len(imp) + 1.2)
+        if ax.get_legend() is not None:  # one target, named in the axis label: its legend only covered bars
+            ax.get_legend().remove()
+        ax.figure.set_size_inches(6, max(0.35 * len(imp) + 1.6, 2.8))  # two bars still get room for the labels
         save(ax.figure, path)
     # A conditional parameter (drawn in a few trials only) makes PED-ANOVA warn on stderr; the reader gets it here.
     sparse = sorted({m.group(1) for w in caught
