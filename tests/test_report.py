@@ -151,6 +151,13 @@ def test_importances_of_two_parameters_get_room_and_no_legend_over_the_bars(tmp_
     assert drawn and seen["legend"] is None and seen["height"] >= 2.8
 
 
+def test_replicates_that_differ_only_in_seed_get_a_sentence_not_an_importance_of_1(tmp_path):
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: 0.8 + 0.001 * t.suggest_int("seed", 0, 4), n_trials=8)
+    drawn, note = plot_importances(study, tmp_path / "imp.png")
+    assert not drawn and "only the seed varies" in note and not (tmp_path / "imp.png").exists()
+
+
 def test_a_rarely_drawn_conditional_parameter_gets_a_sentence_not_a_stderr_warning(tmp_path, recwarn):
     """A parameter drawn in one completed trial only (augment_shift under augment: shift_flip) makes optuna's
     PED-ANOVA warn; the report's note says it, and no warning reaches the user's terminal."""

@@ -78,6 +78,9 @@ def plot_importances(study, path: Path) -> tuple[bool, str | None]:
         return False, f"Parameter importances unavailable: {e}"
     if not imp:
         return False, "Parameter importances unavailable: no searched parameter is shared by every completed trial."
+    if set(imp) == {"seed"}:  # replicates of one configuration (mixed_activation): nothing to rank but noise
+        return False, ("No parameter importances: only the seed varies between these trials, so there is no "
+                       "hyperparameter to rank; the spread over seeds is in the tables.")
     # optuna switches matplotlib to its ggplot style for good (plt.style.use); rc_context keeps that to this
     # picture, so that the report's other pictures keep theirs.
     with warnings.catch_warnings(), plt.rc_context():
@@ -206,11 +209,12 @@ def plot_params(study, result: dict | None, path: Path) -> None:
         a.set_ylabel("accuracy")
     ax.set_xscale("log")
     counts = [t.user_attrs.get("n_params", 0) for t in complete if t.user_attrs.get("n_params")]
-    if counts and max(counts) < 1.5 * min(counts):  # one size (or nearly): a decade-wide axis would hide it
-        ax.set_xlim(min(counts) / 1.3, max(counts) * 1.3)
+    drawn = [x for x in counts + list(n_params.values()) if x > 0]  # the trials and the paper's configurations
+    if drawn:  # every marker inside the axis (a star on its edge was cut in half); one size (or nearly) gets room
+        pad = 1.3 if max(drawn) < 1.5 * min(drawn) else 1.12
+        ax.set_xlim(min(drawn) / pad, max(drawn) * pad)
     # Labels on round values only, written out: a log axis inside one decade otherwise labels its minor ticks
     # in scientific notation, and neighbours run into each other ("3x10^3 4x10^3").
-    drawn = [x for x in counts + list(n_params.values()) if x > 0]
     wide = bool(drawn) and max(drawn) > 3 * min(drawn)  # several decades' worth of round values to label
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)) if wide else MaxNLocator(nbins=4))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
