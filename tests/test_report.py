@@ -130,6 +130,20 @@ def test_the_history_legend_names_only_the_kinds_of_trial_it_draws(tmp_path, mon
     assert seen["legend"] == ["searched trial", "best so far"]
 
 
+def test_the_params_picture_s_log_axis_holds_the_paper_s_configurations_as_well_as_the_trials(tmp_path, monkeypatch):
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("paper", "youn_hong_2024")
+    study.set_user_attr("tables", [3])  # 784-50-30-10 .. 784-60-40-10: 41,090 to 50,890 parameters
+    dist = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    for i, acc in enumerate([0.86, 0.87]):  # trials of one size, far below the paper's
+        study.add_trial(optuna.trial.create_trial(params={"lr": 1e-3}, distributions=dist, value=acc,
+                                                  user_attrs={"n_params": 30000 + i, "config": {}}))
+    seen = {}
+    monkeypatch.setattr(plots, "save", lambda fig, path, tight=True: seen.update(xlim=fig.axes[0].get_xlim()))
+    plots.plot_params(study, None, tmp_path / "p.png")
+    assert seen["xlim"][0] < 30000 and seen["xlim"][1] > 50890 * 1.05  # no marker on (or past) the edge
+
+
 def test_importances_keep_optuna_s_plot_style_to_their_own_picture(tmp_path):
     """optuna's matplotlib importances switch to its ggplot style globally; the report's other pictures keep
     matplotlib's own."""
