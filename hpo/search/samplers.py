@@ -72,7 +72,10 @@ def make_sampler(cfg, space=None, seed: int | None = None) -> optuna.samplers.Ba
     options = {**SAMPLER_DEFAULTS.get(cfg.sampler, {}), **cfg.sampler_options}
     seed = cfg.seed if seed is None else seed
     if cfg.sampler == "grid":
-        return optuna.samplers.GridSampler(grid_space(space or cfg.space), seed=seed, **options)
+        # Always the study's own seed: GridSampler shuffles its grid by the seed and stores each trial's place in
+        # that order (grid_id), so a worker or a resumed run with another seed read the ids as other points (two
+        # workers of mixed_activation ran seed 2 twice and seed 0 never).
+        return optuna.samplers.GridSampler(grid_space(space or cfg.space), seed=cfg.seed, **options)
     with warnings.catch_warnings():  # TPE's `group` (a default here) is marked experimental: chosen knowingly
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return SAMPLERS[cfg.sampler](seed=seed, **options)
