@@ -66,6 +66,8 @@ def test_too_few_trials_give_a_note_instead_of_importances(tmp_path):
     assert not drawn and "at least 3 completed trials" in note and not (tmp_path / "imp.png").exists()
     report = write_report(study, None, tmp_path / "r").read_text()
     assert "at least 3 completed trials" in report and "importances.png" not in _pictures(report)
+    # no paper: one panel, and the words say so (not "left … right, a close-up of the paper's configurations")
+    assert "Left, every completed trial" not in report and "Every completed trial (validation)" in report
     for name in _pictures(report):
         assert (tmp_path / "r" / name).is_file()
 

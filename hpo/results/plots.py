@@ -135,12 +135,13 @@ def _focus_limits(values: list[float], pad: float, floor: float | None = None,
     return (lo - pad * span if floor is None else max(floor, lo - pad * span)), hi + pad * span
 
 
-def plot_params(study, result: dict | None, path: Path) -> None:
+def plot_params(study, result: dict | None, path: Path) -> bool:
     """Accuracy against parameter count. Left, every trial (log scale; the Pareto front of a multi-objective
     study); right, a close-up of the paper's configurations and the optimum on a linear scale, where each paper
     row has one colour for what the paper reports (star), what it reached here (diamond, validation) and its
     test re-run (square with bar and seed dots). The y axis leaves out outliers far below what matters (a
-    diverged trial would squash everything into a line); they are drawn on the lower edge and counted."""
+    diverged trial would squash everything into a line); they are drawn on the lower edge and counted. Returns
+    whether the close-up was drawn (only when the study has paper configurations)."""
     multi = len(study.directions) > 1
     complete = completed(study)
     s = study_attrs(study)
@@ -259,6 +260,7 @@ def plot_params(study, result: dict | None, path: Path) -> None:
     frac = legend.get_window_extent().height / fig.bbox.height
     fig.tight_layout(rect=(0, frac + 0.01, 1, 0.97))
     save(fig, path, tight=False)
+    return close_up
 
 
 def plot_curves(study, path: Path) -> None:

@@ -135,7 +135,7 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
     pngs = {k: folder / f"{k}{suffix}.png" for k in ("history", "importances", "params", "curves")}
     plot_history(study, pngs["history"])
     drawn, importance_note = plot_importances(study, pngs["importances"])
-    plot_params(study, result, pngs["params"])
+    close_up = plot_params(study, result, pngs["params"])
     plot_curves(study, pngs["curves"])
 
     md = [f"# {study.study_name}: automated search against the hand-tuned configurations", ""]
@@ -180,10 +180,13 @@ def write_report(study, result: dict | None, folder: Path, suffix: str = "", art
     if importance_note:
         md += ["", importance_note] if drawn else [importance_note]
     title = "Pareto front: accuracy against parameter count" if multi else "Accuracy against parameter count"
-    md += ["", f"### {title}", "", ("Left, every completed trial; right, a close-up of the paper's configurations "
-           "and the optimum. One colour per paper configuration: star, what the paper reports; diamond, what it "
-           "reached here (validation); square, its test re-run (bar: ± std from 3 seeds, else the seeds' range; "
-           "dots: the seeds). Green: the automated optimum. Trials far below are drawn on the lower edge."), "",
+    legend = ("Left, every completed trial; right, a close-up of the paper's configurations and the optimum. One "
+              "colour per paper configuration: star, what the paper reports; diamond, what it reached here "
+              "(validation); square, its test re-run (bar: ± std from 3 seeds, else the seeds' range; dots: the "
+              "seeds). Green: the automated optimum." if close_up else
+              "Every completed trial (validation); green: the automated optimum, with its test re-run once `hpo "
+              "compare` has run (bar: ± std from 3 seeds, else the seeds' range; dots: the seeds).")
+    md += ["", f"### {title}", "", legend + " Trials far below are drawn on the lower edge.", "",
            f"![accuracy against parameter count]({pngs['params'].name})", "", "### Validation curves", "",
            f"![validation curves]({pngs['curves'].name})", "", "## Trials (validation)", ""]
     trials_title, trials_columns, trials_rows = summary_rows(study)
