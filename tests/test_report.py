@@ -112,12 +112,13 @@ def test_before_compare_the_params_picture_rings_the_best_searched_trial_as_the_
         rings = [(tuple(c.get_offsets()[0]), c.get_facecolors().size) for a in fig.axes for c in a.collections
                  if len(c.get_offsets()) == 1 and c.get_facecolors().size == 0]  # an unfilled one-point marker
         seen.update(rings=rings, legend=[t.get_text() for t in fig.legends[0].get_texts()],
-                    close_up=fig.axes[1].get_xlim())
+                    close_up=fig.axes[1].get_xlim(), ticks=len(fig.axes[1].get_xticks()))
     monkeypatch.setattr(plots, "save", keep)
     plots.plot_params(study, None, tmp_path / "p.png")
     assert [xy for xy, _ in seen["rings"]] == [(41000.0, 0.88)] * 2  # both panels, trial 1
     assert "automated optimum (ring: its trial, validation)" in seen["legend"]
     assert seen["close_up"][0] < 41000 < seen["close_up"][1]
+    assert seen["ticks"] <= 7  # written-out labels side by side must not run into each other
 
 
 def test_the_history_legend_names_only_the_kinds_of_trial_it_draws(tmp_path, monkeypatch):

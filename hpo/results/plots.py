@@ -231,6 +231,7 @@ def plot_params(study, result: dict | None, path: Path) -> bool:
         near = [t for t in shown if xlim[0] <= t.user_attrs.get("n_params", 0) <= xlim[1]]
         a.scatter([t.user_attrs.get("n_params", 0) for t in near], [t.values[0] for t in near],
                   s=14, color="grey", alpha=0.35, zorder=2)
+        a.xaxis.set_major_locator(MaxNLocator(nbins=5))  # written-out labels ("1,200,000") need the room
         a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         shows_optimum = opt_trial is not None or any(e["kind"] == "optimum" for e in entries)
         a.set(xlabel="parameters", title="close-up: paper configurations" + (" and optimum" * shows_optimum))
