@@ -89,7 +89,8 @@ def train_file(path: str, *, seeds: int = 1, validation: bool = False, epochs: i
     console.print(f"[bold]{cfg.source}[/]: {describe_config(hp, io)}")
     console.print(f"{cfg.dataset}: {splits.meta['n_train']} training samples, {splits.meta['n_eval']} {where} samples")
     seed_list = [cfg.train.seed + i for i in range(seeds)]
-    runs = run_seeds(hp, splits, seed_list, threads=threads, label=textwrap.shorten(describe_config(hp, io), 40, placeholder=" …"), console=console)
+    label = textwrap.shorten(describe_config(hp, io), 40, placeholder=" …")  # cut between words, not in a value
+    runs = run_seeds(hp, splits, seed_list, threads=threads, label=label, console=console)
     st = stats(runs)
 
     table = Table(title=f"{cfg.source}: {where} accuracy over {seeds} seed{'s' * (seeds > 1)}", title_justify="left")
