@@ -202,16 +202,27 @@ def parse_source(value, source: str, key: str = "dataset", base: Path | None = N
                       tuple(shape) if shape else None, test_size, seed, files)
 
 
+def path_candidates(p: Path, base: Path | None) -> list[Path]:
+    """Where a relative path written in a file is looked for: beside that file (`base`), then from the working
+    directory (for files written before); once when the two are the same folder. An absolute path as it is."""
+    if p.is_absolute() or base is None:
+        return [p]
+    return [base / p] if (base / p).resolve() == p.resolve() else [base / p, p]
+
+
+def tried_text(tried: list[Path]) -> str:
+    """The places a path was looked for, for a one-line error."""
+    return " or ".join(str(c) if c.is_absolute() else f"{c} (from {Path.cwd()})" for c in tried)
+
+
 def _existing(value, source: str, key: str, base: Path | None) -> Path:
     if not isinstance(value, str) or not value:
         raise ConfigError(source, key, f"expected a path, but got {value!r}")
-    p = Path(value).expanduser()
-    tried = [p] if p.is_absolute() or base is None else [base / p, p]
+    tried = path_candidates(Path(value).expanduser(), base)
     for candidate in tried:
         if candidate.exists():
             return candidate.resolve()
-    where = " or ".join(str(c) if c.is_absolute() else f"{c} (from {Path.cwd()})" for c in tried)
-    raise ConfigError(source, key, f"no such file or folder: {where}")
+    raise ConfigError(source, key, f"no such file or folder: {tried_text(tried)}")
 
 
 def idx_files(folder: Path) -> dict[str, Path] | None:

@@ -176,6 +176,11 @@ def test_a_relative_space_path_is_read_from_the_study_files_folder(tmp_path, mon
     assert main(["check", str(tmp_path / "proj" / "bad.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert "no such search space file" in err and str(tmp_path / "proj" / "spaces" / "nope.yaml") in err, err
+    monkeypatch.chdir(tmp_path / "proj")  # in the study's folder the two places are one: named once
+    assert main(["check", "bad.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "hpo: error: bad.yaml: space: no such search space file: spaces/nope.yaml (from " \
+                  f"{tmp_path / 'proj'})", err
 
 
 def test_an_unknown_study_name_suggests_the_nearest(capsys):

@@ -12,6 +12,7 @@ import yaml
 from hpo.errors import ConfigError
 from hpo.provenance import ROOT
 from hpo.search.storage import SAFE_NAME
+from hpo.sources import path_candidates, tried_text
 
 # --- YAML ---------------------------------------------------------------------------------------
 
@@ -83,12 +84,11 @@ def resolve_file(name_or_path: str, folder: str, what: str, source: str = "<comm
     that the study works from any directory; the working directory is tried second, for files written before."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
-        tried = [p] if p.is_absolute() or base is None else [base / p, p]
+        tried = path_candidates(p, base)
         for candidate in tried:
             if candidate.is_file():
                 return candidate
-        where = " or ".join(str(c) if c.is_absolute() else f"{c} (from {Path.cwd()})" for c in tried)
-        raise ConfigError(source if key else name_or_path, key, f"no such {what} file: {where}")
+        raise ConfigError(source if key else name_or_path, key, f"no such {what} file: {tried_text(tried)}")
     if not SAFE_NAME.match(name_or_path):
         raise ConfigError(source, key or "name", f"{name_or_path!r} is not a safe {what} name (letters, digits, _ . -)")
     for base in (Path.cwd(), ROOT):
