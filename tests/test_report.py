@@ -168,6 +168,21 @@ def test_importances_of_two_parameters_get_room_and_no_legend_over_the_bars(tmp_
     assert drawn and seen["legend"] is None and seen["height"] >= 2.8
 
 
+def test_the_curves_legend_says_which_choices_its_lines_are(tmp_path, monkeypatch):
+    study = optuna.create_study(direction="maximize")  # the activations study's kind: one choice and a seed vary
+    dist = {"activation": CategoricalDistribution(["relu", "tanh"]), "seed": IntDistribution(0, 2),
+            "lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    for act, seed, acc in (("relu", 0, 0.88), ("tanh", 2, 0.87)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"activation": act, "seed": seed, "lr": 1e-3}, distributions=dist, value=acc,
+            user_attrs={"val_curve": [acc - 0.01, acc]}))
+    seen = {}
+    monkeypatch.setattr(plots, "save", lambda fig, path, tight=True: seen.update(
+        legend=[t.get_text() for t in fig.axes[0].get_legend().get_texts()]))
+    plots.plot_curves(study, tmp_path / "c.png")
+    assert seen["legend"] == ["trial 0 (activation=relu, seed=0): 0.8800", "trial 1 (activation=tanh, seed=2): 0.8700"]
+
+
 def test_replicates_that_differ_only_in_seed_get_a_sentence_not_an_importance_of_1(tmp_path):
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda t: 0.8 + 0.001 * t.suggest_int("seed", 0, 4), n_trials=8)

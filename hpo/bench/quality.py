@@ -48,16 +48,21 @@ VARIANTS = {  # name: what it changes in the study file
     "epoch_steps": {"pruner_step": "epoch"},
     "percent_steps": {"pruner_step": "percent"},
     "no_pruning": {"pruner": "none"},
+    "gp": {"sampler": "gp"},
+    "tpe_start20": {"sampler_options": {"n_startup_trials": 20}},
+    "tpe_independent": {"sampler_options": {"multivariate": False, "group": False}},
 }
 LONG = 0.75  # a long schedule: at least this share of the space's largest epoch count
 
 
-def study_copy(study: str, workdir: Path, seed: int, changes: dict) -> Path:
-    """The study file with its sampler seed and `changes`; named like the study, in its own folder."""
+def study_copy(study: str, workdir: Path, seed: int, variant: str) -> Path:
+    """The study file with its sampler seed and the variant's changes; named like the study, in a folder named
+    by the variant and the seed."""
+    changes = VARIANTS[variant]
     path = resolve_file(study, "studies", "study")
     doc = yaml.safe_load(path.read_text())
     doc.update(seed=seed, **changes)
-    out = workdir / f"{'-'.join(f'{k}={v}' for k, v in changes.items()) or 'shipped'}-seed{seed}" / path.name
+    out = workdir / f"{variant}-seed{seed}" / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(doc, sort_keys=False))
     return out
@@ -170,7 +175,7 @@ def bench_quality(log: Callable[[str], None], workdir: Path, *, study: str = STU
         for variant in variants:
             if any(x["variant"] == variant and x["seed"] == s for x in r["searches"]):
                 continue
-            path = study_copy(study, workdir, s, VARIANTS[variant])
+            path = study_copy(study, workdir, s, variant)
             t0 = time.time()
             st = run_study(str(path), storage=f"sqlite:///{path.parent / 'study.db'}", smoke=smoke,
                            console=Console(file=io.StringIO()))

@@ -35,14 +35,16 @@ LABELS = {"grid": "grid (expected over random orderings)", "random": "random sea
 
 
 def setup(scale):
-    """The study's config and space with the epoch range shrunk to the benchmark's scale, and its data subset."""
+    """The study's config and space with the epoch range shrunk to the benchmark's scale, its data subset, and the
+    study's own epoch range (for the report)."""
     cfg = load_study(STUDY)
+    own_epochs = list(cfg.space.possible("epochs", 10))
     lo, hi = scale.search_epochs
     space = replace(cfg.space, params={**cfg.space.params, "epochs": Dist("epochs", "int", low=lo, high=hi)})
     cfg = replace(cfg, space=space, budget=replace(cfg.budget, threads=scale.threads))
     splits = data_mod.make_splits(data_mod.load(cfg.dataset), val_size=cfg.val_size, seed=cfg.split_seed,
                                   train_limit=scale.search_train, eval_limit=scale.search_eval).to(scale.device)
-    return cfg, space, splits
+    return cfg, space, splits, own_epochs
 
 
 def table3_target(cfg, splits, seed: int, threads: int) -> tuple[float, str]:
@@ -124,7 +126,7 @@ def run_search(method: str, cfg, space, splits, seed: int, target: float, max_tr
 def bench_search(scale, log: Callable[[str], None]) -> dict:
     torch.set_num_threads(scale.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cfg, space, splits = setup(scale)
+    cfg, space, splits, own_epochs = setup(scale)
     grid = dict(scale.grid)
     per_seed = []
     for seed in scale.search_seeds:
@@ -140,7 +142,7 @@ def bench_search(scale, log: Callable[[str], None]) -> dict:
     return {"seeds": per_seed, "n_train": splits.meta["n_train"], "n_eval": splits.meta["n_eval"],
             "searched": searched, "grid": {k: list(v) for k, v in grid.items()},
             "epochs_range": list(scale.search_epochs), "max_trials": scale.search_max_trials,
-            "study_epochs": list(load_study(STUDY).space.possible("epochs", 10))}  # the study's own range
+            "study_epochs": own_epochs}
 
 
 # --- the report ---------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from hpo.errors import ConfigError, HpoError, StudyError, check_mapping
 from hpo.hints import command_hint, hpo_command
 from hpo.provenance import ROOT, git_commit, versions
 from hpo.search.files import file_label, read_yaml
-from hpo.search.space import PARAMS, Param, _coerce
+from hpo.search.space import PARAMS, Param, coerce
 from hpo.search.storage import open_study
 from hpo.search.study import check_same_data
 from hpo.sources import DataSource, parse_source
@@ -82,15 +82,15 @@ def _train_values(doc: dict, src: str) -> dict:
         elif k == "widths":
             if not isinstance(v, list) or not v:
                 raise ConfigError(src, key, f"expected a non-empty list of ints, but got {v!r}")
-            out[k] = tuple(_coerce(w, PARAMS["width"], src, f"{key}[{i}]") for i, w in enumerate(v))
+            out[k] = tuple(coerce(w, PARAMS["width"], src, f"{key}[{i}]") for i, w in enumerate(v))
         elif k in ("activation", "negative_slope") and isinstance(v, list):  # one per hidden layer
-            out[k] = tuple(_coerce(a, PARAMS[k], src, f"{key}[{i}]") for i, a in enumerate(v))
+            out[k] = tuple(coerce(a, PARAMS[k], src, f"{key}[{i}]") for i, a in enumerate(v))
         elif k == "model_args":  # a user's model's own arguments, checked by its builder's signature
             if not isinstance(v, dict):
                 raise ConfigError(src, key, f"expected a mapping of argument names to values, but got {v!r}")
             out[k] = {a: tuple(x) if isinstance(x, list) else x for a, x in v.items()}
         else:  # a TrainConfig field the grammar does not list is checked by its default's type
-            out[k] = _coerce(v, PARAMS.get(k) or Param(type(getattr(TrainConfig(), k))), src, key)
+            out[k] = coerce(v, PARAMS.get(k) or Param(type(getattr(TrainConfig(), k))), src, key)
     if is_plugin(out.get("model", "mlp")):
         check_builder_args(load_builder(out["model"], src, "train.model"), list(out.get("model_args", {})), src,
                            "train.model_args")

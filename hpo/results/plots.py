@@ -264,6 +264,15 @@ def plot_params(study, result: dict | None, path: Path) -> bool:
     return close_up
 
 
+def telling_choices(trials: list, most: int = 2) -> dict[int, str]:
+    """Per trial number, " (activation=tanh, seed=2)": its choices (strings and whole numbers, not float draws)
+    among the first `most` keys that differ between `trials`, so that a legend says what its lines are."""
+    keys = sorted({k for t in trials for k, v in t.params.items() if isinstance(v, (str, int, bool))})
+    telling = [k for k in keys if len({repr(t.params.get(k)) for t in trials}) > 1][:most]
+    return {t.number: " (" + ", ".join(f"{k}={t.params[k]}" for k in telling if k in t.params) + ")"
+            if any(k in t.params for k in telling) else "" for t in trials}
+
+
 def plot_curves(study, path: Path) -> None:
     """Validation accuracy per epoch of the best searched trials and of every baseline. Drawn here rather than
     with optuna's plot_intermediate_values: that one draws every trial alike and cannot mark the baselines.
@@ -279,11 +288,12 @@ def plot_curves(study, path: Path) -> None:
     base = [t for t in study.get_trials(deepcopy=False)
             if t.user_attrs.get("baseline") and t.user_attrs.get("val_curve")]
     greens = plt.get_cmap("Greens")
+    drawn = telling_choices(best)
     for i, t in enumerate(best):  # the best darkest
         c = t.user_attrs["val_curve"]
         ax.plot(range(1, len(c) + 1), c, ls="-", lw=1.8, marker="o", ms=3,
                 color=greens(0.95 - 0.5 * i / max(len(best) - 1, 1)),
-                label=f"trial {t.number}: {t.values[0]:.4f}" if t.values else f"trial {t.number}")
+                label=f"trial {t.number}{drawn[t.number]}: {t.values[0]:.4f}" if t.values else f"trial {t.number}")
     for t in base:
         c = t.user_attrs["val_curve"]
         name = t.user_attrs["baseline"]

@@ -34,7 +34,7 @@ from pathlib import Path
 from hpo.display import describe_arch
 from hpo.errors import ConfigError, check_keys
 from hpo.search.files import file_label, read_yaml, resolve_file
-from hpo.search.space import PARAMS, _coerce
+from hpo.search.space import PARAMS, coerce
 from hpo.sources import parse_source, recorded_shape
 from hpo.training.spec import TrainConfig
 
@@ -221,12 +221,12 @@ def parse_row(raw, src: str, key: str, table, forms: dict, io=None, dataset: str
             if not param.per_layer:
                 raise ConfigError(src, f"{key}.{name}",
                                   "a list is only allowed for per-layer names (width, activation)")
-            value = tuple(_coerce(v, param, src, f"{key}.{name}[{j}]") for j, v in enumerate(value))
+            value = tuple(coerce(v, param, src, f"{key}.{name}[{j}]") for j, v in enumerate(value))
         else:
-            value = _coerce(value, param, src, f"{key}.{name}")
+            value = coerce(value, param, src, f"{key}.{name}")
         hp[param.field or name] = value
     if depth is not None:
-        depth = _coerce(depth, PARAMS["depth"], src, f"{key}.depth")
+        depth = coerce(depth, PARAMS["depth"], src, f"{key}.depth")
     widths = hp.get("widths")
     if isinstance(widths, int):
         hp["widths"] = (widths,) * (depth or 1)
@@ -287,7 +287,7 @@ def _protocol(raw, src: str, captions: dict) -> tuple[Assumption, ...]:
         if k in TRAIN_FIELDS:
             if k in PARAMS or any(p.field == k for p in PARAMS.values()):
                 param = PARAMS.get(k) or next(p for p in PARAMS.values() if p.field == k)
-                value = _coerce(value, param, src, f"{key}.value")
+                value = coerce(value, param, src, f"{key}.value")
             try:
                 TrainConfig(**{k: value})
             except (TypeError, ValueError) as e:

@@ -148,7 +148,7 @@ class Dist:
 # --- parsing ------------------------------------------------------------------------------------
 
 
-def _coerce(value, param: Param, source: str, key: str):
+def coerce(value, param: Param, source: str, key: str):
     """Check a scalar's type against the hyperparameter's (ints are fine where floats are wanted)."""
     if param.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -188,7 +188,7 @@ def _parse_when(name: str, when, source: str) -> tuple:
             raise ConfigError(source, pkey, f"unknown hyperparameter; known: {', '.join(PARAMS)}")
         if not isinstance(values, list) or not values:
             raise ConfigError(source, pkey, f"expected a non-empty list of {parent}'s values, but got {values!r}")
-        out.append((parent, tuple(_coerce(v, PARAMS[parent], source, f"{pkey}[{i}]") for i, v in enumerate(values))))
+        out.append((parent, tuple(coerce(v, PARAMS[parent], source, f"{pkey}[{i}]") for i, v in enumerate(values))))
     return tuple(out)
 
 
@@ -204,9 +204,9 @@ def _parse_param(name: str, spec, source: str, param: Param | None = None) -> Di
                                   "a list is only allowed for per-layer hyperparameters (width, activation)")
             if not spec:
                 raise ConfigError(source, name, "a per-layer list must not be empty")
-            values = tuple(_coerce(v, param, source, f"{name}[{i}]") for i, v in enumerate(spec))
+            values = tuple(coerce(v, param, source, f"{name}[{i}]") for i, v in enumerate(spec))
             return Dist(name, "fixed", value=values, per_layer=True)
-        return Dist(name, "fixed", value=_coerce(spec, param, source, name))
+        return Dist(name, "fixed", value=coerce(spec, param, source, name))
     check_keys(spec, SPEC_KEYS, source, name)
     per_layer = spec.get("per_layer", False)
     if not isinstance(per_layer, bool):
@@ -222,7 +222,7 @@ def _parse_param(name: str, spec, source: str, param: Param | None = None) -> Di
         choices = spec["choices"]
         if not isinstance(choices, list) or not choices:
             raise ConfigError(source, f"{name}.choices", f"expected a non-empty list, but got {choices!r}")
-        values = tuple(_coerce(v, param, source, f"{name}.choices[{i}]") for i, v in enumerate(choices))
+        values = tuple(coerce(v, param, source, f"{name}.choices[{i}]") for i, v in enumerate(choices))
         if len(set(values)) != len(values):
             raise ConfigError(source, f"{name}.choices", f"duplicate choices in {list(values)}")
         return Dist(name, "categorical", choices=values, per_layer=per_layer)
@@ -232,8 +232,8 @@ def _parse_param(name: str, spec, source: str, param: Param | None = None) -> Di
     for bound in ("low", "high"):
         if bound not in spec:
             raise ConfigError(source, f"{name}.{bound}", "missing: a range needs both `low` and `high`")
-    low = _coerce(spec["low"], param, source, f"{name}.low")
-    high = _coerce(spec["high"], param, source, f"{name}.high")
+    low = coerce(spec["low"], param, source, f"{name}.low")
+    high = coerce(spec["high"], param, source, f"{name}.high")
     log = spec.get("log", False)
     if not isinstance(log, bool):
         raise ConfigError(source, f"{name}.log", f"expected true or false, but got {log!r}")
@@ -243,7 +243,7 @@ def _parse_param(name: str, spec, source: str, param: Param | None = None) -> Di
         raise ConfigError(source, f"{name}.low", f"`low > 0` must hold for a log range, but got low={low}")
     step = spec.get("step")
     if step is not None:
-        step = _coerce(step, Param(param.kind), source, f"{name}.step")
+        step = coerce(step, Param(param.kind), source, f"{name}.step")
         if step <= 0:
             raise ConfigError(source, f"{name}.step", f"`step > 0` must hold, but got step={step}")
         if log:
