@@ -153,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     s.add_argument("--storage", help="Optuna storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
     s.add_argument("--smoke", action="store_true", help="tiny scale: a few trials, 1 epoch, a few thousand samples")
-    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine, sharing the study and "
-                                                          "budget.threads (default 1)")
+    s.add_argument("--workers", type=int, help="worker processes on this machine, sharing the study and "
+                                               "budget.threads (default: the study's budget.workers, else 1)")
     s.add_argument("--pack", type=_pack_arg, help="train up to K trials at once as one stacked computation, or "
                                                  "auto: K per shape and batch size from a short calibration "
                                                  "(default: the study's budget.pack, else 1)")

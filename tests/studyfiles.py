@@ -23,13 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def write_study(directory: Path, name: str = "tiny", *, n_trials: int = 6, epochs: int = 1, batch_size: int = 64,
                 width: str = "{low: 8, high: 64, per_layer: true}", memory_mb: int | None = None,
-                threads: int = 1, pruner: str = "none", baselines: bool = True, pack: int = 1) -> Path:
+                threads: int = 1, pruner: str = "none", baselines: bool = True, pack: int = 1,
+                workers: int = 1) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     space = directory / f"{name}_space.yaml"
     space.write_text(f"depth: 2\nwidth: {width}\nactivation: relu\noptimizer: adam\n"
                      f"lr: {{low: 1e-4, high: 1e-1, log: true}}\nbatch_size: {batch_size}\nepochs: {epochs}\n")
     budget = (f"{{threads: {threads}" + (f", memory_mb: {memory_mb}" if memory_mb else "")
-              + (f", pack: {pack}" if pack > 1 else "") + "}")
+              + (f", pack: {pack}" if pack > 1 else "") + (f", workers: {workers}" if workers > 1 else "") + "}")
     study = directory / f"{name}.yaml"
     study.write_text(
         f"dataset: mnist\nspace: {space}\nsampler: tpe\npruner: {pruner}\nseed: 0\nn_trials: {n_trials}\n"

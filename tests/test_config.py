@@ -120,6 +120,7 @@ BAD = [
     (GOOD_STUDY.replace("fashion_mnist", "cifar10"), GOOD_SPACE, "dataset", "unknown data set 'cifar10'"),
     (GOOD_STUDY + "budget: {threads: 0}\n", GOOD_SPACE, "budget.threads", "> 0"),
     (GOOD_STUDY + "budget: {gpus: 1}\n", GOOD_SPACE, "budget.gpus", "unknown key"),
+    (GOOD_STUDY + "budget: {workers: 0}\n", GOOD_SPACE, "budget.workers", "> 0"),
     (GOOD_STUDY + "sampler_options: {n_startup: 3}\n", GOOD_SPACE, "sampler_options.n_startup", "unknown option"),
     (GOOD_STUDY + "objectives: [params]\n", GOOD_SPACE, "objectives", "first objective must be accuracy"),
     (GOOD_STUDY + "baselines: {paper: smith_2020}\n", GOOD_SPACE, "baselines.paper", "no paper named 'smith_2020'"),

@@ -281,6 +281,21 @@ def load_or_none(url):
         return None
 
 
+def test_the_study_file_s_budget_workers_is_the_default_and_the_flag_overrides_it(tiny_mnist, tmp_path, capsys):
+    url = os.environ["HPO_STORAGE"]
+    study_file = str(write_study(tmp_path, n_trials=4, threads=2, workers=2, baselines=False))
+    r = run_hpo("study", study_file, timeout=150)  # no --workers: budget.workers: 2
+    assert r.returncode == 0, r.stderr
+    assert "2 workers x 1 threads" in r.stdout
+    assert len({t.user_attrs["worker"] for t in load(url).trials if t.state in COUNTED}) == 2
+    other = str(write_study(tmp_path, "other", n_trials=2, threads=2, workers=2, baselines=False))
+    assert main(["study", other, "--workers", "1"]) == 0  # the flag wins: this process trains, 2 threads
+    assert "workers x" not in capsys.readouterr().out
+    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in load(url, "other").trials} == {str(os.getpid())}
+    assert main(["study", other, "--smoke", "--trials", "1"]) == 0  # smoke scale: one process, whatever the file says
+    assert "workers x" not in capsys.readouterr().out
+
+
 def test_two_workers_run_exactly_n_trials(tiny_mnist, tmp_path, capsys):
     url = os.environ["HPO_STORAGE"]
     study_file = str(write_study(tmp_path, n_trials=6, threads=2))

@@ -30,16 +30,18 @@ from hpo.urls import redact, storage_url
 
 def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | None = None,
               storage: str | None = None, smoke: bool = False, console: Console | None = None,
-              workers: int = 1, pack: int | str | None = None, notes: StudyNotes | None = None,
+              workers: int | None = None, pack: int | str | None = None, notes: StudyNotes | None = None,
               search: int = 1) -> optuna.Study:
-    """Create or resume the study `name_or_path` names and run it to n_trials counted trials; `pack`
-    (default: the study's budget.pack) trials at a time as one stacked computation. `notes`: what the run writes
-    for optuna-dashboard (hpo.results.notes.DashboardNotes; hpo.api.run_study and `hpo study` pass one), None for
-    nothing."""
+    """Create or resume the study `name_or_path` names and run it to n_trials counted trials, in `workers`
+    processes (default: the study's budget.workers; one at smoke scale) and `pack` (default: the study's
+    budget.pack) trials at a time as one stacked computation. `notes`: what the run writes for optuna-dashboard
+    (hpo.results.notes.DashboardNotes; hpo.api.run_study and `hpo study` pass one), None for nothing."""
     console = console or make_console()
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise HpoError(f"--workers: must be a positive number, but got {workers}")
     cfg, space = prepare(name_or_path, smoke=smoke, trials=trials, timeout=timeout, pack=pack, search=search)
+    if workers is None:  # a smoke run's few short trials would take longer to start workers than to train
+        workers = 1 if cfg.smoke else cfg.budget.workers
     if notes is not None:
         notes = notes.bind(storage_url(storage, mkdir=False))  # a bad --artifacts fails here too
     parallel = workers > 1

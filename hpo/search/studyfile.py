@@ -40,6 +40,7 @@ class Budget:
     memory_mb: int | None = None
     pack: int | str = 1  # trials trained at once as one stacked computation (hpo.search.pack_runner); 1: one at a time;
     # "auto": K per shape and batch size from a short calibration (hpo.training.pack.calibrate_pack)
+    workers: int = 1  # processes on this machine sharing the study and `threads` (`hpo study --workers` overrides)
 
     @property
     def packs(self) -> bool:
@@ -102,7 +103,7 @@ class StudyConfig:
 
 STUDY_KEYS = {"dataset", "space", "sampler", "sampler_options", "pruner", "pruner_options", "pruner_step", "seed",
               "n_trials", "timeout", "objectives", "split", "budget", "baselines"}
-BUDGET_KEYS = {"device", "threads", "trial_timeout", "max_params", "memory_mb", "pack"}
+BUDGET_KEYS = {"device", "threads", "trial_timeout", "max_params", "memory_mb", "pack", "workers"}
 SPLIT_KEYS = {"val_size", "seed"}
 BASELINE_KEYS = {"paper", "tables", "protocol"}
 
@@ -196,6 +197,7 @@ def _load_study(name_or_path: str) -> StudyConfig:
         max_params=check_type(b.get("max_params"), int, src, "budget.max_params", positive=True, allow_none=True),
         memory_mb=check_type(b.get("memory_mb"), int, src, "budget.memory_mb", positive=True, allow_none=True),
         pack=_pack(b.get("pack", 1), src),
+        workers=check_type(b.get("workers", 1), int, src, "budget.workers", positive=True),
     )
 
     paper, tables, proto, baselines = None, (), {}, []
