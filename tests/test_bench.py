@@ -14,11 +14,11 @@ import optuna
 import pytest
 
 from hpo.bench import memory
+from hpo.bench import search as search_bench
 from hpo.bench.load import SECTION as LOAD_SECTION
 from hpo.bench.parallel import TimedPruner, TimedSampler
 from hpo.bench.quality import bench_quality, markdown_quality, picture
 from hpo.bench.run import kept_separately
-from hpo.bench import search as search_bench
 from hpo.bench.search import expected_first_hit, median_bound
 from hpo.bench.throughput import AUGMENT, HOG, markdown_throughput, matmul_epoch
 from hpo.bench.versus import bench_versus, best_at, first_above, markdown_versus
@@ -230,7 +230,8 @@ def test_the_busy_core_s_process_ends_when_a_killed_bench_leaves_it():
     # a parent that starts the spinning process as bench_wait_policy does, prints its pid and is then SIGKILLed
     parent = subprocess.Popen([sys.executable, "-c", (
         "import os, subprocess, sys, time\n"
-        f"hog = subprocess.Popen([sys.executable, '-c', {HOG!r}], env={{**os.environ, 'HPO_BENCH_PARENT': str(os.getpid())}})\n"
+        f"hog = subprocess.Popen([sys.executable, '-c', {HOG!r}], "
+        "env={**os.environ, 'HPO_BENCH_PARENT': str(os.getpid())})\n"
         "print(hog.pid, flush=True)\n"
         "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
     hog = int(parent.stdout.readline())

@@ -59,6 +59,27 @@ def test_boundary_warnings_name_the_parameter_and_the_edge(tmp_path):
     assert "inside its search space" in report
 
 
+def test_best_trials_crowding_an_edge_are_a_warning_though_the_best_sits_inside(tmp_path):
+    (tmp_path / "sp.yaml").write_text("depth: 1\nwidth: 32\nlabel_smoothing: {low: 0.0, high: 0.2}\n"
+                                      "dropout: {low: 0.0, high: 0.5}\n")
+    dists = {"label_smoothing": FloatDistribution(0.0, 0.2), "dropout": FloatDistribution(0.0, 0.5)}
+
+    def study(smoothing):
+        s = optuna.create_study(direction="maximize")
+        s.set_user_attr("space_file", str(tmp_path / "sp.yaml"))
+        for i, ls in enumerate(smoothing):  # dropout near 0 in every trial: "off", nothing lies below it
+            s.add_trial(optuna.trial.create_trial(params={"label_smoothing": ls, "dropout": 0.01}, distributions=dists,
+                                                  value=0.9 - 0.001 * i))
+        return s
+
+    crowded = boundary_warnings(study([0.18, 0.17, 0.19, 0.165, 0.175, 0.185, 0.17, 0.162, 0.02, 0.18, 0.05, 0.1]))
+    assert crowded == ["The best 10 searched trials: `label_smoothing` in the highest fifth of [0.0, 0.2] in 9 "
+                       f"of them ({tmp_path / 'sp.yaml'}); the search presses against that edge: widen the range "
+                       "and run more trials."], crowded
+    assert boundary_warnings(study([0.18, 0.17, 0.02, 0.165, 0.05, 0.1, 0.17, 0.16, 0.02, 0.18, 0.05, 0.1])) == []
+    assert boundary_warnings(study([0.18] * 9)) == []  # fewer than 10 searched trials: no claim
+
+
 def test_too_few_trials_give_a_note_instead_of_importances(tmp_path):
     study = _study_with_best(tmp_path, "depth: 1\nlr: {low: 1e-4, high: 1e-1, log: true}\n", {"lr": 0.01},
                              {"lr": FloatDistribution(1e-4, 1e-1, log=True)})
