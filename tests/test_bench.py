@@ -17,13 +17,14 @@ from hpo.bench import memory
 from hpo.bench import search as search_bench
 from hpo.bench.load import SECTION as LOAD_SECTION
 from hpo.bench.parallel import TimedPruner, TimedSampler
-from hpo.bench.quality import bench_quality, markdown_quality, picture
+from hpo.bench.quality import bench_quality, markdown_quality, picture, picture_variants, study_copy
 from hpo.bench.run import kept_separately
 from hpo.bench.search import expected_first_hit, median_bound
 from hpo.bench.throughput import AUGMENT, HOG, markdown_throughput, matmul_epoch
 from hpo.bench.versus import bench_versus, best_at, first_above, markdown_versus
 from hpo.cli import main
 from hpo.errors import HpoError
+from hpo.search.studyfile import load_study
 from hpo.stats import pm_of
 
 
@@ -204,10 +205,18 @@ def test_quality_at_smoke_scale_searches_retrains_and_holds_the_optimum_against_
         assert [row[0] for row in x["trials"]] == list(range(len(x["trials"])))
         assert sum(row[4] for row in x["trials"]) == 2 and all(row[2] <= row[1] for row in x["trials"])
     assert picture(r, tmp_path / "q.png").read_bytes()[:4] == b"\x89PNG"
+    assert picture_variants(r, tmp_path / "v.png").read_bytes()[:4] == b"\x89PNG"
     lines, targets = markdown_quality(r)
     assert lines[0].startswith("## 7.") and len(targets) == 2
     gap = 100 * (r["searches"][0]["test"]["mean"] - r["hand"]["mean"])
     assert targets[0][3] == f"{gap:+.2f} points" and targets[0][4] == (gap >= 0)
+
+
+def test_a_quality_variant_s_run_options_stay_out_of_its_study_file(tmp_path):
+    path = study_copy("relu3_adam", tmp_path, 4, "trials100_workers2")
+    assert path.parent.name == "trials100_workers2-seed4"
+    study = load_study(str(path))  # a valid study file: `workers` is an option of the run, not a top-level key
+    assert study.n_trials == 100 and study.seed == 4
 
 
 def test_quality_refuses_an_unknown_variant_in_one_line(tmp_path):

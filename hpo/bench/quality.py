@@ -146,7 +146,7 @@ def finish_pruned(trials: list, max_epochs: int, splits, threads: int, k: int) -
 
 def bench_quality(log: Callable[[str], None], workdir: Path, *, study: str = STUDY, searches: int = 3,
                   seeds: int = 3, variants: tuple[str, ...] = ("shipped",), smoke: bool = False, threads: int = 2,
-                  finish: int = 0, results: Path | None = None) -> dict:
+                  finish: int = 0, results: Path | None = None, first: int = 0) -> dict:
     """`searches` searches of `study` per variant, each best re-trained over `seeds` seeds on the test set, and the
     hand configuration re-trained the same way. `finish`: pruned long trials per search trained to their end."""
     unknown = [v for v in variants if v not in VARIANTS]
@@ -174,7 +174,7 @@ def bench_quality(log: Callable[[str], None], workdir: Path, *, study: str = STU
         log(f"quality: the hand configuration over {seeds} seeds")
         r["hand"] = stats(run_seeds(hand, final, seed_list, threads=threads))
         save()
-    for s in range(searches):  # seed-major: an interrupted run has compared the variants on the same seeds
+    for s in range(first, first + searches):  # seed-major: an interrupted run compared the variants on the same seeds
         for variant in variants:
             if any(x["variant"] == variant and x["seed"] == s for x in r["searches"]):
                 continue
@@ -197,6 +197,33 @@ def bench_quality(log: Callable[[str], None], workdir: Path, *, study: str = STU
             r["searches"].append(entry)
             save()
     return r
+
+
+def picture_variants(r: dict, path: Path) -> Path:
+    """Each search's optimum on the test set (mean ± std over its re-training seeds), one column per variant, beside
+    the hand configuration's band: whether a change to the search moves the optima above the person, over searches."""
+    variants = list(dict.fromkeys(x["variant"] for x in r["searches"]))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(variants) + 2), 4.2))
+    hand = r["hand"]
+    ax.axhspan(100 * (hand["mean"] - hand["std"]), 100 * (hand["mean"] + hand["std"]), color="tab:orange", alpha=0.18,
+               lw=0)
+    ax.axhline(100 * hand["mean"], color="tab:orange", lw=1.5, label=f"hand configuration: {100 * hand['mean']:.2f}% "
+               f"± {100 * hand['std']:.2f}")
+    for j, variant in enumerate(variants):
+        runs = [x for x in r["searches"] if x["variant"] == variant]
+        xs = [j + 0.12 * (k - (len(runs) - 1) / 2) for k in range(len(runs))]
+        ax.errorbar(xs, [100 * x["test"]["mean"] for x in runs], yerr=[100 * x["test"]["std"] for x in runs],
+                    fmt="o", color="tab:blue", ms=5, capsize=2, label="one search's optimum (± std over seeds)"
+                    if j == 0 else None)
+        mean = sum(x["test"]["mean"] for x in runs) / len(runs)
+        ax.plot([j - 0.3, j + 0.3], [100 * mean] * 2, color="black", lw=2,
+                label="mean over searches" if j == 0 else None)
+    ax.set_xticks(range(len(variants)), [v.replace("_", " ") for v in variants], fontsize=8)
+    ax.set_ylabel("test accuracy (%), re-trained")
+    ax.set_title(f"{r['study']}: each search's optimum against a person's configuration", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return save(fig, path)
 
 
 def summary(r: dict) -> list[str]:
@@ -247,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hpo.bench.quality", description=__doc__.split("\n\n")[0])
     p.add_argument("--study", default=STUDY)
     p.add_argument("--searches", type=int, default=3)
+    p.add_argument("--first", type=int, default=0, help="the first search's sampler seed (then +1, +2, ...)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--variants", default="shipped", help=f"comma-separated, of {', '.join(VARIANTS)}")
     p.add_argument("--finish", type=int, default=0, help="pruned long trials per search to train to their end")
@@ -257,10 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     Path(a.workdir).mkdir(parents=True, exist_ok=True)
     r = bench_quality(lambda line: print(line, flush=True), Path(a.workdir), study=a.study, searches=a.searches,
                       seeds=a.seeds, variants=tuple(a.variants.split(",")), smoke=a.smoke, finish=a.finish,
-                      results=Path(a.results))
+                      results=Path(a.results), first=a.first)
     print("\n".join(summary(r)))
     if r["searches"]:
         print(f"wrote {picture(r, Path(a.results).with_suffix('.png'))}")
+        print(f"wrote {picture_variants(r, Path(a.results).with_name(Path(a.results).stem + '_variants.png'))}")
     return 0
 
 
