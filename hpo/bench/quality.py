@@ -231,22 +231,24 @@ def summary(r: dict) -> list[str]:
     def pm(s):
         return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}%"
 
-    lines = ["| who | searches | wall per search | best validation | test (re-trained) | long trials started / "
-             "pruned / finished |", "|---|---|---|---|---|---|",
+    lines = ["| who | searches | wall per search | best validation | test (re-trained) | epochs trained | long trials "
+             "started / pruned / finished |", "|---|---|---|---|---|---|---|",
              f"| hand configuration ({', '.join(f'{k}={v}' for k, v in r['hand_config'].items())}) | - | - | - | "
-             f"{pm(r['hand'])} | - |"]
+             f"{pm(r['hand'])} | {r['hand_config'].get('epochs', '-')} | - |"]
     for variant in dict.fromkeys(x["variant"] for x in r["searches"]):
         runs = [x for x in r["searches"] if x["variant"] == variant]
         for x in runs:
             d = x["diagnosis"]
             lines.append(f"| {variant}, seed {x['seed']} | 1 | {x['seconds']:.0f} s | {x['best_val']:.4f} | "
-                         f"{pm(x['test'])} | {d['long_started']} / {d['long_pruned']} / {d['long_finished']} |")
+                         f"{pm(x['test'])} | {d['epochs_trained']} | {d['long_started']} / {d['long_pruned']} / "
+                         f"{d['long_finished']} |")
         means = [x["test"]["mean"] for x in runs]
         mean = sum(means) / len(means)
         sd = (sum((m - mean) ** 2 for m in means) / (len(means) - 1)) ** 0.5 if len(means) > 1 else 0.0
         lines.append(f"| **{variant}: over searches** | {len(runs)} | "
                      f"{sum(x['seconds'] for x in runs) / len(runs):.0f} s | - | "
-                     f"{100 * mean:.2f} ± {100 * sd:.2f}% | - |")
+                     f"{100 * mean:.2f} ± {100 * sd:.2f}% | "
+                     f"{sum(x['diagnosis']['epochs_trained'] for x in runs) / len(runs):.0f} | - |")
     return lines
 
 
