@@ -84,7 +84,8 @@ def bench_trials_per_hour(scale, log: Callable[[str], None], workdir: Path) -> d
             enqueue_baselines(study, cfg, space)  # none here; marks the study ready for the run that joins it
             for p in configs:
                 study.enqueue_trial(p)
-            study = run_study(str(path), storage=url, smoke=smoke, pack=k, console=quiet)
+            # one process: item 5 measures packs against one trial at a time, not workers (relu3_adam ships with 2)
+            study = run_study(str(path), storage=url, smoke=smoke, pack=k, console=quiet, workers=1)
             done = study.get_trials(deepcopy=False, states=COUNTED)
             if sorted(map(str, (t.params for t in done))) != sorted(map(str, configs)):
                 raise RuntimeError(f"a pack run finished {len(done)} trials, not the {len(configs)} enqueued")

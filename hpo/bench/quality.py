@@ -181,7 +181,7 @@ def bench_quality(log: Callable[[str], None], workdir: Path, *, study: str = STU
             path = study_copy(study, workdir, s, variant)
             t0 = time.time()
             st = run_study(str(path), storage=f"sqlite:///{path.parent / 'study.db'}", smoke=smoke,
-                           console=Console(file=io.StringIO()), workers=VARIANTS[variant].get("workers", 1))
+                           console=Console(file=io.StringIO()), workers=VARIANTS[variant].get("workers"))
             seconds = time.time() - t0
             best = st.best_trial
             cfg_best = best.user_attrs["config"]
