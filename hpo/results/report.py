@@ -103,7 +103,7 @@ def boundary_warnings(study) -> list[str]:
     if space is None:
         return ["The study's search-space file could not be found, so boundaries were not checked."]
     best = best_trials(study, 1)[0]
-    out = []
+    out, warned = [], set()  # warned: the names the best trial already has a warning for
     for name, value in best.params.items():
         d = space.dist_for(name)
         if d is None or name == "seed":  # a replicate factor, not a setting whose range could be widened
@@ -115,11 +115,11 @@ def boundary_warnings(study) -> list[str]:
                 all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in d.choices):
             side = "low" if value == min(d.choices) else "high" if value == max(d.choices) else None
         if side:
+            warned.add(name)
             out.append(f"Best trial {best.number}: `{name}` = {value:.4g} sits at the {side} end of "
                        f"{describe_dist(d)} in {space.source}; the optimum may lie beyond it: widen the range "
                        f"and run more trials.")
-    warned = {w.split("`")[1] for w in out}
-    return out + [w for w in crowded_edges(study, space) if w.split("`")[1] not in warned]
+    return out + crowded_edges(study, space, skip=warned)
 
 
 # The best trials crowd an edge when at least CROWD of the top CROWD_TOP searched trials lie in the outer EDGE of a
@@ -130,8 +130,9 @@ def boundary_warnings(study) -> list[str]:
 CROWD_TOP, CROWD, EDGE = 10, 0.8, 0.2
 
 
-def crowded_edges(study, space) -> list[str]:
-    """Settings whose best searched trials crowd one edge of their range: the search presses against it."""
+def crowded_edges(study, space, skip: frozenset | set = frozenset()) -> list[str]:
+    """Settings (other than `skip`) whose best searched trials crowd one edge of their range: the search presses
+    against it."""
     top = [t for t in best_trials(study, 3 * CROWD_TOP) if not t.user_attrs.get("baseline")][:CROWD_TOP]
     if len(study.directions) > 1 or len(top) < CROWD_TOP:
         return []
@@ -139,7 +140,7 @@ def crowded_edges(study, space) -> list[str]:
     for name in sorted({k for t in top for k in t.params}):
         d = space.dist_for(name)
         values = [t.params[name] for t in top if name in t.params]
-        if d is None or name == "seed" or len(values) < CROWD_TOP:
+        if d is None or name == "seed" or name in skip or len(values) < CROWD_TOP:
             continue
         if d.kind == "categorical":
             numbers = [c for c in d.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
