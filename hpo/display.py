@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from hpo.trials import COUNTED, outcome
+from hpo.trials import CONFIRM_OF, COUNTED, best_trials, confirmed, outcome
 
 # --- numbers ------------------------------------------------------------------------------------
 
@@ -118,6 +118,8 @@ def trial_line(t: FrozenTrial) -> str:
              "failed": "red"}.get(o, "magenta")
     value = f"{t.values[0]:.4f}" if t.values else "   -  "
     tag = f" [cyan]\\[{t.user_attrs['baseline']}][/]" if t.user_attrs.get("baseline") else ""
+    if t.user_attrs.get(CONFIRM_OF) is not None:
+        tag = f" [cyan]\\[confirms trial {t.user_attrs[CONFIRM_OF]}][/]"
     secs = t.user_attrs.get("train_seconds")
     tail = f" {t.user_attrs.get('epochs_trained', 0)} ep {secs:.1f}s" if secs is not None else ""
     explained = o not in ("complete", "pruned") and t.user_attrs.get("reason")
@@ -203,18 +205,21 @@ def summary_rows(study: optuna.Study, top: int = 5) -> tuple[str, list[str], lis
     if multi:
         chosen = sorted(study.best_trials, key=lambda t: -t.values[0])[:top]
         title = f"{study.study_name}: Pareto front (top {len(chosen)} by accuracy){papers}"
-    else:
-        chosen = sorted(complete, key=lambda t: -t.values[0])[:top]
+    else:  # confirmed trials first, by their mean over seeds (hpo.trials.best_trials)
+        chosen = best_trials(study, top) if complete else []
         title = f"{study.study_name}: top {len(chosen)} trials{papers}"
+    confirms = {} if multi else confirmed(study)
     baselines = [t for t in trials if t.user_attrs.get("baseline") and t not in chosen]
     rows = []
     for t in chosen + baselines:
         reported = t.user_attrs.get("paper_reported")
         secs = t.user_attrs.get("train_seconds")
+        runs = confirms.get(t.number)
+        value = f"{t.values[0]:.4f}" if t.values else "-"
         rows.append([
             str(t.number), "baseline" if t.user_attrs.get("baseline") else "search",
             describe_config(t.user_attrs.get("config", {}), t.user_attrs.get("io")),
-            f"{t.values[0]:.4f}" if t.values else "-",
+            f"{sum(runs) / len(runs):.4f} ({len(runs)} seeds)" if runs else value,
             f"{reported:.4f}" if reported else "",
             f"{t.user_attrs.get('n_params', 0):,}", str(t.user_attrs.get("epochs_trained", "")),
             f"{secs:.1f}s" if secs is not None else "", outcome(t),

@@ -95,13 +95,59 @@ def metric_names(study: optuna.Study) -> list[str]:
     return study.metric_names or [METRIC_NAMES[o] for o in study.user_attrs.get("objectives", ["accuracy"])]
 
 
+# A confirmation run (study file `confirm`, hpo.search.confirm): a top trial's configuration trained again with
+# another seed on the same split, so that the optimum is chosen by a mean over seeds, not by one lucky draw.
+CONFIRM_OF = "confirm_of"  # user attribute: the number of the trial it confirms
+CONFIRM_SEED = "confirm_seed"  # user attribute: the seed it trains with
+
+
+def is_confirmation(t: FrozenTrial) -> bool:
+    return t.user_attrs.get(CONFIRM_OF) is not None
+
+
+def confirmation_value(t: FrozenTrial) -> float:
+    """A confirmation run's validation accuracy; one stopped early (diverged, over the time cap) counts with the
+    last accuracy it reached, 0 when it reached none: a configuration that does not train again is not confirmed."""
+    if t.state == TrialState.COMPLETE:
+        return t.values[0]
+    curve = t.user_attrs.get("val_curve") or [0.0]
+    return curve[-1]
+
+
+def confirmed(study: optuna.Study) -> dict[int, list[float]]:
+    """{trial number: its own value, then its finished confirmation runs' values} for each confirmed trial."""
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    out: dict[int, list[float]] = {}
+    for t in trials:
+        if is_confirmation(t) and t.state in COUNTED:
+            first = by_number.get(t.user_attrs[CONFIRM_OF])
+            if first is not None and first.state == TrialState.COMPLETE:
+                out.setdefault(first.number, [first.values[0]]).append(confirmation_value(t))
+    return out
+
+
+def searched(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that are not confirmation runs (each a configuration of its own)."""
+    return [t for t in trials if not is_confirmation(t)]
+
+
+def score(t: FrozenTrial, confirms: dict[int, list[float]]) -> float:
+    """A single-objective trial's score: the mean over its seeds when it was confirmed, else its value."""
+    values = confirms.get(t.number)
+    return sum(values) / len(values) if values else t.values[0]
+
+
 def best_trials(study: optuna.Study, top: int | None = None) -> list[FrozenTrial]:
-    """Single objective: the top K (default 1) by value. Multi-objective: the Pareto set, most accurate first
+    """Single objective: the top K (default 1): confirmed trials first, by their mean over seeds, then the rest by
+    value; confirmation runs are not candidates of their own. Multi-objective: the Pareto set, most accurate first
     (accuracy is always the first objective), cut to the top K when K is given."""
     trials = complete_trials(study)
     if len(study.directions) > 1:
         chosen = sorted(study.best_trials, key=lambda t: (-t.values[0], t.number))
     else:
         sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
-        chosen = sorted(trials, key=lambda t: (sign * t.values[0], t.number))[:top or 1]
+        confirms = confirmed(study)
+        chosen = sorted(searched(trials), key=lambda t: (t.number not in confirms, sign * score(t, confirms),
+                                                         t.number))[:top or 1]
     return chosen[:top] if top else chosen

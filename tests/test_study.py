@@ -28,7 +28,8 @@ def test_smoke_study_end_to_end_on_fashion_mnist(fmnist_available, capsys):
     out = capsys.readouterr().out
     study = _load("relu3_adam-smoke")
     counted = [t for t in study.trials if t.state in COUNTED]
-    assert len(counted) == 4
+    assert len(counted) == 6  # 4 trials, then the 2 best again with another seed (confirm, scaled down by --smoke)
+    assert [t.number for t in counted if t.user_attrs.get("confirm_of") is not None] == [4, 5]
     baselines = [t for t in study.trials if t.user_attrs.get("baseline")]
     assert [t.user_attrs["baseline"] for t in baselines] == ["T3 784-50-30-10 adam lr=0.001",
                                                              "T3 784-60-30-10 adam lr=0.001"]

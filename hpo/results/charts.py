@@ -11,7 +11,7 @@ from hpo.display import MIN_SPREAD_N
 from hpo.search.papers import study_paper
 from hpo.sources import recorded_shape
 from hpo.training.models import mlp_param_count, param_count
-from hpo.trials import completed, study_attrs
+from hpo.trials import completed, searched, study_attrs
 
 # A fixed id: every report replaces the chart instead of adding one.
 PARAMS_CHART_ID = "hpo-accuracy-vs-params"
@@ -20,7 +20,7 @@ PARAMS_CHART_ID = "hpo-accuracy-vs-params"
 def params_figure(study, result: dict | None) -> go.Figure:
     """Accuracy (validation for trials, the paper's numbers and test re-runs as marked) against parameters."""
     fig = go.Figure()
-    complete = completed(study)
+    complete = searched(completed(study))  # a confirmation run repeats its trial's configuration
     for label, trials, symbol in (("searched trial (validation)",
                                    [t for t in complete if not t.user_attrs.get("baseline")], "circle"),
                                   ("paper configuration, trained here (validation)",

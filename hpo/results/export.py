@@ -40,7 +40,7 @@ from hpo.search.study import check_same_data
 from hpo.sources import DataSource, parse_source
 from hpo.training.models import check_builder_args, is_plugin, load_builder
 from hpo.training.spec import TrainConfig
-from hpo.trials import best_trials, complete_trials, metric_names, study_attrs
+from hpo.trials import best_trials, complete_trials, confirmed, metric_names, score, searched, study_attrs
 from hpo.urls import redact, storage_url
 
 CONFIG_KEYS = ("dataset", "split", "train", "provenance")
@@ -190,15 +190,24 @@ def export(name: str, *, top: int | None = None, out: str | Path | None = None, 
         paths = [out / f"{s}.yaml" for s in stems]
 
     url = redact(storage_url(storage, mkdir=False))
-    n_complete = len(complete_trials(study))
+    n_complete = len(searched(complete_trials(study)))
+    confirms = {} if multi else confirmed(study)
     docs = []
     for rank, t in enumerate(chosen, 1):
         if multi:
             selection = (f"Pareto set of {'/'.join(metric_names(study))}: member {rank} of "
                          f"{len(study.best_trials)} (most accurate first)")
+        elif confirms:
+            runs = confirms.get(t.number)
+            how = f"its mean over {len(runs)} seeds, {number(score(t, confirms))}" if runs else "its own run"
+            selection = (f"rank {rank} of {n_complete} complete trials by {metric_names(study)[0]}, the "
+                         f"{len(confirms)} confirmed first by their mean over seeds ({how})")
         else:
             selection = f"rank {rank} of {n_complete} complete trials by {metric_names(study)[0]}"
-        docs.append(config_doc(study, t, rank, selection, url))
+        doc = config_doc(study, t, rank, selection, url)
+        if confirms.get(t.number):
+            doc["provenance"]["confirmed"] = {"mean": score(t, confirms), "runs": confirms[t.number]}
+        docs.append(doc)
 
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     if paths[0].parent == out:  # a fresh export replaces the previous one's files, never anything else

@@ -18,7 +18,7 @@ from hpo.plotting import plt, save
 from hpo.search.papers import study_paper
 from hpo.sources import recorded_shape
 from hpo.training.models import mlp_param_count, param_count
-from hpo.trials import completed, outcome, study_attrs
+from hpo.trials import completed, is_confirmation, outcome, searched, study_attrs
 
 TOP_CURVES = 5
 MIN_IMPORTANCE_TRIALS = 3
@@ -30,7 +30,8 @@ def plot_history(study, path: Path) -> None:
     plot_optimization_history: that one cannot tell the paper's baseline trials from searched ones, nor show
     where pruned and capped trials stopped."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    complete = sorted(completed(study), key=lambda t: t.number)
+    runs = [t for t in completed(study) if is_confirmation(t)]  # a top trial again with another seed
+    complete = sorted(searched(completed(study)), key=lambda t: t.number)
     search = [t for t in complete if not t.user_attrs.get("baseline")]
     base = [t for t in complete if t.user_attrs.get("baseline")]
     stopped = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
@@ -44,6 +45,9 @@ def plot_history(study, path: Path) -> None:
     if stopped:
         ax.scatter([t.number for t in stopped], [t.user_attrs["val_curve"][-1] for t in stopped], marker="x", s=16,
                    color="grey", label="stopped early: pruned or capped (last reported)")
+    if runs:
+        ax.scatter([t.number for t in runs], [t.values[0] for t in runs], marker="s", s=18, color="tab:purple",
+                   label="confirmation run (a top trial, another seed)")
     best, xs, ys = float("-inf"), [], []
     for t in complete:
         best = max(best, t.values[0])
@@ -283,7 +287,8 @@ def plot_curves(study, path: Path) -> None:
     paper = study_paper(study_attrs(study))
     rows = [r for t in s.get("tables", []) for r in paper.table(t)] if paper else []
     color = {r.name: ROW_COLORS[i % len(ROW_COLORS)] for i, r in enumerate(rows)}
-    search = [t for t in completed(study) if not t.user_attrs.get("baseline") and t.user_attrs.get("val_curve")]
+    search = [t for t in searched(completed(study))
+              if not t.user_attrs.get("baseline") and t.user_attrs.get("val_curve")]
     best = sorted(search, key=lambda t: -t.values[0])[:TOP_CURVES]
     base = [t for t in study.get_trials(deepcopy=False)
             if t.user_attrs.get("baseline") and t.user_attrs.get("val_curve")]

@@ -35,6 +35,7 @@ from hpo.training.memory import PeakMemory, estimate_bytes
 from hpo.training.models import build_model, count_params
 from hpo.training.runtime import TrainResult
 from hpo.training.spec import TrainConfig
+from hpo.trials import CONFIRM_SEED
 
 
 def measure_latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 30) -> float:
@@ -145,7 +146,9 @@ class Objective:
     def configure(self, trial: optuna.Trial) -> TrainConfig:
         """Draw the trial's configuration and record it (and which machine and process runs it)."""
         hp = self.space.suggest(trial)
-        tc = TrainConfig(**{"seed": self.cfg.seed, **hp})  # a space may draw the seed (a replicate factor)
+        # A space may draw the seed (a replicate factor); a confirmation run (hpo.search.confirm) brings its own.
+        confirm_seed = trial.user_attrs.get(CONFIRM_SEED)
+        tc = TrainConfig(**{"seed": self.cfg.seed, **hp, **({} if confirm_seed is None else {"seed": confirm_seed})})
         trial.set_user_attr("config", tc.to_dict(active_only=True))  # momentum only where it is used, etc.
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         return tc
@@ -180,6 +183,7 @@ class Objective:
         meter = meter if meter is not None else run.meter
         cap = cap if cap is not None else run.cap
         multi = len(self.cfg.objectives) > 1
+        confirm_seed = run.trial.user_attrs.get(CONFIRM_SEED)
 
         def on_epoch(epoch: int, acc: float) -> None:
             run.curve.append(acc)
@@ -191,7 +195,7 @@ class Objective:
             steps = percent_steps(epoch, run.tc.epochs) if self.cfg.pruner_step == "percent" else [epoch]
             for step in steps:
                 run.trial.report(acc, step)
-            if steps and run.trial.should_prune():
+            if steps and confirm_seed is None and run.trial.should_prune():  # a confirmation run trains to its end
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} at {acc:.4f}")
 
         return on_epoch

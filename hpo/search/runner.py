@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import replace
 
 import optuna
 from optuna.trial import TrialState
@@ -16,6 +17,7 @@ from hpo import data as data_mod
 from hpo.display import LiveDisplay, counts_line, make_console, summary_table
 from hpo.errors import HpoError
 from hpo.hints import dashboard_hint, describe_storage
+from hpo.search import confirm
 from hpo.search.budget import BudgetStudy
 from hpo.search.objective import Objective, StudyNotes
 from hpo.search.pack_runner import run_packs
@@ -66,13 +68,16 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
     new_baselines = enqueue_baselines(study, cfg, space)
     if parallel:
         fail_stale(study)
+    # Confirmation runs (hpo.search.confirm) come on top of n_trials: the search's slots are n_trials plus those
+    # already held, so that a study resumed with more trials runs its n_trials searched ones.
+    search_cfg = replace(cfg, n_trials=cfg.n_trials + confirm.held(study))
     done = counted(study)
-    remaining = cfg.n_trials - done
+    remaining = search_cfg.n_trials - done
     if parallel:
-        n_procs = min(workers, max(remaining, 0))
-        threads = threads_per_worker(cfg.budget.threads, n_procs or workers)
+        n_procs = min(workers, max(remaining, 0)) or min(workers, cfg.confirm.runs) or workers
+        threads = threads_per_worker(cfg.budget.threads, n_procs)
         data_line = f"{cfg.dataset}"
-        tail = f"; {n_procs or workers} workers x {threads} threads"
+        tail = f"; {n_procs} workers x {threads} threads"
     else:
         data_line = f"{cfg.dataset} {splits.meta['n_train']} train / {splits.meta['n_eval']} validation"
         tail = ""
@@ -92,16 +97,37 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
             console.print(f"[yellow]{len(running)} trials are marked running[/] (other workers, or killed ones: those "
                           f"are failed and retried {heartbeat_settings()[1]}s after their last heartbeat)")
     trial_notes = notes.trial_notes(cfg.paper) if notes is not None else None  # its folder made here, not in a worker
-    if remaining <= 0:
+
+    def run_phase(phase_cfg: StudyConfig, done: int) -> optuna.Study:
+        if parallel:
+            run_workers(name_or_path, study, phase_cfg, url=url, n_procs=n_procs, threads=threads, done=done,
+                        pack=cfg.budget.pack, console=console, notes=notes)
+            return study
+        return _run_here(study, rdb, created, phase_cfg, space, splits, done=done, url=url, console=console,
+                         notes=trial_notes, live_note=notes.live() if notes is not None else None)
+
+    if remaining <= 0 and not cfg.confirm.top:
         console.print(f"study already has {done} of {cfg.n_trials} trials; raise --trials to run more")
-    elif parallel:
-        run_workers(name_or_path, study, cfg, url=url, n_procs=n_procs, threads=threads, done=done,
-                    pack=cfg.budget.pack, console=console, notes=notes)
-    else:
-        study = _run_here(study, rdb, created, cfg, space, splits, done=done, url=url, console=console,
-                          notes=trial_notes, live_note=notes.live() if notes is not None else None)
+    elif remaining > 0:
+        study = run_phase(search_cfg, done)
+    if cfg.confirm.top:
+        study = _confirm(study, cfg, run_phase, console)
     console.print(summary_table(study))
     console.print(f"outcomes: {counts_line(study)}")
+    return study
+
+
+def _confirm(study: optuna.Study, cfg: StudyConfig, run_phase, console: Console) -> optuna.Study:
+    """The confirmation phase: enqueue the runs the top trials still lack and train them (and any left waiting by an
+    interrupted run), then say which trial the means chose."""
+    confirm.enqueue(study, cfg)
+    phase_cfg = replace(cfg, n_trials=cfg.n_trials + confirm.held(study))
+    done = counted(study)
+    if phase_cfg.n_trials > done:
+        console.print(f"confirming the top {cfg.confirm.top} trials: {phase_cfg.n_trials - done} runs with "
+                      f"{cfg.confirm.seeds} more seed{'s' if cfg.confirm.seeds > 1 else ''} each, never pruned")
+        study = run_phase(phase_cfg, done)
+    console.print(confirm.summary_line(study))
     return study
 
 

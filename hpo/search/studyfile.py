@@ -58,6 +58,20 @@ def _pack(value, src) -> int | str:
 
 
 @dataclass(frozen=True)
+class Confirm:
+    """Once the search ends, its `top` best trials are trained again with `seeds` more seeds each on the same split,
+    and the optimum is the one with the best mean (hpo.search.confirm): one run's validation accuracy is one draw,
+    and the best of a hundred draws is the luckiest as much as the best (README: search against a person)."""
+
+    top: int = 0  # 0: no confirmation
+    seeds: int = 1
+
+    @property
+    def runs(self) -> int:
+        return self.top * self.seeds
+
+
+@dataclass(frozen=True)
 class Baseline:
     name: str
     hp: dict  # TrainConfig keyword arguments
@@ -83,6 +97,7 @@ class StudyConfig:
     val_size: int = 10000
     split_seed: int = 0
     budget: Budget = Budget()
+    confirm: Confirm = Confirm()
     paper: Paper | None = None
     tables: tuple = ()
     protocol: dict = field(default_factory=dict)
@@ -102,10 +117,11 @@ class StudyConfig:
 
 
 STUDY_KEYS = {"dataset", "space", "sampler", "sampler_options", "pruner", "pruner_options", "pruner_step", "seed",
-              "n_trials", "timeout", "objectives", "split", "budget", "baselines"}
+              "n_trials", "timeout", "objectives", "split", "budget", "baselines", "confirm"}
 BUDGET_KEYS = {"device", "threads", "trial_timeout", "max_params", "memory_mb", "pack", "workers"}
 SPLIT_KEYS = {"val_size", "seed"}
 BASELINE_KEYS = {"paper", "tables", "protocol"}
+CONFIRM_KEYS = {"top", "seeds"}
 
 
 def check_options(factory, options: dict, source: str, key: str) -> None:
@@ -130,8 +146,9 @@ def _smoke_variant(cfg: StudyConfig) -> StudyConfig:
     # Under the three-cycle schedule `epochs` is 3 x cycle_epochs: one epoch per cycle is its smallest run.
     cycles = {"cycle_epochs": 1} if any(cfg.space.possible("cycle_epochs", 0)) else {}
     baselines = tuple(replace(b, hp={**b.hp, "epochs": 1}) for b in cfg.baselines[:2])
+    confirm = replace(cfg.confirm, top=min(cfg.confirm.top, 2), seeds=min(cfg.confirm.seeds, 1))
     return replace(cfg, space=cfg.space.with_fixed(epochs=1, **cycles), n_trials=min(cfg.n_trials, 4),
-                   baselines=baselines, smoke=True)
+                   baselines=baselines, confirm=confirm, smoke=True)
 
 
 def _load_study(name_or_path: str) -> StudyConfig:
@@ -200,6 +217,13 @@ def _load_study(name_or_path: str) -> StudyConfig:
         workers=check_type(b.get("workers", 1), int, src, "budget.workers", positive=True),
     )
 
+    c = check_mapping(doc.get("confirm"), CONFIRM_KEYS, src, "confirm", required=("top",))
+    confirm = Confirm(top=check_type(c["top"], int, src, "confirm.top", positive=True) if c else 0,
+                      seeds=check_type(c.get("seeds", 1), int, src, "confirm.seeds", positive=True))
+    if confirm.top and len(objectives) > 1:
+        raise ConfigError(src, "confirm", "confirmation ranks trials by accuracy alone; a multi-objective study "
+                                          "keeps its Pareto set: leave confirm out")
+
     paper, tables, proto, baselines = None, (), {}, []
     bl = check_mapping(doc.get("baselines"), BASELINE_KEYS, src, "baselines")
     if bl:
@@ -230,7 +254,7 @@ def _load_study(name_or_path: str) -> StudyConfig:
         seed=check_type(doc.get("seed", 0), int, src, "seed"),
         n_trials=check_type(doc.get("n_trials", 20), int, src, "n_trials", positive=True),
         timeout=check_type(doc.get("timeout"), (int, float), src, "timeout", positive=True, allow_none=True),
-        objectives=tuple(objectives), val_size=val_size, split_seed=split_seed, budget=budget,
+        objectives=tuple(objectives), val_size=val_size, split_seed=split_seed, budget=budget, confirm=confirm,
         paper=paper, tables=tuple(tables), protocol=proto, baselines=tuple(baselines), raw=doc,
     )
 
