@@ -197,6 +197,10 @@ def test_quality_at_smoke_scale_searches_retrains_and_holds_the_optimum_against_
         d = x["diagnosis"]
         assert d["trials"] >= 1 and sum(d["schedules"].values()) == d["trials"]  # the paper's baselines not counted
         assert d["pruned"] <= d["trials"] and d["long_pruned"] <= d["long_started"] <= d["trials"]
+        # relu3_adam confirms its top trials (2 at smoke scale): its best single run is re-trained beside its optimum
+        assert x["single_test"]["n"] == 2 and x["confirm_seconds"] >= 0
+        assert (x["single_test"] == x["test"]) == (x["single_number"] == x["best_number"])
+    assert sum(row[4] for row in r["searches"][0]["trials"]) == 2 and len(r["searches"][0]["trials"]) == 6
     assert json.loads(results.read_text())["searches"] == r["searches"]  # kept after every search
     again = bench_quality(lambda line: pytest.fail(line), tmp_path, searches=1, seeds=2, smoke=True, threads=1,
                           results=results, variants=("shipped", "epoch_steps"))  # nothing left to run
@@ -217,6 +221,8 @@ def test_a_quality_variant_s_run_options_stay_out_of_its_study_file(tmp_path):
     assert path.parent.name == "trials100_workers2-seed4"
     study = load_study(str(path))  # a valid study file: `workers` is an option of the run, not a top-level key
     assert study.n_trials == 100 and study.seed == 4
+    assert study.confirm.top == 6  # as shipped
+    assert load_study(str(study_copy("relu3_adam", tmp_path, 0, "no_confirm"))).confirm.top == 0  # the key left out
 
 
 def test_quality_refuses_an_unknown_variant_in_one_line(tmp_path):

@@ -247,25 +247,38 @@ def picture_variants(r: dict, path: Path) -> Path:
 
 
 def summary(r: dict) -> list[str]:
-    """The measured rows as Markdown: the hand configuration, then each variant's searches and their mean."""
+    """The measured rows as Markdown: the hand configuration, then each variant's searches and their mean. A search
+    that confirmed its top trials (study file `confirm`) also shows its best single run, re-trained the same way:
+    what its optimum would have been without confirmation."""
     def pm(s):
         return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}%"
 
-    lines = ["| who | searches | wall per search | best validation | test (re-trained) | epochs trained | long trials "
-             "started / pruned / finished |", "|---|---|---|---|---|---|---|",
+    def single(x):
+        if "single_test" not in x:
+            return "-"
+        return "same trial" if x["single_number"] == x["best_number"] else \
+            f"trial {x['single_number']}: {pm(x['single_test'])}"
+
+    lines = ["| who | searches | wall per search | best validation | test (re-trained) | best single run instead "
+             "| epochs trained | long trials started / pruned / finished |", "|---|---|---|---|---|---|---|---|",
              f"| hand configuration ({', '.join(f'{k}={v}' for k, v in r['hand_config'].items())}) | - | - | - | "
-             f"{pm(r['hand'])} | {r['hand_config'].get('epochs', '-')} | - |"]
+             f"{pm(r['hand'])} | - | {r['hand_config'].get('epochs', '-')} | - |"]
     for variant in dict.fromkeys(x["variant"] for x in r["searches"]):
         runs = [x for x in r["searches"] if x["variant"] == variant]
         for x in runs:
             d = x["diagnosis"]
             lines.append(f"| {variant}, seed {x['seed']} | 1 | {x['seconds']:.0f} s | {x['best_val']:.4f} | "
-                         f"{pm(x['test'])} | {d['epochs_trained']} | {d['long_started']} / {d['long_pruned']} / "
-                         f"{d['long_finished']} |")
+                         f"{pm(x['test'])} | {single(x)} | {d['epochs_trained']} | {d['long_started']} / "
+                         f"{d['long_pruned']} / {d['long_finished']} |")
         mean, sd = mean_sd([x["test"]["mean"] for x in runs])
+        paired = [x for x in runs if "single_test" in x]
+        alone = "-"
+        if paired:
+            m, s_ = mean_sd([x["single_test"]["mean"] for x in paired])
+            alone = f"{100 * m:.2f} ± {100 * s_:.2f}% over {len(paired)}"
         lines.append(f"| **{variant}: over searches** | {len(runs)} | "
                      f"{sum(x['seconds'] for x in runs) / len(runs):.0f} s | - | "
-                     f"{100 * mean:.2f} ± {100 * sd:.2f}% | "
+                     f"{100 * mean:.2f} ± {100 * sd:.2f}% | {alone} | "
                      f"{sum(x['diagnosis']['epochs_trained'] for x in runs) / len(runs):.0f} | - |")
     return lines
 
