@@ -12,6 +12,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpo.cli import main
+from hpo.results.compare import optimum_row
 from hpo.search import confirm
 from hpo.search.studyfile import load_study
 from hpo.trials import CONFIRM_OF, CONFIRM_SEED, COUNTED, best_trials, confirmed, is_confirmation
@@ -101,6 +102,9 @@ def test_a_study_confirms_its_top_trials_and_exports_the_confirmed_optimum(tmp_p
     exported = (tmp_path / "best.yaml").read_text()
     assert exported.startswith(f"# t trial {best.number}: ") and "the 2 confirmed first by their mean over" in exported
     assert "  confirmed:\n    mean: " in exported
+    row = optimum_row(study)  # what compare re-trains and the report calls the optimum's validation accuracy
+    assert row["trial"] == best.number and row["val_seeds"] == 3 and row["val_accuracy"] == pytest.approx(
+        sum(confirmed(study)[best.number]) / 3)
     # run again: nothing more runs
     assert main(["study", path]) == 0
     assert len(optuna.load_study(study_name="t", storage=os.environ["HPO_STORAGE"]).trials) == len(study.trials)

@@ -29,7 +29,7 @@ from hpo.sources import name_of
 from hpo.stats import mean_sd, prediction_interval
 from hpo.training.runtime import resolve_device
 from hpo.training.spec import TrainConfig
-from hpo.trials import best_trials, study_attrs
+from hpo.trials import best_trials, confirmed, score, study_attrs
 
 SMOKE = {"seeds": 2, "epochs": 1, "train_limit": SMOKE_TRAIN, "eval_limit": SMOKE_EVAL}
 DEFAULT_SEEDS = 3
@@ -177,11 +177,14 @@ def reused_runs(path: str | Path, hp: dict, dataset: str, meta: dict, seeds: lis
 
 
 def optimum_row(study) -> dict:
-    """The study's best trial as a configuration to re-train: its number, validation accuracy, config (without
-    its seed: the comparison's seeds replace it) and the config in words."""
+    """The study's best trial as a configuration to re-train: its number, validation accuracy (its mean over
+    seeds when the study confirmed it: `val_seeds` runs), config (without its seed: the comparison's seeds
+    replace it) and the config in words."""
     best = best_trials(study, 1)[0]
+    confirms = confirmed(study)
     hp = {k: v for k, v in best.user_attrs["config"].items() if k != "seed"}
-    return {"trial": best.number, "val_accuracy": best.values[0], "hp": hp,
+    return {"trial": best.number, "val_accuracy": score(best, confirms),
+            "val_seeds": len(confirms.get(best.number, [0])), "hp": hp,
             "note": describe_config(hp, best.user_attrs.get("io"))}
 
 

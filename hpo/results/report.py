@@ -38,7 +38,8 @@ def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for e in entries:
         if e["kind"] == "optimum":
-            rows.append([f"{e['name']}, validation {pct(e['val_accuracy'])}: {e['note']}", "", "",
+            over = f" over {e['val_seeds']} seeds" if e.get("val_seeds", 1) > 1 else ""
+            rows.append([f"{e['name']}, validation {pct(e['val_accuracy'])}{over}: {e['note']}", "", "",
                          pm_stats(e["stats"]), ""])
             continue
         diff = 100 * (opt["stats"]["mean"] - e["stats"]["mean"])
