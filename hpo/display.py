@@ -205,7 +205,7 @@ def summary_rows(study: optuna.Study, top: int = 5) -> tuple[str, list[str], lis
     if multi:
         chosen = sorted(study.best_trials, key=lambda t: -t.values[0])[:top]
         title = f"{study.study_name}: Pareto front (top {len(chosen)} by accuracy){papers}"
-    else:  # confirmed trials first, by their mean over seeds (hpo.trials.best_trials)
+    else:  # confirmed trials first, by their mean over runs (hpo.trials.best_trials)
         chosen = best_trials(study, top) if complete else []
         title = f"{study.study_name}: top {len(chosen)} trials{papers}"
     confirms = {} if multi else confirmed(study)
@@ -219,7 +219,7 @@ def summary_rows(study: optuna.Study, top: int = 5) -> tuple[str, list[str], lis
         rows.append([
             str(t.number), "baseline" if t.user_attrs.get("baseline") else "search",
             describe_config(t.user_attrs.get("config", {}), t.user_attrs.get("io")),
-            f"{sum(runs) / len(runs):.4f} ({len(runs)} seeds)" if runs else value,
+            f"{sum(runs) / len(runs):.4f} ({len(runs)} runs)" if runs else value,
             f"{reported:.4f}" if reported else "",
             f"{t.user_attrs.get('n_params', 0):,}", str(t.user_attrs.get("epochs_trained", "")),
             f"{secs:.1f}s" if secs is not None else "", outcome(t),

@@ -96,9 +96,11 @@ def metric_names(study: optuna.Study) -> list[str]:
 
 
 # A confirmation run (study file `confirm`, hpo.search.confirm): a top trial's configuration trained again with
-# another seed on the same split, so that the optimum is chosen by a mean over seeds, not by one lucky draw.
+# another seed on another validation split, so that the optimum is chosen by a mean over seeds and splits, not by
+# one lucky draw on the split the search chose it on.
 CONFIRM_OF = "confirm_of"  # user attribute: the number of the trial it confirms
 CONFIRM_SEED = "confirm_seed"  # user attribute: the seed it trains with
+CONFIRM_SPLIT = "confirm_split"  # user attribute: the seed of the validation split it trains and scores on
 
 
 def is_confirmation(t: FrozenTrial) -> bool:
@@ -133,13 +135,14 @@ def searched(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def score(t: FrozenTrial, confirms: dict[int, list[float]]) -> float:
-    """A single-objective trial's score: the mean over its seeds when it was confirmed, else its value."""
+    """A single-objective trial's score: the mean over its own run and its confirmation runs when it was confirmed,
+    else its value."""
     values = confirms.get(t.number)
     return sum(values) / len(values) if values else t.values[0]
 
 
 def best_trials(study: optuna.Study, top: int | None = None) -> list[FrozenTrial]:
-    """Single objective: the top K (default 1): confirmed trials first, by their mean over seeds, then the rest by
+    """Single objective: the top K (default 1): confirmed trials first, by their mean over runs, then the rest by
     value; confirmation runs are not candidates of their own. Multi-objective: the Pareto set, most accurate first
     (accuracy is always the first objective), cut to the top K when K is given."""
     trials = complete_trials(study)

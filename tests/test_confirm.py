@@ -8,16 +8,23 @@ import os
 
 import optuna
 import pytest
+import torch
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpo.cli import main
 from hpo.results.compare import optimum_row
 from hpo.search import confirm
+from hpo.search.objective import Objective
+from hpo.search.study import load_data
 from hpo.search.studyfile import load_study
-from hpo.trials import CONFIRM_OF, CONFIRM_SEED, COUNTED, best_trials, confirmed, is_confirmation
+from hpo.trials import CONFIRM_OF, CONFIRM_SEED, CONFIRM_SPLIT, COUNTED, best_trials, confirmed, is_confirmation
 from tests.studyfiles import load, run_hpo, write_study
 from tests.test_objective import tiny_study
+
+# one depth and batch size, so that trials can share a pack
+PACKABLE = ("depth: 2\nwidth: {low: 8, high: 32, per_layer: true}\noptimizer: adam\n"
+            "lr: {low: 1e-3, high: 1e-1, log: true}\nbatch_size: 32\nepochs: 2\n")
 
 LR = {"lr": FloatDistribution(1e-4, 1.0, log=True)}
 
@@ -53,9 +60,10 @@ def test_the_plan_takes_the_top_trials_by_their_own_value_with_seeds_after_their
     study = optuna.create_study(direction="maximize")
     for value, lr in [(0.7, 0.01), (0.9, 0.02), (0.8, 0.03)]:
         _add(study, value, lr=lr)
-    assert [(t.number, s) for t, s in confirm.plan(study, cfg)] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    # (trial, its seed + k, the study's split seed + k) for k = 1, 2
+    assert [(t.number, s, k) for t, s, k in confirm.plan(study, cfg)] == [(1, 1, 1), (1, 2, 2), (2, 1, 1), (2, 2, 2)]
     _add(study, 0.1, lr=0.02, of=1, seed=1)  # one is done (and scored low: it is not a candidate itself)
-    assert [(t.number, s) for t, s in confirm.plan(study, cfg)] == [(1, 2), (2, 1), (2, 2)]
+    assert [(t.number, s, k) for t, s, k in confirm.plan(study, cfg)] == [(1, 2, 2), (2, 1, 1), (2, 2, 2)]
     assert confirm.enqueue(study, cfg) == 3 and confirm.held(study) == 4 and confirm.plan(study, cfg) == []
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert [(t.system_attrs["fixed_params"], t.user_attrs[CONFIRM_OF], t.user_attrs[CONFIRM_SEED])
@@ -96,11 +104,13 @@ def test_a_study_confirms_its_top_trials_and_exports_the_confirmed_optimum(tmp_p
         assert t.params == first.params and t.state == TrialState.COMPLETE
         assert t.user_attrs["config"]["seed"] == t.user_attrs[CONFIRM_SEED] != first.user_attrs["config"]["seed"]
         assert t.user_attrs["epochs_trained"] == t.user_attrs["config"]["epochs"]  # never pruned
+        assert t.user_attrs[CONFIRM_SPLIT] == t.user_attrs[CONFIRM_SEED] - first.user_attrs["config"]["seed"]
     best = best_trials(study)[0]
-    assert f"confirmed: trial {best.number} is the optimum" in out and "(3 seeds)" in out
+    assert f"confirmed: trial {best.number} is the optimum" in out and "(3 runs)" in out
     assert main(["export", path, "--out", str(tmp_path / "best.yaml")]) == 0
     exported = (tmp_path / "best.yaml").read_text()
-    assert exported.startswith(f"# t trial {best.number}: ") and "the 2 confirmed first by their mean over" in exported
+    assert exported.startswith(f"# t trial {best.number}: ")
+    assert "the 2 confirmed first by their mean over runs" in exported
     assert "  confirmed:\n    mean: " in exported
     row = optimum_row(study)  # what compare re-trains and the report calls the optimum's validation accuracy
     assert row["trial"] == best.number and row["val_seeds"] == 3 and row["val_accuracy"] == pytest.approx(
@@ -132,3 +142,26 @@ def test_workers_run_the_confirmation_runs(tiny_mnist, tmp_path):
     runs = [t for t in study.trials if is_confirmation(t)]
     assert len(runs) == 2 and all(t.state == TrialState.COMPLETE for t in runs)
     assert str(os.getpid()) not in " ".join(t.user_attrs["worker"] for t in runs)
+
+
+def test_a_confirmation_run_trains_and_is_scored_on_its_own_split(tmp_path, tiny_mnist):
+    cfg = load_study(tiny_study(tmp_path, confirm="{top: 1, seeds: 1}"))
+    objective = Objective(cfg, load_data(cfg))
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({}, user_attrs={CONFIRM_OF: 0, CONFIRM_SEED: 1, CONFIRM_SPLIT: 1})
+    study.enqueue_trial({})
+    confirmation, plain = study.ask(), study.ask()
+    assert objective.data_for(plain) is objective.data
+    other = objective.data_for(confirmation)
+    assert other is objective.data_for(confirmation)  # made once
+    assert other.meta["split_seed"] == 1 and other.meta["n_eval"] == objective.data.meta["n_eval"]
+    assert not torch.equal(other.eval_x, objective.data.eval_x)
+    assert objective.configure(confirmation).seed == 1 and objective.configure(plain).seed == cfg.seed
+
+
+def test_packs_train_a_confirmation_run_on_its_own_split(tmp_path, tiny_mnist, capsys):
+    path = tiny_study(tmp_path, pruner="none", n_trials=4, confirm="{top: 2, seeds: 1}", space=PACKABLE)
+    assert main(["study", path, "--pack", "2"]) == 0
+    trials = optuna.load_study(study_name="t", storage=os.environ["HPO_STORAGE"]).trials
+    runs = [t for t in trials if is_confirmation(t)]
+    assert len(runs) == 2 and all(t.state == TrialState.COMPLETE and t.user_attrs[CONFIRM_SPLIT] == 1 for t in runs)

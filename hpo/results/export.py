@@ -199,9 +199,9 @@ def export(name: str, *, top: int | None = None, out: str | Path | None = None, 
                          f"{len(study.best_trials)} (most accurate first)")
         elif confirms:
             runs = confirms.get(t.number)
-            how = f"its mean over {len(runs)} seeds, {number(score(t, confirms))}" if runs else "its own run"
+            how = f"its mean over {len(runs)} runs, {number(score(t, confirms))}" if runs else "its own run"
             selection = (f"rank {rank} of {n_complete} complete trials by {metric_names(study)[0]}, the "
-                         f"{len(confirms)} confirmed first by their mean over seeds ({how})")
+                         f"{len(confirms)} confirmed first by their mean over runs of other seeds and splits ({how})")
         else:
             selection = f"rank {rank} of {n_complete} complete trials by {metric_names(study)[0]}"
         doc = config_doc(study, t, rank, selection, url)

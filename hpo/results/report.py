@@ -38,7 +38,7 @@ def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for e in entries:
         if e["kind"] == "optimum":
-            over = f" over {e['val_seeds']} seeds" if e.get("val_seeds", 1) > 1 else ""
+            over = f" over {e['val_seeds']} runs" if e.get("val_seeds", 1) > 1 else ""
             rows.append([f"{e['name']}, validation {pct(e['val_accuracy'])}{over}: {e['note']}", "", "",
                          pm_stats(e["stats"]), ""])
             continue

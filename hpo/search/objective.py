@@ -20,7 +20,7 @@ import socket
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import optuna
@@ -28,6 +28,7 @@ import torch
 
 from hpo.data import Splits
 from hpo.search.samplers import percent_steps
+from hpo.search.study import load_data
 from hpo.search.studyfile import StudyConfig
 from hpo.training.diagnostics import trial_attrs
 from hpo.training.loop import train
@@ -35,7 +36,7 @@ from hpo.training.memory import PeakMemory, estimate_bytes
 from hpo.training.models import build_model, count_params
 from hpo.training.runtime import TrainResult
 from hpo.training.spec import TrainConfig
-from hpo.trials import CONFIRM_SEED
+from hpo.trials import CONFIRM_SEED, CONFIRM_SPLIT
 
 
 def measure_latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 30) -> float:
@@ -100,8 +101,12 @@ class Objective:
     `notes`: writes each trial's dashboard note as it ends (hpo study passes one; None writes none)."""
 
     def __init__(self, cfg: StudyConfig, data: Splits, *, threads: int | None = None, space=None,
-                 train_fn: Callable[..., TrainResult] | None = None, notes: TrialNoteWriter | None = None):
+                 train_fn: Callable[..., TrainResult] | None = None, notes: TrialNoteWriter | None = None,
+                 resplit: Callable[[int], Splits] | None = None):
         self.cfg, self.data = cfg, data
+        # A confirmation run's validation split (hpo.search.confirm), made once per split seed when first needed.
+        self.resplit = resplit or self._load_split
+        self.splits = {cfg.split_seed: data}
         self.space = space or cfg.space
         self.threads = threads or cfg.budget.threads
         self.train_fn = train_fn or train
@@ -143,8 +148,22 @@ class Objective:
 
     # The steps of one trial, also taken one by one for the members of a pack (hpo.search.pack_runner).
 
+    def _load_split(self, seed: int) -> Splits:
+        return load_data(replace(self.cfg, split_seed=seed))
+
+    def data_for(self, trial: optuna.Trial) -> Splits:
+        """The split a trial trains and is scored on: the study's, or a confirmation run's own."""
+        seed = trial.user_attrs.get(CONFIRM_SPLIT)
+        if seed is None:
+            return self.data
+        if seed not in self.splits:
+            self.splits[seed] = self.resplit(seed)
+        return self.splits[seed]
+
     def configure(self, trial: optuna.Trial) -> TrainConfig:
-        """Draw the trial's configuration and record it (and which machine and process runs it)."""
+        """Draw the trial's configuration and record it (and which machine and process runs it). A confirmation
+        run's split is made here, before admit() starts measuring the trial's memory."""
+        self.data_for(trial)
         hp = self.space.suggest(trial)
         # A space may draw the seed (a replicate factor); a confirmation run (hpo.search.confirm) brings its own.
         confirm_seed = trial.user_attrs.get(CONFIRM_SEED)
@@ -204,8 +223,8 @@ class Objective:
         """Train one trial alone; returns its value(s), or raises TrialPruned."""
         run.t0 = time.perf_counter()
         try:
-            r = self.train_fn(run.tc, self.data, threads=self.threads, max_seconds=self.cfg.budget.trial_timeout,
-                              on_epoch=self.on_epoch(run), model=run.model)
+            r = self.train_fn(run.tc, self.data_for(run.trial), threads=self.threads,
+                              max_seconds=self.cfg.budget.trial_timeout, on_epoch=self.on_epoch(run), model=run.model)
         except optuna.TrialPruned as e:
             self.stopped(run, e, run.model)
             raise
@@ -232,7 +251,7 @@ class Objective:
         trial.set_user_attr("reason", "")
         values = {"accuracy": r.eval_acc, "params": float(run.n_params)}
         if "latency" in self.cfg.objectives:
-            values["latency"] = measure_latency_ms(r.model, self.data.eval_x)
+            values["latency"] = measure_latency_ms(r.model, self.data_for(trial).eval_x)
             trial.set_user_attr("latency_ms", round(values["latency"], 4))
         if len(self.cfg.objectives) == 1:
             return values["accuracy"]
@@ -261,5 +280,5 @@ class Objective:
 
     def _diagnose(self, trial: optuna.Trial, model: torch.nn.Module) -> None:
         """dead_units per hidden layer (one pass over the validation data) and, for mix layers, mix_p."""
-        for k, v in trial_attrs(model, self.data.eval_x).items():
+        for k, v in trial_attrs(model, self.data_for(trial).eval_x).items():
             trial.set_user_attr(k, v)

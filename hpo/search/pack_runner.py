@@ -30,7 +30,7 @@ from hpo.search.objective import Objective, TrialRun
 from hpo.search.storage import fail_stale
 from hpo.training.memory import PeakMemory
 from hpo.training.pack import calibrate_pack, pack_key, train_pack
-from hpo.trials import trial_state
+from hpo.trials import CONFIRM_SPLIT, trial_state
 
 # The Optuna parameters that decide a pack's key (per-layer activations are activation_1, activation_2, ...).
 # Widths too: members of different widths are padded to the widest, so with widths drawn freely a pack of K
@@ -139,9 +139,10 @@ def _train_and_tell(study: BudgetStudy, objective: Objective, members, callbacks
                 objective.crashed(trial, e)
                 _tell(study, objective, trial, callbacks)
         groups: dict[object, list[TrialRun]] = {}
-        for run in runs:
+        for run in runs:  # a pack shares its data too: a confirmation run's split is its own (hpo.search.confirm)
             key = pack_key(run.tc)
-            groups.setdefault(key if key is not None else id(run), []).append(run)
+            key = (key, run.trial.user_attrs.get(CONFIRM_SPLIT)) if key is not None else id(run)
+            groups.setdefault(key, []).append(run)
         for group in groups.values():
             _train_group(study, objective, group, callbacks, around)
 
@@ -170,7 +171,7 @@ def _train_group(study: BudgetStudy, objective: Objective, group: list[TrialRun]
         run.t0 = t0
 
     def train(_):
-        return train_pack([run.tc for run in group], objective.data, threads=objective.threads,
+        return train_pack([run.tc for run in group], objective.data_for(group[0].trial), threads=objective.threads,
                           max_seconds=budget.trial_timeout, on_epoch=lambda j, epoch, acc: hooks[j](epoch, acc),
                           models=[run.model for run in group])
 

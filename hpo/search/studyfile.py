@@ -59,9 +59,10 @@ def _pack(value, src) -> int | str:
 
 @dataclass(frozen=True)
 class Confirm:
-    """Once the search ends, its `top` best trials are trained again with `seeds` more seeds each on the same split,
-    and the optimum is the one with the best mean (hpo.search.confirm): one run's validation accuracy is one draw,
-    and the best of a hundred draws is the luckiest as much as the best (README: search against a person)."""
+    """Once the search ends, its `top` best trials are trained `seeds` more times each, with other seeds on other
+    validation splits, and the optimum is the one with the best mean (hpo.search.confirm): one run's validation
+    accuracy is one draw, and the best of a hundred draws is the luckiest as much as the best (README: search
+    against a person)."""
 
     top: int = 0  # 0: no confirmation
     seeds: int = 1
