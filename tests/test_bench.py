@@ -17,7 +17,7 @@ from hpo.bench import memory
 from hpo.bench import search as search_bench
 from hpo.bench.load import SECTION as LOAD_SECTION
 from hpo.bench.parallel import TimedPruner, TimedSampler
-from hpo.bench.quality import bench_quality, markdown_quality, picture, picture_variants, study_copy
+from hpo.bench.quality import bench_quality, markdown_quality, picture, picture_variants, study_copy, summary
 from hpo.bench.run import kept_separately
 from hpo.bench.search import expected_first_hit, median_bound
 from hpo.bench.throughput import AUGMENT, HOG, markdown_throughput, matmul_epoch
@@ -288,3 +288,19 @@ def test_item_2_runs_hyperband_on_epoch_steps_though_relu3_adam_ships_percent_st
     assert cfg.pruner_step == "percent"  # what relu3_adam ships, and what Hyperband must not see
     got = search_bench.run_search(method, cfg, cfg.space, None, seed=0, target=0.5, max_trials=3)
     assert seen == [steps] and got["trials"] == 1 and got["epochs"] == 1
+
+
+def test_quality_shows_the_best_single_run_where_confirmation_chose_another(tmp_path):
+    def stats(mean):
+        return {"n": 3, "mean": mean, "std": 0.002, "min": mean - 0.002, "max": mean + 0.002, "diverged": 0}
+
+    diag = {"epochs_trained": 900, "long_started": 3, "long_pruned": 1, "long_finished": 2}
+    r = {"study": "relu3_adam", "smoke": False, "seeds": [0, 1, 2], "hand_config": {"epochs": 40}, "hand": stats(0.892),
+         "searches": [{"variant": "shipped", "seed": 0, "seconds": 400.0, "best_val": 0.8901, "best_number": 73,
+                       "test": stats(0.889), "single_number": 65, "single_test": stats(0.884), "diagnosis": diag},
+                      {"variant": "shipped", "seed": 1, "seconds": 420.0, "best_val": 0.8951, "best_number": 50,
+                       "test": stats(0.8952), "single_number": 50, "single_test": stats(0.8952), "diagnosis": diag}]}
+    lines = summary(r)
+    assert "| trial 65: 88.40 ± 0.20% |" in lines[3] and "| same trial |" in lines[4]
+    assert "| 89.21 ± 0.44% | 88.96 ± 0.79% over 2 |" in lines[5]  # the best single runs' mean, beside the optima's
+    assert picture_variants(r, tmp_path / "v.png").read_bytes()[:4] == b"\x89PNG"

@@ -222,7 +222,8 @@ def bench_quality(log: Callable[[str], None], workdir: Path, *, study: str = STU
 
 def picture_variants(r: dict, path: Path) -> Path:
     """Each search's optimum on the test set (mean ± std over its re-training seeds), one column per variant, beside
-    the hand configuration's band: whether a change to the search moves the optima above the person, over searches."""
+    the hand configuration's band: whether a change to the search moves the optima above the person, over searches.
+    Where a study's confirmation chose another trial than its best single run, that run is drawn too (hollow)."""
     variants = list(dict.fromkeys(x["variant"] for x in r["searches"]))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(variants) + 2), 4.2))
     hand = r["hand"]
@@ -230,12 +231,19 @@ def picture_variants(r: dict, path: Path) -> Path:
                lw=0)
     ax.axhline(100 * hand["mean"], color="tab:orange", lw=1.5, label=f"hand configuration: {100 * hand['mean']:.2f}% "
                f"± {100 * hand['std']:.2f}")
+    drawn_single = False
     for j, variant in enumerate(variants):
         runs = [x for x in r["searches"] if x["variant"] == variant]
         xs = [j + 0.12 * (k - (len(runs) - 1) / 2) for k in range(len(runs))]
         ax.errorbar(xs, [100 * x["test"]["mean"] for x in runs], yerr=[100 * x["test"]["std"] for x in runs],
                     fmt="o", color="tab:blue", ms=5, capsize=2, label="one search's optimum (± std over seeds)"
                     if j == 0 else None)
+        moved = [(xx, x) for xx, x in zip(xs, runs) if "single_test" in x and x["single_number"] != x["best_number"]]
+        if moved:  # where confirmation chose another trial: the best single run it passed over, re-trained
+            ax.scatter([xx + 0.05 for xx, _ in moved], [100 * x["single_test"]["mean"] for _, x in moved], s=30,
+                       facecolors="none", edgecolors="tab:red", zorder=4,
+                       label=None if drawn_single else "the best single run, where confirmation chose another")
+            drawn_single = True
         mean, _ = mean_sd([x["test"]["mean"] for x in runs])
         ax.plot([j - 0.3, j + 0.3], [100 * mean] * 2, color="black", lw=2,
                 label="mean over searches" if j == 0 else None)
