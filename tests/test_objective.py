@@ -204,3 +204,37 @@ def test_percent_steps_report_each_trial_at_the_same_points_of_its_own_schedule(
 def test_a_bad_pruner_step_names_the_key(tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):
         load_study(tiny_study(tmp_path, **extra))
+
+
+def _categorical_study(explore: float, n: int = 40) -> optuna.Study:
+    """A study whose categorical `c` has one clearly best choice, so that TPE alone commits to it."""
+    from hpo.search.samplers import ExploringTPESampler
+
+    sampler = ExploringTPESampler(seed=3, explore=explore, multivariate=True, group=True, n_startup_trials=6)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + {"a": 1.0, "b": 0.0, "c": 0.0}[
+        t.suggest_categorical("c", ["a", "b", "c"])], n_trials=n)
+    return study
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_exploring_tpe_is_tpe_at_zero_and_tries_the_least_tried_choice_when_exploring():
+    plain = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
+        seed=3, multivariate=True, group=True, n_startup_trials=6))
+    plain.optimize(lambda t: t.suggest_float("x", 0, 1) + {"a": 1.0, "b": 0.0, "c": 0.0}[
+        t.suggest_categorical("c", ["a", "b", "c"])], n_trials=40)
+    assert [t.params for t in _categorical_study(0.0).trials] == [t.params for t in plain.trials]
+    always = _categorical_study(1.0).trials
+    for i, t in enumerate(always[6:], 6):  # every trial after the start sets c to a least-tried choice so far
+        tried = [u.params["c"] for u in always[:i]]
+        assert tried.count(t.params["c"]) == min(tried.count(c) for c in "abc")
+    assert len({t.params["x"] for t in always}) == len(always)  # x is still TPE's draw
+
+
+@pytest.mark.parametrize("options,key,fragment", [
+    ("{explore: 2}", "sampler_options.explore", "between 0 and 1"),
+    ("{explor: 0.2}", "sampler_options.explor", "unknown option"),
+])
+def test_the_exploring_share_is_checked_where_the_study_file_gives_it(tmp_path, options, key, fragment):
+    with pytest.raises(ConfigError, match=f"{key}: .*{fragment}"):
+        load_study(tiny_study(tmp_path, sampler="tpe", sampler_options=options))

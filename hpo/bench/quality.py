@@ -57,6 +57,8 @@ VARIANTS = {  # name: what it changes in the study file
     # what relu3_adam ships with since 2026-12-05, kept by name for the measurement that chose it
     "trials100_workers2": {"n_trials": 100, "workers": 2},
     "no_confirm": {"confirm": None},  # the optimum is the best single run (None: the key is left out)
+    # in 30% of TPE's trials one categorical parameter set to its least-tried choice (hpo.search.samplers)
+    "explore30": {"sampler_options": {"explore": 0.3}},
 }
 RUN_KEYS = ("workers",)  # a variant's keys that are `hpo study` options, not study-file keys
 LONG = 0.75  # a long schedule: at least this share of the space's largest epoch count

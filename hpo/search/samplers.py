@@ -5,13 +5,61 @@ from __future__ import annotations
 
 import secrets
 import warnings
+from collections import Counter
 
+import numpy as np
 import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
 
 from hpo.errors import StudyError
 
+
+class ExploringTPESampler(optuna.samplers.TPESampler):
+    """Optuna's TPE, and in a share `explore` of its trials after the random start one categorical parameter (one of
+    those in the trial's relative search space, drawn at random) set to the choice the study's finished trials have
+    tried least, the rest of the trial as TPE drew it: a one-setting change to where the search is looking.
+
+    Why: TPE commits each categorical parameter to the choice its first good trials had. Three 100-trial searches of
+    relu3_adam drew one schedule in 64, 75 and 90 of their 97 trials, a different one in each, and the searches
+    that committed to a constant schedule gave the lowest optima (README: search against a person). A person who
+    found a good constant-schedule configuration would try it with a cosine schedule; this does.
+
+    `explore` 0 is TPE itself. The changed value is the one the trial runs with, while the relative parameters
+    shared with other workers (`constant_liar`) are TPE's draw; they only steer where other workers sample next."""
+
+    extends = optuna.samplers.TPESampler  # whose keyword arguments a study's sampler_options may also give
+
+    def __init__(self, *, explore: float = 0.0, **kwargs):
+        if not 0.0 <= explore <= 1.0:
+            raise StudyError(f"sampler_options.explore: a share of trials between 0 and 1, but got {explore!r}")
+        super().__init__(**kwargs)
+        self.explore = explore
+        self._explore_rng = np.random.RandomState(kwargs.get("seed"))
+
+    def reseed_rng(self) -> None:
+        super().reseed_rng()
+        self._explore_rng.seed()
+
+    def sample_relative(self, study, trial, search_space):
+        params = super().sample_relative(study, trial, search_space)
+        if not params or self.explore <= 0 or self._explore_rng.rand() >= self.explore:
+            return params
+        names = sorted(n for n, d in search_space.items()
+                       if n in params and isinstance(d, CategoricalDistribution) and len(d.choices) > 1)
+        if not names:
+            return params
+        name = names[self._explore_rng.randint(len(names))]
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        tried = Counter(t.params[name] for t in finished if name in t.params)
+        choices = search_space[name].choices
+        fewest = min(tried[c] for c in choices)
+        least = [c for c in choices if tried[c] == fewest]
+        return {**params, name: least[self._explore_rng.randint(len(least))]}
+
+
 SAMPLERS = {
-    "tpe": optuna.samplers.TPESampler,
+    "tpe": ExploringTPESampler,
     "random": optuna.samplers.RandomSampler,
     "grid": optuna.samplers.GridSampler,
     "cmaes": optuna.samplers.CmaEsSampler,

@@ -126,8 +126,12 @@ CONFIRM_KEYS = {"top", "seeds"}
 
 
 def check_options(factory, options: dict, source: str, key: str) -> None:
-    """Options for a sampler or pruner must be keyword arguments its constructor takes."""
-    params = inspect.signature(factory).parameters
+    """Options for a sampler or pruner must be keyword arguments its constructor takes (or, for one that `extends`
+    another, the other's)."""
+    params = dict(inspect.signature(factory).parameters)
+    if getattr(factory, "extends", None) is not None:
+        params = {**inspect.signature(factory.extends).parameters, **params}
+        params = {n: p for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     for k in options:
@@ -171,6 +175,9 @@ def _load_study(name_or_path: str) -> StudyConfig:
         raise ConfigError(src, "sampler", f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
     sampler_options = check_mapping(doc.get("sampler_options"), None, src, "sampler_options")
     check_options(SAMPLERS[sampler], sampler_options, src, "sampler_options")
+    explore = sampler_options.get("explore", 0.0)
+    if isinstance(explore, bool) or not isinstance(explore, (int, float)) or not 0 <= explore <= 1:
+        raise ConfigError(src, "sampler_options.explore", f"a share of trials between 0 and 1, but got {explore!r}")
     pruner = check_type(doc.get("pruner", "median"), str, src, "pruner")
     if pruner not in PRUNERS:
         raise ConfigError(src, "pruner", f"unknown pruner {pruner!r}; known: {', '.join(PRUNERS)}")
