@@ -169,8 +169,8 @@ class LiveDisplay:
         pruned = sum(t.state == TrialState.PRUNED for t in trials)
         failed = sum(t.state == TrialState.FAIL for t in trials)
         best = "-"
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        if complete:
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get(CONFIRM_OF) is None]
+        if complete:  # the best trial's own run: a confirmation run is a second draw of a trial already counted
             best = f"{max(t.values[0] for t in complete):.4f}"
         self.progress.update(self.task, completed=done, best=best, pruned=pruned, failed=failed)
         self.progress.console.print(trial_line(trial), highlight=False)
