@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from hpo.trials import CONFIRM_OF, COUNTED, best_trials, confirmed, outcome
+from hpo.trials import CONFIRM_OF, COUNTED, best_trials, confirmed, is_confirmation, outcome
 
 # --- numbers ------------------------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class LiveDisplay:
         pruned = sum(t.state == TrialState.PRUNED for t in trials)
         failed = sum(t.state == TrialState.FAIL for t in trials)
         best = "-"
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get(CONFIRM_OF) is None]
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and not is_confirmation(t)]
         if complete:  # the best trial's own run: a confirmation run is a second draw of a trial already counted
             best = f"{max(t.values[0] for t in complete):.4f}"
         self.progress.update(self.task, completed=done, best=best, pruned=pruned, failed=failed)

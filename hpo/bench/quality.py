@@ -202,12 +202,13 @@ def bench_quality(log: Callable[[str], None], workdir: Path, *, study: str = STU
             single = max(searched(completed(st)), key=lambda t: (t.value, -t.number))  # the best single run
             cfg_best = best.user_attrs["config"]
             trials = st.get_trials(deepcopy=False)
+            confirms = confirmed(st)
             entry = {"variant": variant, "seed": s, "seconds": round(seconds, 1),
-                     "best_val": score(best, confirmed(st)), "best_number": best.number, "best_config": cfg_best,
+                     "best_val": score(best, confirms), "best_number": best.number, "best_config": cfg_best,
                      "diagnosis": diagnose(trials, max_epochs),
                      "trials": trial_rows(trials), "confirm_seconds": confirm_seconds(trials),
                      "single_number": single.number, "single_val": single.value,
-                     "best_runs": confirmed(st).get(best.number, [best.value])}  # its own run first
+                     "best_runs": confirms.get(best.number, [best.value])}  # its own run first
             log(f"quality: {variant} search {s}: optimum trial {best.number} (validation {entry['best_val']:.4f}, "
                 f"{cfg_best.get('epochs')} epochs {cfg_best.get('schedule')}), best single run trial {single.number} "
                 f"({single.value:.4f}), in {seconds:.0f} s; re-training")

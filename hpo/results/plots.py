@@ -30,8 +30,9 @@ def plot_history(study, path: Path) -> None:
     plot_optimization_history: that one cannot tell the paper's baseline trials from searched ones, nor show
     where pruned and capped trials stopped."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    runs = [t for t in completed(study) if is_confirmation(t)]  # a top trial again with another seed
-    complete = sorted(searched(completed(study)), key=lambda t: t.number)
+    finished = completed(study)
+    runs = [t for t in finished if is_confirmation(t)]  # a top trial again with another seed
+    complete = sorted(searched(finished), key=lambda t: t.number)
     search = [t for t in complete if not t.user_attrs.get("baseline")]
     base = [t for t in complete if t.user_attrs.get("baseline")]
     stopped = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
