@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from studyfiles import write_study
 
-from hpo.bench.load import SECTION, Setting, kept_section, run_setting, section_body, table, write_section
+from hpo.bench.load import SECTION, Setting, kept_section, run_setting, section_body, study_file, table, write_section
 from hpo.bench.pgcluster import Cluster, NoCluster
+from hpo.search.studyfile import load_study
 
 
 def test_eight_workers_through_the_proxy_with_one_killed(tiny_mnist, tmp_path):
@@ -59,3 +60,12 @@ def test_append_adds_this_run_s_rows_after_the_earlier_run_s(tmp_path):
     rows = [line for line in both.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows == ["| storage | workers |", "| PostgreSQL | 8 |", "| hpo proxy | 8 |", "| PostgreSQL | 56 |"]
     assert "`make load ARGS=\"--workers 8\"` on day 1, and `make load ARGS=\"--workers 56 --append\"` on day 2" in both
+
+
+def test_the_load_study_is_relu3_adam_drawn_at_random_with_n_trials_and_no_more(tmp_path):
+    # `make load` and the memory bench run this file: relu3_adam's TPE option would not load with the random
+    # sampler, and confirmation runs would add trials beyond the n_trials the tally checks
+    cfg = load_study(str(study_file(tmp_path)))
+    assert cfg.sampler == "random" and cfg.pruner == "none" and cfg.sampler_options == {}
+    assert cfg.confirm.runs == 0 and cfg.timeout is None and cfg.budget.threads == 1
+    assert cfg.space.source == load_study("relu3_adam").space.source

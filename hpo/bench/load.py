@@ -90,7 +90,8 @@ def study_file(workdir: Path) -> Path:
     doc, _ = read_yaml(ROOT / "studies" / f"{STUDY}.yaml")
     doc.update(space=str(ROOT / "search_spaces" / f"{STUDY}.yaml"), sampler="random", pruner="none")
     doc["budget"] = {**doc.get("budget", {}), "threads": 1}
-    doc.pop("timeout", None)
+    for key in ("timeout", "sampler_options", "confirm"):  # TPE's options; n_trials counted trials and no more
+        doc.pop(key, None)
     doc["split"] = {"val_size": src.val_size, "seed": src.split_seed}
     path = workdir / "load.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
