@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("study", help="create or resume a study and run it")
     s.add_argument("name", help="a study name (studies/NAME.yaml) or a path to a study file")
     s.add_argument("--trials", type=int, help="total trials the study should hold (default: the file's n_trials)")
-    s.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    s.add_argument("--timeout", type=float, help="the run's time budget in seconds, confirmation runs included "
+                                                 "(default: the study's timeout)")
     s.add_argument("--storage", help="Optuna storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
     s.add_argument("--smoke", action="store_true", help="tiny scale: a few trials, 1 epoch, a few thousand samples")
     s.add_argument("--workers", type=int, help="worker processes on this machine, sharing the study and "

@@ -4,6 +4,7 @@ formatters that every command, report and benchmark shares (one way to write "me
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 import optuna
@@ -13,12 +14,14 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from hpo.trials import CONFIRM_OF, COUNTED, best_trials, confirmed, is_confirmation, outcome
 
@@ -143,16 +146,32 @@ def progress_bar(console: Console) -> Progress:
                     console=console, transient=True)
 
 
-class LiveDisplay:
-    """Optuna callback: a progress bar with best-so-far, pruned and failed counts, and one line per trial."""
+class BudgetLeft(ProgressColumn):
+    """The time budget still left for starting trials (study file `timeout`): `budget 2:41`, counted down to the
+    deadline (hpo.search.budget.Deadline), which the search meets before its last trials when they take longer."""
 
-    def __init__(self, console: Console, total: int, already: int, multi: bool):
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+
+    def render(self, task) -> Text:
+        left = max(0, int(self.deadline - time.time()))
+        return Text(f"budget {left // 60}:{left % 60:02d}")
+
+
+class LiveDisplay:
+    """Optuna callback: a progress bar with best-so-far, pruned and failed counts, and one line per trial.
+    `deadline`: the run's time budget as a time.time() instant, shown counting down."""
+
+    def __init__(self, console: Console, total: int, already: int, multi: bool, deadline: float | None = None):
         self.console, self.multi = console, multi
+        budget = [BudgetLeft(deadline)] if deadline is not None else []
         self.progress = Progress(
             SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("best [bold green]{task.fields[best]}[/]"),
             TextColumn("pruned {task.fields[pruned]} failed {task.fields[failed]}"),
-            TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console, transient=False,
+            TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), *budget, console=console,
+            transient=False,
         )
         self.task = self.progress.add_task("trials", total=total, completed=already, best="-", pruned=0, failed=0)
 

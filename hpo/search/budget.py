@@ -184,3 +184,27 @@ class BudgetStudy(optuna.Study):
                 raise KeyboardInterrupt from e
             raise
 
+
+
+class Deadline:
+    """Study callback: the study's wall-clock budget (study file `timeout`, `hpo study --timeout`). After each trial
+    it stops this process's search once the time left is no more than `reserve(study)` seconds: what the work still
+    to come after the search (the confirmation runs, hpo.search.confirm.reserve_seconds) is expected to take, so
+    that the search and what follows it end near the budget. No trial starts after that; running ones finish.
+
+    `at` is a time.time() instant: the parent sets it once and hands it to its workers, so the budget counts from
+    the start of `hpo study`, the workers' start-up included."""
+
+    def __init__(self, at: float, reserve=None):
+        self.at = at
+        self.reserve = reserve or (lambda study: 0.0)
+        self.reached = False
+
+    def left(self, study: optuna.Study) -> float:
+        """Seconds the search may still start trials in."""
+        return self.at - time.time() - self.reserve(study)
+
+    def __call__(self, study: optuna.Study, trial) -> None:
+        if self.left(study) <= 0:
+            self.reached = True
+            study.stop()

@@ -54,6 +54,15 @@ def enqueue(study: optuna.Study, cfg: StudyConfig) -> int:
     return len(todo)
 
 
+def reserve_seconds(study: optuna.Study, cfg: StudyConfig, workers: int) -> float:
+    """Wall seconds the confirmation runs the current top trials still lack are expected to take on `workers`
+    processes, from those trials' own run times (a confirmation run trains the same configuration): their sum shared
+    among the workers, but never less than the longest of them. What a study's time budget (hpo.search.budget.
+    Deadline) keeps back from the search."""
+    seconds = [t.duration.total_seconds() for t, _, _ in plan(study, cfg) if t.duration is not None]
+    return max(sum(seconds) / max(workers, 1), max(seconds, default=0.0))
+
+
 def summary_line(study: optuna.Study) -> str:
     """Which trial the means chose, against the single best run: `confirmed: trial 70 is the optimum, 0.8903 over
     2 runs (its own run 0.8916); the best single run, trial 41's 0.8921, gives 0.8874 over 2`."""

@@ -44,17 +44,17 @@ def shared_params(params: dict) -> dict:
 
 
 def run_packs(study: BudgetStudy, objective: Objective, *, pack: int | str, max_trials: int,
-              timeout: float | None = None, callbacks: Sequence[Callable] = (),
+              callbacks: Sequence[Callable] = (),
               around: Callable[[Callable], Callable] | None = None) -> None:
-    """Run packs of up to `pack` trials until every slot is taken, `max_trials` have run here, the timeout
-    passes, or a callback calls study.stop(). `around` wraps each pack's training (workers use it to turn a
-    signal into KeyboardInterrupt only while training). `pack="auto"`: K per shared shape and batch size, from a
-    short calibration at the first pack of that shape (hpo.training.pack.calibrate_pack)."""
+    """Run packs of up to `pack` trials until every slot is taken, `max_trials` have run here, or a callback calls
+    study.stop() (the study's time budget is one: hpo.search.budget.Deadline). `around` wraps each pack's training
+    (workers use it to turn a signal into KeyboardInterrupt only while training). `pack="auto"`: K per shared shape
+    and batch size, from a short calibration at the first pack of that shape (hpo.training.pack.calibrate_pack)."""
     # Callbacks may call study.stop(), which Optuna allows only inside optimize().
     size = pack_size(objective, pack)
-    started, ran = time.time(), 0
+    ran = 0
     with optimize_loop(study):
-        while ran < max_trials and not stop_requested(study) and (timeout is None or time.time() - started < timeout):
+        while ran < max_trials and not stop_requested(study):
             members = _ask(study, objective, lambda tc, left=max_trials - ran: min(size(tc), left))
             if not members:
                 return

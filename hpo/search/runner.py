@@ -18,7 +18,7 @@ from hpo.display import LiveDisplay, counts_line, make_console, summary_table
 from hpo.errors import HpoError
 from hpo.hints import dashboard_hint, describe_storage
 from hpo.search import confirm
-from hpo.search.budget import BudgetStudy
+from hpo.search.budget import BudgetStudy, Deadline, taken
 from hpo.search.objective import Objective, StudyNotes
 from hpo.search.pack_runner import run_packs
 from hpo.search.samplers import joining_seed, make_sampler
@@ -26,7 +26,7 @@ from hpo.search.storage import fail_stale, heartbeat_settings, open_storage
 from hpo.search.study import check_same_data, config_hash, create_or_load, enqueue_baselines, load_data, prepare
 from hpo.search.studyfile import StudyConfig
 from hpo.search.workers import run_workers, threads_per_worker
-from hpo.trials import counted, study_attrs
+from hpo.trials import COUNTED, counted, searched, study_attrs
 from hpo.urls import redact, storage_url
 
 
@@ -38,6 +38,7 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
     processes (default: the study's budget.workers; one at smoke scale) and `pack` (default: the study's
     budget.pack) trials at a time as one stacked computation. `notes`: what the run writes for optuna-dashboard
     (hpo.results.notes.DashboardNotes; hpo.api.run_study and `hpo study` pass one), None for nothing."""
+    started = time.time()
     console = console or make_console()
     if workers is not None and workers < 1:
         raise HpoError(f"--workers: must be a positive number, but got {workers}")
@@ -98,18 +99,22 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
                           f"are failed and retried {heartbeat_settings()[1]}s after their last heartbeat)")
     trial_notes = notes.trial_notes(cfg.paper) if notes is not None else None  # its folder made here, not in a worker
 
-    def run_phase(phase_cfg: StudyConfig, done: int) -> optuna.Study:
+    def run_phase(phase_cfg: StudyConfig, done: int, deadline: float | None = None) -> optuna.Study:
         if parallel:
             run_workers(name_or_path, study, phase_cfg, url=url, n_procs=n_procs, threads=threads, done=done,
-                        pack=cfg.budget.pack, console=console, notes=notes)
+                        pack=cfg.budget.pack, console=console, notes=notes, deadline=deadline)
             return study
         return _run_here(study, rdb, created, phase_cfg, space, splits, done=done, url=url, console=console,
-                         notes=trial_notes, live_note=notes.live() if notes is not None else None)
+                         notes=trial_notes, live_note=notes.live() if notes is not None else None, deadline=deadline)
 
     if remaining <= 0 and not cfg.confirm.top:
         console.print(f"study already has {done} of {cfg.n_trials} trials; raise --trials to run more")
     elif remaining > 0:
-        study = run_phase(search_cfg, done)
+        # The time budget counts from here for the whole run: the search stops early enough to leave the
+        # confirmation runs their expected time (hpo.search.budget.Deadline); those are then run to the end.
+        deadline = started + cfg.timeout if cfg.timeout else None
+        study = run_phase(search_cfg, done, deadline)
+        _say_budget(study, cfg, search_cfg.n_trials, started, n_procs if parallel else 1, console)
     if cfg.confirm.top:
         study = _confirm(study, cfg, run_phase, console)
     console.print(summary_table(study))
@@ -117,11 +122,25 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
     return study
 
 
+def _say_budget(study: optuna.Study, cfg: StudyConfig, slots: int, started: float, workers: int,
+                console: Console) -> None:
+    """One line when the time budget ended the search before its n_trials: how many ran, and the time kept."""
+    if not cfg.timeout or counted(study) >= slots:
+        return
+    kept = confirm.reserve_seconds(study, cfg, workers)
+    ran = len(searched(study.get_trials(deepcopy=False, states=COUNTED)))
+    console.print(f"time budget: the search stopped at {ran} of {cfg.n_trials} "
+                  f"trials after {time.time() - started:.0f}s of its {cfg.timeout:.0f}s"
+                  + (f", keeping about {kept:.0f}s for the confirmation runs" if kept else ""))
+
+
 def _confirm(study: optuna.Study, cfg: StudyConfig, run_phase, console: Console) -> optuna.Study:
     """The confirmation phase: enqueue the runs the top trials still lack and train them (and any left waiting by an
     interrupted run), then say which trial the means chose."""
     confirm.enqueue(study, cfg)
-    phase_cfg = replace(cfg, n_trials=cfg.n_trials + confirm.held(study))
+    # The slots in use now (counted, running, waiting): the confirmation runs and nothing more, also when the time
+    # budget ended the search before its n_trials.
+    phase_cfg = replace(cfg, n_trials=taken(study)[0])
     done = counted(study)
     if phase_cfg.n_trials > done:
         console.print(f"confirming the top {cfg.confirm.top} trials: {phase_cfg.n_trials - done} runs with "
@@ -162,7 +181,7 @@ def _quiet_interrupts():
 
 
 def _run_here(study: optuna.Study, rdb, created: bool, cfg: StudyConfig, space, splits, *, done: int, url: str,
-              console: Console, notes, live_note) -> optuna.Study:
+              console: Console, notes, live_note, deadline: float | None = None) -> optuna.Study:
     """Train the remaining trials in this process; returns the BudgetStudy that ran them."""
     # Resuming, or joining other workers: the study's seed would redraw the start-up trials already drawn.
     sampler = study.sampler if created else make_sampler(cfg, space, seed=joining_seed())
@@ -174,14 +193,16 @@ def _run_here(study: optuna.Study, rdb, created: bool, cfg: StudyConfig, space, 
                         on_wait=lambda _: console.print(wait_note))
     objective = Objective(cfg, splits, space=space, notes=notes)
     callbacks = [live_note] if live_note is not None else []
+    if deadline is not None:
+        callbacks.append(Deadline(deadline, lambda st: confirm.reserve_seconds(st, cfg, 1)))
     t0 = time.time()
-    with LiveDisplay(console, cfg.n_trials, done, len(cfg.objectives) > 1) as live, _quiet_interrupts():
+    with LiveDisplay(console, cfg.n_trials, done, len(cfg.objectives) > 1, deadline) as live, _quiet_interrupts():
         try:
             if cfg.budget.packs:
-                run_packs(study, objective, pack=cfg.budget.pack, max_trials=cfg.n_trials - done, timeout=cfg.timeout,
+                run_packs(study, objective, pack=cfg.budget.pack, max_trials=cfg.n_trials - done,
                           callbacks=[live, *callbacks])
             else:
-                study.run(objective, max_trials=cfg.n_trials - done, timeout=cfg.timeout, callbacks=[live, *callbacks])
+                study.run(objective, max_trials=cfg.n_trials - done, callbacks=[live, *callbacks])
         except KeyboardInterrupt:
             live.progress.stop()
             study.fail_left_running()  # Ctrl-C between ask and tell leaves a trial untold

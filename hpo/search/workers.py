@@ -27,7 +27,8 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from hpo.display import LiveDisplay
-from hpo.search.budget import BudgetStudy
+from hpo.search import confirm
+from hpo.search.budget import BudgetStudy, Deadline
 from hpo.search.objective import Objective, StudyNotes
 from hpo.search.pack_runner import run_packs
 from hpo.search.samplers import joining_seed, make_pruner, make_sampler
@@ -104,7 +105,8 @@ class _ParentWatch:
 
 def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_trials: int,
                 timeout: float | None, threads: int, ready=None, pack: int = 1,
-                notes: StudyNotes | None = None, search: int = 1) -> None:
+                notes: StudyNotes | None = None, search: int = 1, deadline: float | None = None,
+                workers: int = 1) -> None:
     """One worker process: load data and study, optimize until the study's trials are all taken."""
     interrupts = _Interrupts()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -135,12 +137,14 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
         study.should_stop = lambda: interrupts.requested  # a worker waiting for the last trials stops too
         objective = Objective(cfg, splits, threads=threads, space=space, train_fn=interrupts.around(train),
                               notes=notes.trial_notes(cfg.paper) if notes is not None else None)
+        callbacks = [interrupts, _ParentWatch()]
+        if deadline is not None:  # the study's time budget, counted by the parent (hpo.search.runner)
+            callbacks.append(Deadline(deadline, lambda st: confirm.reserve_seconds(st, cfg, workers)))
         if remaining > 0 and cfg.budget.packs:
-            run_packs(study, objective, pack=cfg.budget.pack, max_trials=remaining, timeout=cfg.timeout,
-                      callbacks=[interrupts, _ParentWatch()], around=interrupts.around)
+            run_packs(study, objective, pack=cfg.budget.pack, max_trials=remaining, callbacks=callbacks,
+                      around=interrupts.around)
         elif remaining > 0:
-            study.run(objective, max_trials=remaining, timeout=cfg.timeout,
-                      callbacks=[interrupts, _ParentWatch()])
+            study.run(objective, max_trials=remaining, callbacks=callbacks)
     except KeyboardInterrupt:
         pass  # stopped by the parent or Ctrl-C; Optuna has marked the running trial FAIL
     if study is not None and interrupts.requested:
@@ -186,12 +190,14 @@ def _stop(procs: list, console: Console) -> None:
 
 
 def run_workers(name_or_path: str, study: optuna.Study, cfg: StudyConfig, *, url: str, n_procs: int,
-                threads: int, done: int, console: Console, pack: int = 1, notes: StudyNotes | None = None) -> None:
+                threads: int, done: int, console: Console, pack: int = 1, notes: StudyNotes | None = None,
+                deadline: float | None = None) -> None:
     """Start `n_procs` worker processes on the study, show their trials as they finish, stop them on Ctrl-C.
     The workers write their trials' notes; the study's live note is written here alone."""
     ctx = mp.get_context("spawn")
     kwargs = {"smoke": cfg.smoke, "n_trials": cfg.n_trials, "timeout": cfg.timeout, "threads": threads,
-              "ready": ctx.Barrier(n_procs), "pack": pack, "notes": notes, "search": cfg.search}
+              "ready": ctx.Barrier(n_procs), "pack": pack, "notes": notes, "search": cfg.search, "deadline": deadline,
+              "workers": n_procs}
     procs = [ctx.Process(target=worker_main, args=(name_or_path, study.study_name, url), kwargs=kwargs,
                          name=f"w{i}", daemon=False) for i in range(n_procs)]
     finished = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL
@@ -202,7 +208,7 @@ def run_workers(name_or_path: str, study: optuna.Study, cfg: StudyConfig, *, url
     in_main = threading.current_thread() is threading.main_thread()  # only there can signals be handled
     previous = signal.signal(signal.SIGTERM, _parent_sigterm) if in_main else None
     try:
-        with LiveDisplay(console, cfg.n_trials, done, len(cfg.objectives) > 1) as live:
+        with LiveDisplay(console, cfg.n_trials, done, len(cfg.objectives) > 1, deadline) as live:
             try:
                 for p in procs:
                     p.start()
