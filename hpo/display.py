@@ -147,31 +147,34 @@ def progress_bar(console: Console) -> Progress:
 
 
 class BudgetLeft(ProgressColumn):
-    """The time budget still left for starting trials (study file `timeout`): `budget 2:41`, counted down to the
-    deadline (hpo.search.budget.Deadline), which the search meets before its last trials when they take longer."""
+    """Time left, where the run has a time budget (study file `timeout`): the estimate from the trials' pace, or the
+    budget's deadline (hpo.search.budget.Deadline) where that comes first, marked `(budget)`."""
 
     def __init__(self, deadline: float):
         super().__init__()
         self.deadline = deadline
 
     def render(self, task) -> Text:
-        left = max(0, int(self.deadline - time.time()))
-        return Text(f"budget {left // 60}:{left % 60:02d}")
+        budget = max(0.0, self.deadline - time.time())
+        estimate = task.time_remaining
+        left = budget if estimate is None else min(estimate, budget)
+        s = int(left)
+        return Text(f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" + (" (budget)" if left == budget else ""),
+                    style="progress.remaining")
 
 
 class LiveDisplay:
     """Optuna callback: a progress bar with best-so-far, pruned and failed counts, and one line per trial.
-    `deadline`: the run's time budget as a time.time() instant, shown counting down."""
+    `deadline`: the run's time budget as a time.time() instant, which bounds the time shown as left."""
 
     def __init__(self, console: Console, total: int, already: int, multi: bool, deadline: float | None = None):
         self.console, self.multi = console, multi
-        budget = [BudgetLeft(deadline)] if deadline is not None else []
+        left = BudgetLeft(deadline) if deadline is not None else TimeRemainingColumn()
         self.progress = Progress(
             SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("best [bold green]{task.fields[best]}[/]"),
             TextColumn("pruned {task.fields[pruned]} failed {task.fields[failed]}"),
-            TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), *budget, console=console,
-            transient=False,
+            TimeElapsedColumn(), TextColumn("left"), left, console=console, transient=False,
         )
         self.task = self.progress.add_task("trials", total=total, completed=already, best="-", pruned=0, failed=0)
 

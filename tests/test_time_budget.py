@@ -65,7 +65,7 @@ def test_a_spent_budget_ends_the_search_and_still_confirms_its_best(tmp_path, ti
     assert main(["study", path]) == 0
     out = capsys.readouterr().out
     assert "time budget: the search stopped at 1 of 200 trials" in out
-    assert "budget 0:00" in out  # the progress line counts the budget down
+    assert "left 0:00:00 (budget)" in out  # the progress line's time left is the budget's
     trials = optuna.load_study(study_name="t", storage=os.environ["HPO_STORAGE"]).trials
     runs = [t for t in trials if is_confirmation(t)]
     assert len(trials) == 2 and len(runs) == 1 and runs[0].state == TrialState.COMPLETE

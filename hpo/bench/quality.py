@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -250,7 +251,7 @@ def picture_variants(r: dict, path: Path) -> Path:
         mean, _ = mean_sd([x["test"]["mean"] for x in runs])
         ax.plot([j - 0.3, j + 0.3], [100 * mean] * 2, color="black", lw=2,
                 label="mean over searches" if j == 0 else None)
-    ax.set_xticks(range(len(variants)), [v.replace("_", " ") for v in variants], fontsize=8)
+    ax.set_xticks(range(len(variants)), [textwrap.fill(v.replace("_", " "), 24) for v in variants], fontsize=8)
     ax.set_ylabel("test accuracy (%), re-trained")
     ax.set_title(f"{r['study']}: each search's optimum against a person's configuration", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
