@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 # `make test` runs on 2 processes (pytest-xdist) on a 2-core machine, each starting worker processes of its own:
@@ -10,6 +11,12 @@ from pathlib import Path
 # models here are small enough that one thread trains them as fast, to the same floats (the anchor test holds
 # that). Set before torch is imported; worker processes inherit it.
 os.environ.setdefault("HPO_MAX_THREADS", "1")
+
+# The Ctrl-C tests signal `hpo` as a terminal would, where SIGINT has its default action. A test run started in the
+# background of a non-interactive shell (`make test &`, nohup) inherits SIGINT ignored, and so would every `hpo` it
+# starts: Python then installs no KeyboardInterrupt handler, and those tests would fail for how they were started.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import numpy as np
 import pytest

@@ -59,9 +59,9 @@ def test_the_deadline_stops_the_search_once_the_time_left_is_what_the_reserve_ne
 
 
 def test_a_spent_budget_ends_the_search_and_still_confirms_its_best(tmp_path, tiny_mnist, capsys):
-    # 200 trials cannot train in half a second (loading the data alone takes longer): the search stops after its
-    # first trial, and the best of what ran is confirmed all the same
-    path = tiny_study(tmp_path, pruner="none", n_trials=200, timeout=0.5, confirm="{top: 1, seeds: 1}")
+    # a budget spent before the first trial starts (loading the data alone takes longer than 10 ms): the search
+    # stops after its first trial, and the best of what ran is confirmed all the same
+    path = tiny_study(tmp_path, pruner="none", n_trials=200, timeout=0.01, confirm="{top: 1, seeds: 1}")
     assert main(["study", path]) == 0
     out = capsys.readouterr().out
     assert "time budget: the search stopped at 1 of 200 trials" in out
@@ -75,7 +75,7 @@ def test_a_spent_budget_ends_the_search_and_still_confirms_its_best(tmp_path, ti
 def test_workers_stop_at_the_parents_deadline_and_confirm(tiny_mnist, tmp_path):
     url = os.environ["HPO_STORAGE"]
     study_file = write_study(tmp_path, n_trials=200, threads=2, workers=2, baselines=False)
-    study_file.write_text(study_file.read_text() + "timeout: 0.5\nconfirm: {top: 1, seeds: 1}\n")
+    study_file.write_text(study_file.read_text() + "timeout: 0.01\nconfirm: {top: 1, seeds: 1}\n")
     r = run_hpo("study", str(study_file), timeout=150)
     assert r.returncode == 0, r.stderr
     # the budget was spent while the workers started: each ran one trial and stopped
