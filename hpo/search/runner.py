@@ -113,8 +113,11 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
         # The time budget counts from here for the whole run: the search stops early enough to leave the
         # confirmation runs their expected time (hpo.search.budget.Deadline); those are then run to the end.
         deadline = started + cfg.timeout if cfg.timeout else None
+        phase_start = time.time()
         study = run_phase(search_cfg, done, deadline)
-        _say_budget(study, cfg, search_cfg.n_trials, started, n_procs if parallel else 1, console)
+        # workers (not one process) are started again for the confirmation runs: the budget keeps that time too
+        startup = _first_start(study, phase_start) - phase_start if parallel and cfg.confirm.top else 0.0
+        _say_budget(study, cfg, search_cfg.n_trials, started, n_procs if parallel else 1, startup, console)
     if cfg.confirm.top:
         study = _confirm(study, cfg, run_phase, console)
     console.print(summary_table(study))
@@ -122,12 +125,19 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
     return study
 
 
-def _say_budget(study: optuna.Study, cfg: StudyConfig, slots: int, started: float, workers: int,
+def _first_start(study: optuna.Study, since: float) -> float:
+    """When the first trial that started after `since` (a time.time() instant) started; `since` if none did."""
+    starts = [t.datetime_start.timestamp() for t in study.get_trials(deepcopy=False)
+              if t.datetime_start is not None and t.datetime_start.timestamp() >= since]
+    return min(starts, default=since)
+
+
+def _say_budget(study: optuna.Study, cfg: StudyConfig, slots: int, started: float, workers: int, startup: float,
                 console: Console) -> None:
     """One line when the time budget ended the search before its n_trials: how many ran, and the time kept."""
     if not cfg.timeout or counted(study) >= slots:
         return
-    kept = confirm.reserve_seconds(study, cfg, workers)
+    kept = confirm.reserve_seconds(study, cfg, workers) + startup
     ran = len(searched(study.get_trials(deepcopy=False, states=COUNTED)))
     console.print(f"time budget: the search stopped at {ran} of {cfg.n_trials} "
                   f"trials after {time.time() - started:.0f}s of its {cfg.timeout:.0f}s"

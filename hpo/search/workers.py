@@ -106,8 +106,9 @@ class _ParentWatch:
 def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_trials: int,
                 timeout: float | None, threads: int, ready=None, pack: int = 1,
                 notes: StudyNotes | None = None, search: int = 1, deadline: float | None = None,
-                workers: int = 1) -> None:
-    """One worker process: load data and study, optimize until the study's trials are all taken."""
+                workers: int = 1, spawned: float | None = None) -> None:
+    """One worker process: load data and study, optimize until the study's trials are all taken. `deadline`: the
+    study's time budget (hpo.search.budget.Deadline); `spawned`: when the parent started the workers."""
     interrupts = _Interrupts()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the parent shows every trial and its reason
@@ -139,7 +140,9 @@ def worker_main(name_or_path: str, study_name: str, url: str, *, smoke: bool, n_
                               notes=notes.trial_notes(cfg.paper) if notes is not None else None)
         callbacks = [interrupts, _ParentWatch()]
         if deadline is not None:  # the study's time budget, counted by the parent (hpo.search.runner)
-            callbacks.append(Deadline(deadline, lambda st: confirm.reserve_seconds(st, cfg, workers)))
+            # the confirmation phase starts workers again: what starting these took (importing, loading) is kept too
+            startup = time.time() - (spawned or time.time()) if cfg.confirm.top else 0.0
+            callbacks.append(Deadline(deadline, lambda st: confirm.reserve_seconds(st, cfg, workers) + startup))
         if remaining > 0 and cfg.budget.packs:
             run_packs(study, objective, pack=cfg.budget.pack, max_trials=remaining, callbacks=callbacks,
                       around=interrupts.around)
@@ -197,7 +200,7 @@ def run_workers(name_or_path: str, study: optuna.Study, cfg: StudyConfig, *, url
     ctx = mp.get_context("spawn")
     kwargs = {"smoke": cfg.smoke, "n_trials": cfg.n_trials, "timeout": cfg.timeout, "threads": threads,
               "ready": ctx.Barrier(n_procs), "pack": pack, "notes": notes, "search": cfg.search, "deadline": deadline,
-              "workers": n_procs}
+              "workers": n_procs, "spawned": time.time()}
     procs = [ctx.Process(target=worker_main, args=(name_or_path, study.study_name, url), kwargs=kwargs,
                          name=f"w{i}", daemon=False) for i in range(n_procs)]
     finished = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL
