@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def write_study(directory: Path, name: str = "tiny", *, n_trials: int = 6, epochs: int = 1, batch_size: int = 64,
                 width: str = "{low: 8, high: 64, per_layer: true}", memory_mb: int | None = None,
                 threads: int = 1, pruner: str = "none", baselines: bool = True, pack: int = 1,
-                workers: int = 1) -> Path:
+                workers: int = 1, extra: str = "") -> Path:
+    """`extra`: more study-file lines, appended as they are."""
     directory.mkdir(parents=True, exist_ok=True)
     space = directory / f"{name}_space.yaml"
     space.write_text(f"depth: 2\nwidth: {width}\nactivation: relu\noptimizer: adam\n"
@@ -37,6 +38,7 @@ def write_study(directory: Path, name: str = "tiny", *, n_trials: int = 6, epoch
         f"split: {{val_size: 100, seed: 0}}\nbudget: {budget}\n"
         + ("baselines: {paper: youn_hong_2024, tables: [3], "
            f"protocol: {{epochs: {epochs}, batch_size: {batch_size}}}}}\n" if baselines else "")
+        + extra
     )
     return study
 

@@ -133,8 +133,8 @@ def test_more_trials_later_runs_that_many_searched_ones_and_confirms_the_new_top
 
 def test_workers_run_the_confirmation_runs(tiny_mnist, tmp_path):
     url = os.environ["HPO_STORAGE"]
-    study_file = write_study(tmp_path, n_trials=4, threads=2, workers=2, baselines=False)
-    study_file.write_text(study_file.read_text() + "confirm: {top: 2, seeds: 1}\n")
+    study_file = write_study(tmp_path, n_trials=4, threads=2, workers=2, baselines=False,
+                             extra="confirm: {top: 2, seeds: 1}\n")
     r = run_hpo("study", str(study_file), timeout=150)
     assert r.returncode == 0, r.stderr
     assert "confirming the top 2 trials: 2 runs" in r.stdout and "confirmed: trial" in r.stdout

@@ -74,8 +74,8 @@ def test_a_spent_budget_ends_the_search_and_still_confirms_its_best(tmp_path, ti
 
 def test_workers_stop_at_the_parents_deadline_and_confirm(tiny_mnist, tmp_path):
     url = os.environ["HPO_STORAGE"]
-    study_file = write_study(tmp_path, n_trials=200, threads=2, workers=2, baselines=False)
-    study_file.write_text(study_file.read_text() + "timeout: 0.01\nconfirm: {top: 1, seeds: 1}\n")
+    study_file = write_study(tmp_path, n_trials=200, threads=2, workers=2, baselines=False,
+                             extra="timeout: 0.01\nconfirm: {top: 1, seeds: 1}\n")
     r = run_hpo("study", str(study_file), timeout=150)
     assert r.returncode == 0, r.stderr
     # the budget was spent while the workers started: each ran one trial and stopped

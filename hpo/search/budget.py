@@ -190,7 +190,8 @@ class Deadline:
     """Study callback: the study's wall-clock budget (study file `timeout`, `hpo study --timeout`). After each trial
     it stops this process's search once the time left is no more than `reserve(study)` seconds: what the work still
     to come after the search (the confirmation runs, hpo.search.confirm.reserve_seconds, and starting the workers
-    that run them) is expected to take, so that the search and what follows it end near the budget. No trial starts after that; running ones finish.
+    that run them) is expected to take, so that the search and what follows it end near the budget. No trial starts
+    after that; running ones finish.
 
     `at` is a time.time() instant: the parent sets it once and hands it to its workers, so the budget counts from
     the start of `hpo study`, the workers' start-up included."""
