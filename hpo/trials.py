@@ -101,6 +101,7 @@ def metric_names(study: optuna.Study) -> list[str]:
 CONFIRM_OF = "confirm_of"  # user attribute: the number of the trial it confirms
 CONFIRM_SEED = "confirm_seed"  # user attribute: the seed it trains with
 CONFIRM_SPLIT = "confirm_split"  # user attribute: the seed of the validation split it trains and scores on
+PACK = "pack"  # user attribute: how many trials its pack started with (absent: it trained alone)
 
 
 def is_confirmation(t: FrozenTrial) -> bool:

@@ -35,7 +35,7 @@ from hpo.training.pack import (
 )
 from hpo.training.runtime import OPTIMIZERS
 from hpo.training.spec import TrainConfig
-from hpo.trials import COUNTED
+from hpo.trials import COUNTED, PACK
 
 MEMBERS = [
     TrainConfig(widths=(40, 24), optimizer="adam", lr=1e-3, batch_size=32, epochs=2, seed=0),
@@ -184,6 +184,7 @@ def test_the_members_of_a_drawn_pack_share_their_widths_and_not_their_learning_r
     for pack in packs:
         assert len({tuple(t.user_attrs["config"]["widths"]) for t in pack}) == 1
         assert len({t.params["lr"] for t in pack}) == 3
+        assert [t.user_attrs[PACK] for t in pack] == [3, 3, 3]  # a time budget counts a third of each one's run
     assert len({tuple(t.user_attrs["config"]["widths"]) for t in trials}) == 2  # first members draw freely
 
 

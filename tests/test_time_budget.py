@@ -24,10 +24,11 @@ LR = {"lr": FloatDistribution(1e-4, 1.0, log=True)}
 T0 = datetime.datetime(2026, 12, 5, 12, 0, 0)
 
 
-def _add(study, value, seconds):
+def _add(study, value, seconds, **attrs):
     """A complete trial that ran for `seconds`."""
     study.add_trial(FrozenTrial(number=0, trial_id=0, state=TrialState.COMPLETE, value=value, params={"lr": 0.01},
-                                distributions=LR, user_attrs={"config": {"lr": 0.01, "seed": 0}}, system_attrs={},
+                                distributions=LR, user_attrs={"config": {"lr": 0.01, "seed": 0}, **attrs},
+                                system_attrs={},
                                 intermediate_values={}, datetime_start=T0,
                                 datetime_complete=T0 + datetime.timedelta(seconds=seconds)))
 
@@ -45,6 +46,18 @@ def test_the_reserve_is_the_top_trials_run_times_shared_among_the_workers(tmp_pa
     assert confirm.reserve_seconds(study, cfg, 8) == 30.0  # never less than the longest run
     no_confirm = load_study(tiny_study(tmp_path))
     assert confirm.reserve_seconds(study, no_confirm, 2) == 0.0
+
+
+def test_a_packed_trial_counts_for_its_share_of_its_packs_time(tmp_path, tiny_mnist):
+    """A member of a pack of 8 ran for as long as the pack: 160 s is about 20 s of one run, and a study with packs
+    would otherwise stop its search minutes early (a measured pack search stopped at 223 s of its 380)."""
+    cfg = load_study(tiny_study(tmp_path, confirm="{top: 2, seeds: 1}"))
+    study = optuna.create_study(direction="maximize")
+    _add(study, 0.9, 160, pack=8)
+    _add(study, 0.8, 160, pack=8)
+    assert confirm.reserve_seconds(study, cfg, 2) == 20.0
+    _add(study, 0.95, 30)  # trained alone: all of its time
+    assert confirm.reserve_seconds(study, cfg, 1) == 50.0
 
 
 def test_the_deadline_stops_the_search_once_the_time_left_is_what_the_reserve_needs():

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.search.studyfile import StudyConfig
-from hpo.trials import CONFIRM_OF, CONFIRM_SEED, CONFIRM_SPLIT, best_trials, confirmed, is_confirmation, searched
+from hpo.trials import CONFIRM_OF, CONFIRM_SEED, CONFIRM_SPLIT, PACK, best_trials, confirmed, is_confirmation, searched
 
 HELD = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
@@ -58,8 +58,10 @@ def reserve_seconds(study: optuna.Study, cfg: StudyConfig, workers: int) -> floa
     """Wall seconds the confirmation runs the current top trials still lack are expected to take on `workers`
     processes, from those trials' own run times (a confirmation run trains the same configuration): their sum shared
     among the workers, but never less than the longest of them. What a study's time budget (hpo.search.budget.
-    Deadline) keeps back from the search."""
-    seconds = [t.duration.total_seconds() for t, _, _ in plan(study, cfg) if t.duration is not None]
+    Deadline) keeps back from the search. A trial trained in a pack of K ran for as long as its pack did, about K
+    runs' time, so it counts for a K-th of that: a confirmation run trains alone or packed with the other runs."""
+    seconds = [t.duration.total_seconds() / t.user_attrs.get(PACK, 1) for t, _, _ in plan(study, cfg)
+               if t.duration is not None]
     return max(sum(seconds) / max(workers, 1), max(seconds, default=0.0))
 
 

@@ -30,7 +30,7 @@ from hpo.search.objective import Objective, TrialRun
 from hpo.search.storage import fail_stale
 from hpo.training.memory import PeakMemory
 from hpo.training.pack import calibrate_pack, pack_key, train_pack
-from hpo.trials import CONFIRM_SPLIT, trial_state
+from hpo.trials import CONFIRM_SPLIT, PACK, trial_state
 
 # The Optuna parameters that decide a pack's key (per-layer activations are activation_1, activation_2, ...).
 # Widths too: members of different widths are padded to the widest, so with widths drawn freely a pack of K
@@ -169,6 +169,7 @@ def _train_group(study: BudgetStudy, objective: Objective, group: list[TrialRun]
     t0 = time.perf_counter()
     for run in group:
         run.t0 = t0
+        run.trial.set_user_attr(PACK, len(group))  # its run time is the pack's: hpo.search.confirm.reserve_seconds
 
     def train(_):
         return train_pack([run.tc for run in group], objective.data_for(group[0].trial), threads=objective.threads,
