@@ -286,7 +286,7 @@ def test_the_study_file_s_budget_workers_is_the_default_and_the_flag_overrides_i
     study_file = str(write_study(tmp_path, n_trials=4, threads=2, workers=2, baselines=False))
     r = run_hpo("study", study_file, timeout=150)  # no --workers: budget.workers: 2
     assert r.returncode == 0, r.stderr
-    assert "2 workers x 1 threads" in r.stdout
+    assert "2 workers x 1 thread" in r.stdout and "1 threads" not in r.stdout
     assert len({t.user_attrs["worker"] for t in load(url).trials if t.state in COUNTED}) == 2
     other = str(write_study(tmp_path, "other", n_trials=2, threads=2, workers=2, baselines=False))
     assert main(["study", other, "--workers", "1"]) == 0  # the flag wins: this process trains, 2 threads
@@ -302,7 +302,7 @@ def test_two_workers_run_exactly_n_trials(tiny_mnist, tmp_path, capsys):
     r = run_hpo("study", study_file, "--workers", "2", timeout=150)
     assert r.returncode == 0, r.stderr
     assert "database is locked" not in r.stdout + r.stderr
-    assert "2 workers x 1 threads" in r.stdout
+    assert "2 workers x 1 thread" in r.stdout
     assert "ran 6 trials" in r.stdout and "outcomes: 6 complete" in r.stdout
     study = load(url)
     assert count(study) == 6

@@ -78,7 +78,7 @@ def run_study(name_or_path: str, *, trials: int | None = None, timeout: float | 
         n_procs = min(workers, max(remaining, 0)) or min(workers, cfg.confirm.runs) or workers
         threads = threads_per_worker(cfg.budget.threads, n_procs)
         data_line = f"{cfg.dataset}"
-        tail = f"; {n_procs} workers x {threads} threads"
+        tail = f"; {n_procs} workers x {threads} thread{'' if threads == 1 else 's'}"
     else:
         data_line = f"{cfg.dataset} {splits.meta['n_train']} train / {splits.meta['n_eval']} validation"
         tail = ""
