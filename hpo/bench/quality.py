@@ -65,6 +65,9 @@ VARIANTS = {  # name: what it changes in the study file
     # batch size as an ordered range (log scale, any integer) rather than five unrelated choices: TPE's numeric
     # estimator can move from 64 towards 128, where its categorical one commits to the choice its best trials had
     "batch_log": {"space": {"batch_size": {"low": 32, "high": 512, "log": True}}},
+    # a 40k/20k split instead of 50k/10k: each epoch 20% shorter and the validation score less noisy (a
+    # 20k set's sampling std is 0.22 points at 89%, a 10k set's 0.31), so fewer lucky draws win the search
+    "val20k": {"split": {"val_size": 20000, "seed": 0}},
 }
 MERGED = ("budget",)  # a variant's keys merged into the study file's own mapping rather than replacing it
 RUN_KEYS = ("workers",)  # a variant's keys that are `hpo study` options, not study-file keys
