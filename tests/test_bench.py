@@ -225,6 +225,17 @@ def test_a_quality_variant_s_run_options_stay_out_of_its_study_file(tmp_path):
     assert load_study(str(study_copy("relu3_adam", tmp_path, 0, "no_confirm"))).confirm.top == 0  # the key left out
 
 
+def test_a_quality_variant_may_change_the_space_and_add_to_the_budget(tmp_path):
+    """batch_log rewrites one key of the study's space in a copy beside the study; pack_auto adds `pack` to the
+    study's budget rather than replacing it (its workers and caps stay)."""
+    study = load_study(str(study_copy("relu3_adam", tmp_path, 1, "batch_log")))
+    batch = study.space.params["batch_size"]
+    assert (batch.kind, batch.low, batch.high, batch.log) == ("int", 32, 512, True)
+    assert study.space.params["lr"].high == 1e-1  # the rest of the space as shipped
+    packed = load_study(str(study_copy("relu3_adam", tmp_path, 1, "pack_auto")))
+    assert packed.budget.pack == "auto" and packed.budget.workers == 2 and packed.budget.max_params == 60000
+
+
 def test_quality_refuses_an_unknown_variant_in_one_line(tmp_path):
     with pytest.raises(HpoError, match="^--variants: unknown variant 'fast'; choose from shipped, "):
         bench_quality(lambda _: None, tmp_path, variants=("fast",))
